@@ -1,0 +1,240 @@
+//! The daemon's life cycle: start (config → database → schema → jobs →
+//! bind), serve until a stop is asked for, then stop in order (socket,
+//! in-flight requests, scheduler, mail). A start failure is mailed too.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::config::Config;
+use crate::credit;
+use crate::db::{self, DbError, Pool};
+use crate::http::{self, AppState, BindError, HttpServer};
+use crate::jobs::{Job, Jobs};
+use crate::mail::Mailer;
+use crate::metrics::Metrics;
+use crate::model::Period;
+use crate::shutdown::Shutdown;
+
+/// How long start waits for the database before giving up.
+pub const DB_START_WAIT: Duration = Duration::from_secs(20);
+/// How long a stop waits for in-flight requests.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a stop (or a failed start) waits for its mail.
+pub const MAIL_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub enum StartError {
+    Mail(String),
+    Db(DbError),
+    Bind(BindError),
+    Signals(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Mail(m) | StartError::Signals(m) => f.write_str(m),
+            StartError::Db(e) => write!(f, "{}", http::error_chain(e)),
+            StartError::Bind(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A started service, bound and ready to run.
+pub struct App {
+    server: HttpServer,
+    jobs: Arc<Jobs>,
+    mailer: Mailer,
+    shutdown: Shutdown,
+}
+
+impl App {
+    /// Everything up to and including the bind. On failure the alert list
+    /// gets a mail naming the reason.
+    pub fn build(config: Config, shutdown: Shutdown) -> Result<App, StartError> {
+        let mailer = Mailer::start(&config).map_err(StartError::Mail)?;
+        match start(config, shutdown.clone(), mailer.clone()) {
+            Ok((server, jobs)) => Ok(App {
+                server,
+                jobs,
+                mailer,
+                shutdown,
+            }),
+            Err(e) => {
+                log::error!("start failed: {e}");
+                mailer.send_and_wait(
+                    "start failed",
+                    &format!("creditgate could not start: {e}"),
+                    MAIL_WAIT,
+                );
+                mailer.stop(MAIL_WAIT);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Serves until the shutdown fires, then stops in order and returns the
+    /// reason.
+    pub fn run(self) -> String {
+        let schedule = self.jobs.start();
+        self.server.run(&self.shutdown, STOP_GRACE);
+        schedule.stop();
+        let reason = self.shutdown.reason().unwrap_or_else(|| "unknown".into());
+        log::info!("stopped: {reason}");
+        self.mailer.send_and_wait(
+            "stopped",
+            &format!("creditgate stopped: {reason}"),
+            MAIL_WAIT,
+        );
+        self.mailer.stop(Duration::from_millis(100));
+        reason
+    }
+}
+
+fn start(
+    config: Config,
+    shutdown: Shutdown,
+    mailer: Mailer,
+) -> Result<(HttpServer, Arc<Jobs>), StartError> {
+    let pool = db::pool(
+        config.database_url.expose(),
+        config.db_pool,
+        config.db_timeout,
+    )
+    .map_err(StartError::Db)?;
+    db::wait_until_ready(&pool, DB_START_WAIT).map_err(StartError::Db)?;
+    db::check_schema(&pool).map_err(StartError::Db)?;
+    let metrics = Arc::new(Metrics::default());
+    let jobs = Arc::new(standard_jobs(&config, &pool, &mailer, &metrics));
+    // A refill missed while the service was down happens before the first
+    // request is served.
+    jobs.run_now("monthly-refill");
+    let state = Arc::new(AppState::new(
+        config,
+        pool,
+        metrics,
+        shutdown,
+        Some(Arc::clone(&jobs)),
+    ));
+    let server = http::bind(state).map_err(StartError::Bind)?;
+    Ok((server, jobs))
+}
+
+/// `heartbeat` (the sample's job `main`) and `monthly-refill`.
+pub fn standard_jobs(
+    config: &Config,
+    pool: &Pool,
+    mailer: &Mailer,
+    metrics: &Arc<Metrics>,
+) -> Jobs {
+    let heartbeat = {
+        let pool = pool.clone();
+        let mailer = mailer.clone();
+        let was_up = std::sync::atomic::AtomicBool::new(true);
+        Box::new(move || heartbeat(&pool, &mailer, &was_up)) as crate::jobs::JobFn
+    };
+    let refill = {
+        let pool = pool.clone();
+        Box::new(move || {
+            let now = Utc::now();
+            credit::refill(
+                &pool,
+                Period::of(now.date_naive()),
+                now,
+                "job:monthly-refill",
+            )
+            .map(|n| format!("{n} user(s) refilled"))
+            .map_err(|e| http::error_chain(&e))
+        }) as crate::jobs::JobFn
+    };
+    Jobs::new(
+        vec![
+            Job::new("heartbeat", config.heartbeat, heartbeat),
+            Job::new("monthly-refill", Duration::from_secs(60), refill),
+        ],
+        Arc::clone(metrics),
+    )
+}
+
+/// Pings the database; mails once when it goes down and once when it is
+/// back, not on every tick.
+fn heartbeat(
+    pool: &Pool,
+    mailer: &Mailer,
+    was_up: &std::sync::atomic::AtomicBool,
+) -> Result<String, String> {
+    use std::sync::atomic::Ordering::SeqCst;
+    match db::ping(pool) {
+        Ok(()) => {
+            if !was_up.swap(true, SeqCst) {
+                log::warn!("database is reachable again");
+                mailer.send("database back", "The database answers again.");
+            }
+            Ok("database up".into())
+        }
+        Err(e) => {
+            let why = http::error_chain(&e);
+            if was_up.swap(false, SeqCst) {
+                log::error!("database is unreachable: {why}");
+                mailer.send(
+                    "database down",
+                    &format!("The database does not answer: {why}"),
+                );
+            }
+            Err(format!("database down: {why}"))
+        }
+    }
+}
+
+/// SIGINT and SIGTERM fire `shutdown` with the signal's name. ctrlc does the
+/// handling; signal-hook only records which signal it was, chained in front
+/// of ctrlc's handler, because ctrlc does not say.
+pub fn install_signal_handlers(shutdown: Shutdown) -> Result<(), StartError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let last = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&last);
+    ctrlc::set_handler(move || {
+        let name = match seen.load(Ordering::SeqCst) as i32 {
+            signal_hook::consts::SIGTERM => "signal SIGTERM",
+            signal_hook::consts::SIGINT => "signal SIGINT",
+            signal_hook::consts::SIGHUP => "signal SIGHUP",
+            _ => "signal",
+        };
+        log::info!("{name} received, stopping");
+        shutdown.trigger(name);
+    })
+    .map_err(|e| StartError::Signals(format!("cannot install the signal handler: {e}")))?;
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register_usize(sig, Arc::clone(&last), sig as usize)
+            .map_err(|e| StartError::Signals(format!("cannot watch signal {sig}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// `creditgate serve`: runs until a signal or `/stopServer`.
+pub fn serve(config: Config) -> Result<(), StartError> {
+    let shutdown = Shutdown::new();
+    install_signal_handlers(shutdown.clone())?;
+    let app = App::build(config, shutdown)?;
+    log::info!(
+        "creditgate {} listening on http://{}",
+        env!("CARGO_PKG_VERSION"),
+        app.addr()
+    );
+    app.run();
+    Ok(())
+}

@@ -1,0 +1,473 @@
+//! The command line: one function per subcommand, each calling the same
+//! domain functions as the admin API. Tokens go to stdout alone (so
+//! `TOKEN=$(creditgate user add alice)` works); everything else to stderr,
+//! except what a command is asked to show.
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use chrono::{NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::banks::{self, BankError, NewBank};
+use crate::config::{Config, ConfigError};
+use crate::credit;
+use crate::db::{self, DbError, Pool};
+use crate::ledger::Reason;
+use crate::model::{parse_credit, BankCode, Period, RefillDay, Username};
+use crate::usage::{self, Filter};
+use crate::users::{self, CreditChange, NewUser, User, UserError};
+
+#[derive(Parser, Debug)]
+#[command(name = "creditgate", version, about = "A credit-metered HTTP API service", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API until SIGINT, SIGTERM or /stopServer (the default).
+    Serve,
+    /// Create the database if needed and apply the missing migrations.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage banks, the priced resources.
+    #[command(subcommand)]
+    Bank(BankCommand),
+    /// Run the monthly refill now (for this month, or for --period).
+    Refill {
+        /// The month to refill, YYYY-MM; users whose refill moment in it has passed.
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// Print daily usage.
+    Usage(UsageArgs),
+    /// Move users over from the Flask sample's table (USERNAME, TOKEN, CREDIT).
+    ImportLegacy {
+        /// The sample's database, mysql://user[:pass]@host:port/dbname
+        #[arg(long = "from")]
+        from: String,
+        /// The table holding USERNAME, TOKEN and CREDIT.
+        #[arg(long, default_value = "users")]
+        table: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user; prints its token (alone) on stdout.
+    Add {
+        name: String,
+        /// Starting credit (default: --monthly, else 0).
+        #[arg(long)]
+        credit: Option<String>,
+        /// Monthly allowance restored on --refill-day.
+        #[arg(long)]
+        monthly: Option<String>,
+        /// Day of the month (1-31) the allowance is restored; past a month's end, its last day.
+        #[arg(long, default_value_t = 1)]
+        refill_day: i64,
+        #[arg(long)]
+        email: Option<String>,
+        /// Import an existing token instead of generating one.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add to (--add, may be negative) or set (--set) a user's credit.
+    Credit {
+        name: String,
+        #[arg(
+            long,
+            allow_hyphen_values = true,
+            conflicts_with = "set",
+            required_unless_present = "set"
+        )]
+        add: Option<String>,
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Give a user a new token (printed alone on stdout); the old one stops working.
+    Rotate { name: String },
+    /// Refuse a user's requests until enabled again.
+    Disable { name: String },
+    /// Accept a disabled user's requests again.
+    Enable { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BankCommand {
+    /// Add a bank.
+    Add {
+        /// 1-16 letters and digits; case-insensitive.
+        code: String,
+        #[arg(long)]
+        name: String,
+        /// Two-letter country code.
+        #[arg(long)]
+        country: Option<String>,
+        #[arg(long)]
+        bic: Option<String>,
+        /// Credits per request (0 = free).
+        #[arg(long, default_value = "1")]
+        cost: String,
+        /// Extra data returned with the bank, as a JSON value.
+        #[arg(long, default_value = "{}")]
+        data: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UsageArgs {
+    /// Only this user.
+    pub name: Option<String>,
+    /// First day, YYYY-MM-DD.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day, YYYY-MM-DD.
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A one-line reason for a non-zero exit.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+macro_rules! cli_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CliError {
+            fn from(e: $t) -> Self {
+                CliError(crate::http::error_chain(&e))
+            }
+        }
+    )*};
+}
+cli_error_from!(
+    DbError,
+    UserError,
+    BankError,
+    ConfigError,
+    crate::app::StartError,
+    crate::model::ParseError
+);
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let config = Config::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => Ok(crate::app::serve(config)?),
+        Command::Migrate => migrate(&config),
+        Command::User(cmd) => user(&connect(&config)?, cmd),
+        Command::Bank(BankCommand::Add {
+            code,
+            name,
+            country,
+            bic,
+            cost,
+            data,
+        }) => {
+            let data: serde_json::Value = serde_json::from_str(&data)
+                .map_err(|e| CliError(format!("--data is not JSON: {e}")))?;
+            let bank = banks::add(
+                &connect(&config)?,
+                NewBank {
+                    code: BankCode::parse(&code)?,
+                    name,
+                    country,
+                    bic,
+                    cost: parse_credit(&cost)?,
+                    data,
+                },
+            )?;
+            eprintln!(
+                "added bank {} ({}), cost {}",
+                bank.code, bank.name, bank.cost
+            );
+            Ok(())
+        }
+        Command::Refill { period } => {
+            let now = Utc::now();
+            let period = match period {
+                Some(p) => Period::parse(&p)?,
+                None => Period::of(now.date_naive()),
+            };
+            let n = credit::refill(&connect(&config)?, period, now, &actor())?;
+            eprintln!("{n} user(s) refilled for {period}");
+            Ok(())
+        }
+        Command::Usage(args) => usage_report(&connect(&config)?, args),
+        Command::ImportLegacy { from, table } => {
+            crate::import::run(&connect(&config)?, &from, &table, &actor())
+        }
+    }
+}
+
+/// The actor written to the ledger: `cli:<os user>`.
+pub fn actor() -> String {
+    let who = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{who}")
+}
+
+fn connect(config: &Config) -> Result<Pool, CliError> {
+    let pool = db::pool(config.database_url.expose(), 2, config.db_timeout)?;
+    db::check_schema(&pool)?;
+    Ok(pool)
+}
+
+fn migrate(config: &Config) -> Result<(), CliError> {
+    db::create_database_if_missing(config.database_url.expose())?;
+    let pool = db::pool(config.database_url.expose(), 1, config.db_timeout)?;
+    let applied = db::migrate(&pool)?;
+    if applied.is_empty() {
+        eprintln!(
+            "schema is up to date (version {})",
+            db::expected_schema_version()
+        );
+    }
+    for file in applied {
+        eprintln!("applied {file}");
+    }
+    Ok(())
+}
+
+fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
+    match cmd {
+        UserCommand::Add {
+            name,
+            credit,
+            monthly,
+            refill_day,
+            email,
+            token,
+        } => {
+            let new = NewUser {
+                username: Username::parse(&name)?,
+                credit: credit.as_deref().map(parse_credit).transpose()?,
+                monthly_credit: monthly.as_deref().map(parse_credit).transpose()?,
+                refill_day: RefillDay::parse(refill_day)?,
+                email,
+                token,
+            };
+            let (user, token) = users::create(pool, new, Reason::Create, &actor(), Utc::now())?;
+            println!("{token}");
+            eprintln!(
+                "created user {} with credit {} (token {}…, shown this once)",
+                user.username, user.credit, user.token_prefix
+            );
+        }
+        UserCommand::List { json } => {
+            let list = users::list(pool)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).expect("users serialise")
+                );
+            } else {
+                print!("{}", user_table(&list));
+            }
+        }
+        UserCommand::Show { name, json } => {
+            print_user(&users::show(pool, &Username::parse(&name)?)?, json)
+        }
+        UserCommand::Credit { name, add, set } => {
+            let change = match (add, set) {
+                (Some(a), None) => CreditChange::Add(
+                    a.trim()
+                        .parse()
+                        .map_err(|_| CliError(format!("--add takes a whole number, not {a:?}")))?,
+                ),
+                (None, Some(s)) => CreditChange::Set(parse_credit(&s)?),
+                _ => return Err(CliError("give exactly one of --add N or --set N".into())),
+            };
+            print_user(
+                &users::change_credit(pool, &Username::parse(&name)?, change, &actor())?,
+                false,
+            );
+        }
+        UserCommand::Rotate { name } => {
+            let token = users::rotate(pool, &Username::parse(&name)?)?;
+            println!("{token}");
+            eprintln!("rotated the token of {name}; the old one no longer works");
+        }
+        UserCommand::Disable { name } => print_user(
+            &users::set_disabled(pool, &Username::parse(&name)?, true)?,
+            false,
+        ),
+        UserCommand::Enable { name } => print_user(
+            &users::set_disabled(pool, &Username::parse(&name)?, false)?,
+            false,
+        ),
+    }
+    Ok(())
+}
+
+fn print_user(u: &User, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(u).expect("users serialise")
+        );
+        return;
+    }
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    println!("username:       {}", u.username);
+    println!("token_prefix:   {}", u.token_prefix);
+    println!("credit:         {}", u.credit);
+    println!(
+        "monthly_credit: {}",
+        opt(u.monthly_credit.map(|m| m.to_string()))
+    );
+    println!("refill_day:     {}", u.refill_day);
+    println!("credit_period:  {}", opt(u.credit_period.clone()));
+    println!("email:          {}", opt(u.email.clone()));
+    println!("disabled:       {}", u.disabled);
+    println!("created_at:     {}", u.created_at);
+}
+
+/// Left-aligned columns, as wide as their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+fn user_table(list: &[User]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|u| {
+            vec![
+                u.username.clone(),
+                u.credit.to_string(),
+                u.monthly_credit
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                u.refill_day.to_string(),
+                u.credit_period.clone().unwrap_or_else(|| "-".into()),
+                if u.disabled { "yes" } else { "no" }.into(),
+                u.token_prefix.clone(),
+                u.email.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "USERNAME",
+            "CREDIT",
+            "MONTHLY",
+            "REFILL_DAY",
+            "PERIOD",
+            "DISABLED",
+            "TOKEN",
+            "EMAIL",
+        ],
+        &rows,
+    )
+}
+
+fn usage_report(pool: &Pool, args: UsageArgs) -> Result<(), CliError> {
+    let day = |flag: &str, v: Option<String>| {
+        v.map(|v| {
+            NaiveDate::parse_from_str(&v, "%Y-%m-%d")
+                .map_err(|_| CliError(format!("{flag} takes a date YYYY-MM-DD, not {v:?}")))
+        })
+        .transpose()
+    };
+    let filter = Filter {
+        user: args.name.as_deref().map(Username::parse).transpose()?,
+        from: day("--from", args.from)?,
+        to: day("--to", args.to)?,
+    };
+    let rows = usage::report(pool, &filter)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "rows": rows }))
+                .expect("rows serialise")
+        );
+        return Ok(());
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.day.clone(),
+                r.username.clone(),
+                r.endpoint.clone(),
+                r.calls.to_string(),
+                r.credits.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["DAY", "USERNAME", "ENDPOINT", "CALLS", "CREDITS"], &cells)
+    );
+    if std::io::stdout().is_terminal() && rows.is_empty() {
+        eprintln!("(no usage in this range)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_their_columns() {
+        let t = table(
+            &["A", "LONG"],
+            &[
+                vec!["wide cell".into(), "1".into()],
+                vec!["x".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "A          LONG\nwide cell  1\nx          22\n");
+    }
+
+    #[test]
+    fn every_level_has_help() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,252 @@
+//! Configuration from the environment: raw strings first, then one validated
+//! `Config`. Every error names the variable and what it accepts. Secrets are
+//! wrapped so that `Debug` (and so any log line) never shows them. Std only.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A value that must not be shown: `Debug` prints `"[redacted]"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds a password when there is one, hence secret.
+    pub database_url: Secret,
+    pub bind: SocketAddr,
+    pub threads: usize,
+    pub db_pool: u32,
+    /// How long a request waits for a pooled connection before 503.
+    pub db_timeout: Duration,
+    pub admin_token: Option<Secret>,
+    pub smtp_url: Option<Secret>,
+    pub mail_from: Option<String>,
+    pub alert_to: Vec<String>,
+    pub mail_prefix: String,
+    pub heartbeat: Duration,
+    pub query_token: bool,
+    pub auth_fails_per_min: u32,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/creditgate";
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// From any source of variables, so tests need not touch the process
+    /// environment. An empty value counts as unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+
+        let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+        if !(database_url.starts_with("mysql://")) {
+            return Err(bad(
+                "DATABASE_URL",
+                "expected mysql://user[:password]@host:port/database",
+            ));
+        }
+        let bind = match var("CREDITGATE_BIND") {
+            None => "127.0.0.1:5000".parse().expect("default address"),
+            Some(v) => v.trim().parse().map_err(|_| {
+                bad(
+                    "CREDITGATE_BIND",
+                    &format!("expected host:port such as 127.0.0.1:5000, not {v:?}"),
+                )
+            })?,
+        };
+        let threads =
+            number(&var, "CREDITGATE_THREADS", 1, 1024)?.unwrap_or(8 * cores as u64) as usize;
+        let db_pool = number(&var, "CREDITGATE_DB_POOL", 1, 1024)?.unwrap_or(threads as u64) as u32;
+        let db_timeout_ms = number(&var, "CREDITGATE_DB_TIMEOUT_MS", 10, 600_000)?.unwrap_or(3000);
+        let heartbeat = number(&var, "CREDITGATE_HEARTBEAT_SECS", 1, 86_400)?.unwrap_or(10);
+        let auth_fails =
+            number(&var, "CREDITGATE_AUTH_FAILS_PER_MIN", 1, 1_000_000)?.unwrap_or(30) as u32;
+        let query_token = match var("CREDITGATE_QUERY_TOKEN").as_deref().map(str::trim) {
+            None | Some("on") | Some("true") | Some("1") => true,
+            Some("off") | Some("false") | Some("0") => false,
+            Some(v) => {
+                return Err(bad(
+                    "CREDITGATE_QUERY_TOKEN",
+                    &format!("expected on or off, not {v:?}"),
+                ))
+            }
+        };
+        let smtp_url = var("CREDITGATE_SMTP_URL");
+        if let Some(url) = &smtp_url {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err(bad(
+                    "CREDITGATE_SMTP_URL",
+                    "expected smtp://[user:pass@]host:port or smtps://…",
+                ));
+            }
+        }
+        let alert_to: Vec<String> = var("CREDITGATE_ALERT_TO")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for addr in &alert_to {
+            if !addr.contains('@') {
+                return Err(bad(
+                    "CREDITGATE_ALERT_TO",
+                    &format!("expected comma-separated e-mail addresses, {addr:?} is not one"),
+                ));
+            }
+        }
+        let mail_from = var("CREDITGATE_MAIL_FROM");
+        if let Some(from) = &mail_from {
+            if !from.contains('@') {
+                return Err(bad(
+                    "CREDITGATE_MAIL_FROM",
+                    &format!("expected an e-mail address, not {from:?}"),
+                ));
+            }
+        }
+        Ok(Config {
+            database_url: Secret::new(database_url),
+            bind,
+            threads,
+            db_pool,
+            db_timeout: Duration::from_millis(db_timeout_ms),
+            admin_token: var("CREDITGATE_ADMIN_TOKEN").map(Secret::new),
+            smtp_url: smtp_url.map(Secret::new),
+            mail_from,
+            alert_to,
+            // The prefix keeps its spaces on purpose: it is glued to the subject.
+            mail_prefix: get("CREDITGATE_MAIL_PREFIX")
+                .unwrap_or_else(|| "creditgate - ".to_string()),
+            heartbeat: Duration::from_secs(heartbeat),
+            query_token,
+            auth_fails_per_min: auth_fails,
+        })
+    }
+}
+
+fn bad(variable: &'static str, message: &str) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.to_string(),
+    }
+}
+
+fn number(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, ConfigError> {
+    match var(name) {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(bad(
+                name,
+                &format!("expected a whole number from {min} to {max}, not {v:?}"),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(c.bind.to_string(), "127.0.0.1:5000");
+        assert_eq!(c.db_pool as usize, c.threads);
+        assert!(c.admin_token.is_none());
+        assert_eq!(c.mail_prefix, "creditgate - ");
+        assert_eq!(c.heartbeat, Duration::from_secs(10));
+        assert!(c.query_token);
+        assert_eq!(c.auth_fails_per_min, 30);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("CREDITGATE_BIND", "nowhere"),
+            ("CREDITGATE_THREADS", "0"),
+            ("CREDITGATE_THREADS", "many"),
+            ("CREDITGATE_DB_POOL", "-3"),
+            ("CREDITGATE_HEARTBEAT_SECS", "1.5"),
+            ("CREDITGATE_QUERY_TOKEN", "maybe"),
+            ("CREDITGATE_AUTH_FAILS_PER_MIN", "0"),
+            ("CREDITGATE_SMTP_URL", "http://x"),
+            ("CREDITGATE_ALERT_TO", "ops"),
+            ("DATABASE_URL", "postgres://x"),
+        ] {
+            let e = config(&[(name, value)]).unwrap_err();
+            assert_eq!(e.variable, name, "{e}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts_every_secret() {
+        let c = config(&[
+            ("DATABASE_URL", "mysql://u:dbpass123@h:3306/d"),
+            ("CREDITGATE_ADMIN_TOKEN", "admintoken123"),
+            ("CREDITGATE_SMTP_URL", "smtp://u:smtppass123@h:25"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["dbpass123", "admintoken123", "smtppass123"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    #[test]
+    fn alert_list_is_comma_separated() {
+        let c = config(&[("CREDITGATE_ALERT_TO", "a@x.org, b@y.org,")]).unwrap();
+        assert_eq!(c.alert_to, vec!["a@x.org", "b@y.org"]);
+    }
+}

@@ -1,0 +1,294 @@
+//! Charging and refilling credit. A paid request is ONE transaction: lock the
+//! user's row (`SELECT … FOR UPDATE`), check the token and the credit, charge,
+//! count the usage, remember the idempotent answer, commit — or roll back and
+//! charge nothing. No state is shared between requests but the pool.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use mysql::prelude::Queryable;
+use mysql::TxOpts;
+use serde::{Deserialize, Serialize};
+
+use crate::banks::{self, Bank};
+use crate::db::{DbError, Pool};
+use crate::ledger::{self, Event, Reason};
+use crate::model::{next_refill, BankCode, IdempotencyKey, Period, RefillDay};
+use crate::token::{self, Credentials};
+use crate::usage;
+
+/// The endpoint name that paid bank lookups are counted under.
+pub const BANKS_ENDPOINT: &str = "banks_data";
+
+pub struct Charge<'a> {
+    pub credentials: &'a Credentials,
+    pub bank: &'a BankCode,
+    pub idempotency_key: Option<&'a IdempotencyKey>,
+    pub now: DateTime<Utc>,
+}
+
+/// What an authenticated caller is told. Serialisable because it is what an
+/// `Idempotency-Key` replays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Answer {
+    Charged {
+        bank: Bank,
+        credit_remaining: i64,
+    },
+    InsufficientCredit {
+        cost: i64,
+        credit_remaining: i64,
+        next_refill: Option<i64>,
+    },
+    UnknownBank,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChargeOutcome {
+    Answered { answer: Answer, replayed: bool },
+    Unauthorized(AuthFailure),
+}
+
+/// Why authentication failed: for the log only; clients all get one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    NoCredentials,
+    UnknownUser,
+    WrongToken,
+    Disabled,
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthFailure::NoCredentials => "no or malformed credentials",
+            AuthFailure::UnknownUser => "unknown user",
+            AuthFailure::WrongToken => "wrong token",
+            AuthFailure::Disabled => "user disabled",
+        })
+    }
+}
+
+/// The columns authentication and the credit check need.
+struct Account {
+    id: u64,
+    token_hash: String,
+    credit: i64,
+    monthly_credit: Option<i64>,
+    refill_day: u32,
+    credit_period: Option<String>,
+    disabled: bool,
+}
+
+type AccountRow = (u64, String, i64, Option<i64>, u32, Option<String>, bool);
+
+const ACCOUNT_COLUMNS: &str =
+    "id, token_hash, credit, monthly_credit, refill_day, credit_period, disabled";
+
+impl Account {
+    fn from_row(r: AccountRow) -> Account {
+        Account {
+            id: r.0,
+            token_hash: r.1,
+            credit: r.2,
+            monthly_credit: r.3,
+            refill_day: r.4,
+            credit_period: r.5,
+            disabled: r.6,
+        }
+    }
+
+    fn next_refill(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.monthly_credit?;
+        let day = RefillDay::parse(self.refill_day as i64).unwrap_or_default();
+        let period = self
+            .credit_period
+            .as_deref()
+            .and_then(|p| Period::parse(p).ok());
+        Some(next_refill(now, day, period))
+    }
+}
+
+/// Same work for every failure, so that timing does not tell an unknown user
+/// from a wrong token.
+fn authenticate(row: Option<AccountRow>, token: &str) -> Result<Account, AuthFailure> {
+    match row {
+        None => {
+            token::verify_dummy(token);
+            Err(AuthFailure::UnknownUser)
+        }
+        Some(r) => {
+            let account = Account::from_row(r);
+            if !token::verify(token, &account.token_hash) {
+                Err(AuthFailure::WrongToken)
+            } else if account.disabled {
+                Err(AuthFailure::Disabled)
+            } else {
+                Ok(account)
+            }
+        }
+    }
+}
+
+/// Charges one paid bank lookup, exactly once, or nothing.
+pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
+    let mut conn = pool.get()?;
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let row: Option<AccountRow> = tx.exec_first(
+        format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = ? FOR UPDATE"),
+        (req.credentials.username.as_str(),),
+    )?;
+    let account = match authenticate(row, &req.credentials.token) {
+        Ok(a) => a,
+        Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
+    };
+
+    // Under the row lock, so a simultaneous retry waits here and then sees
+    // the first answer.
+    if let Some(key) = req.idempotency_key {
+        let stored: Option<String> = tx.exec_first(
+            "SELECT outcome FROM idempotency_keys \
+             WHERE user_id = ? AND idem_key = ? AND created_at > NOW(3) - INTERVAL 1 DAY",
+            (account.id, key.as_str()),
+        )?;
+        if let Some(json) = stored {
+            if let Ok(answer) = serde_json::from_str::<Answer>(&json) {
+                return Ok(ChargeOutcome::Answered {
+                    answer,
+                    replayed: true,
+                });
+            }
+        }
+    }
+
+    let answer = match banks::find(&mut tx, req.bank)? {
+        None => Answer::UnknownBank,
+        Some(bank) if account.credit < bank.cost => Answer::InsufficientCredit {
+            cost: bank.cost,
+            credit_remaining: account.credit,
+            next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
+        },
+        Some(bank) => {
+            let credit_remaining = account.credit - bank.cost;
+            if bank.cost > 0 {
+                tx.exec_drop(
+                    "UPDATE users SET credit = ? WHERE id = ?",
+                    (credit_remaining, account.id),
+                )?;
+            }
+            usage::record(
+                &mut tx,
+                account.id,
+                req.now.date_naive(),
+                BANKS_ENDPOINT,
+                bank.cost,
+            )?;
+            Answer::Charged {
+                bank,
+                credit_remaining,
+            }
+        }
+    };
+
+    if let Some(key) = req.idempotency_key {
+        let json = serde_json::to_string(&answer).expect("answers serialise");
+        // REPLACE: an expired row for the same key is taken over.
+        tx.exec_drop(
+            "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
+            (account.id, key.as_str(), json),
+        )?;
+    }
+    tx.commit()?;
+    Ok(ChargeOutcome::Answered {
+        answer,
+        replayed: false,
+    })
+}
+
+/// What `GET /api/v1.0/credit` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    pub username: String,
+    pub credit: i64,
+    pub monthly_credit: Option<i64>,
+    /// RFC 3339, UTC.
+    pub next_refill: Option<String>,
+}
+
+/// The caller's own balance; free, but authenticated like a charge.
+pub fn balance(
+    pool: &Pool,
+    credentials: &Credentials,
+    now: DateTime<Utc>,
+) -> Result<Result<Balance, AuthFailure>, DbError> {
+    let row: Option<AccountRow> = pool.get()?.exec_first(
+        format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = ?"),
+        (credentials.username.as_str(),),
+    )?;
+    Ok(authenticate(row, &credentials.token).map(|a| Balance {
+        username: credentials.username.clone(),
+        credit: a.credit,
+        monthly_credit: a.monthly_credit,
+        next_refill: a
+            .next_refill(now)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    }))
+}
+
+/// Refills every user whose refill moment in `period` has passed by `now` and
+/// who has not been refilled for `period` yet: `credit = GREATEST(credit,
+/// monthly_credit)`, `credit_period = period`, one ledger row. One transaction
+/// per user, re-checked under the row lock, so a refill happens once per
+/// month even when several instances run it at the same moment.
+pub fn refill(
+    pool: &Pool,
+    period: Period,
+    now: DateTime<Utc>,
+    actor: &str,
+) -> Result<usize, DbError> {
+    let p = period.to_string();
+    let candidates: Vec<(u64, u32)> = pool.get()?.exec(
+        "SELECT id, refill_day FROM users \
+         WHERE monthly_credit IS NOT NULL AND (credit_period IS NULL OR credit_period < ?)",
+        (&p,),
+    )?;
+    let mut refilled = 0;
+    for (user_id, day) in candidates {
+        let day = RefillDay::parse(day as i64).unwrap_or_default();
+        if period.refill_moment(day) > now {
+            continue;
+        }
+        let mut conn = pool.get()?;
+        let mut tx = conn.start_transaction(TxOpts::default())?;
+        let row: Option<(i64, Option<i64>, Option<String>)> = tx.exec_first(
+            "SELECT credit, monthly_credit, credit_period FROM users WHERE id = ? FOR UPDATE",
+            (user_id,),
+        )?;
+        let Some((credit, Some(monthly), done)) = row else {
+            continue;
+        };
+        if done.is_some_and(|d| d >= p) {
+            continue; // another instance was first
+        }
+        let new = credit.max(monthly);
+        tx.exec_drop(
+            "UPDATE users SET credit = ?, credit_period = ? WHERE id = ?",
+            (new, &p, user_id),
+        )?;
+        ledger::record(
+            &mut tx,
+            &Event {
+                user_id,
+                delta: new - credit,
+                balance_after: new,
+                reason: Reason::MonthlyRefill,
+                period: Some(p.clone()),
+                actor,
+            },
+        )?;
+        tx.commit()?;
+        refilled += 1;
+    }
+    Ok(refilled)
+}

@@ -1,0 +1,253 @@
+//! The database edge: the connection pool, connecting with a bounded retry,
+//! and the schema migrations in `sql/` (compiled in, recorded in
+//! `schema_migrations`). Business rules live in the domain modules.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+use mysql::{Opts, OptsBuilder};
+use r2d2_mysql::MySqlConnectionManager;
+
+pub type Pool = r2d2::Pool<MySqlConnectionManager>;
+pub type Conn = r2d2::PooledConnection<MySqlConnectionManager>;
+
+/// Every migration, in order. Forward-only: never edit one that has shipped.
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_create_users.sql",
+        include_str!("../sql/0001_create_users.sql"),
+    ),
+    (
+        2,
+        "0002_create_banks.sql",
+        include_str!("../sql/0002_create_banks.sql"),
+    ),
+    (
+        3,
+        "0003_create_credit_events.sql",
+        include_str!("../sql/0003_create_credit_events.sql"),
+    ),
+    (
+        4,
+        "0004_create_usage_daily.sql",
+        include_str!("../sql/0004_create_usage_daily.sql"),
+    ),
+    (
+        5,
+        "0005_seed_banks.sql",
+        include_str!("../sql/0005_seed_banks.sql"),
+    ),
+    (
+        6,
+        "0006_create_idempotency_keys.sql",
+        include_str!("../sql/0006_create_idempotency_keys.sql"),
+    ),
+];
+
+pub fn expected_schema_version() -> u32 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+#[derive(Debug)]
+pub enum DbError {
+    /// No connection could be had in time: the database is down or the pool
+    /// is exhausted. Clients see 503.
+    Unavailable(r2d2::Error),
+    /// A statement failed.
+    Query(mysql::Error),
+    BadUrl(String),
+    SchemaTooOld {
+        have: u32,
+        want: u32,
+    },
+    SchemaTooNew {
+        have: u32,
+        want: u32,
+    },
+    Migration {
+        file: &'static str,
+        source: mysql::Error,
+    },
+    MigrationLocked,
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbError::Unavailable(e) => write!(f, "database unavailable: {e}"),
+            DbError::Query(e) => write!(f, "database query failed: {e}"),
+            DbError::BadUrl(e) => write!(f, "DATABASE_URL: {e}"),
+            DbError::SchemaTooOld { have, want } => write!(
+                f,
+                "the database schema is at version {have}, this build needs {want}: run `creditgate migrate`"
+            ),
+            DbError::SchemaTooNew { have, want } => write!(
+                f,
+                "the database schema is at version {have}, newer than this build knows ({want}): upgrade creditgate"
+            ),
+            DbError::Migration { file, source } => write!(f, "migration {file} failed: {source}"),
+            DbError::MigrationLocked => write!(f, "another `creditgate migrate` held its lock for 60 s"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DbError::Unavailable(e) => Some(e),
+            DbError::Query(e) | DbError::Migration { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<mysql::Error> for DbError {
+    fn from(e: mysql::Error) -> Self {
+        DbError::Query(e)
+    }
+}
+
+impl From<r2d2::Error> for DbError {
+    fn from(e: r2d2::Error) -> Self {
+        DbError::Unavailable(e)
+    }
+}
+
+fn opts(url: &str) -> Result<OptsBuilder, DbError> {
+    let opts = Opts::from_url(url).map_err(|e| DbError::BadUrl(e.to_string()))?;
+    Ok(OptsBuilder::from_opts(opts)
+        .tcp_connect_timeout(Some(Duration::from_secs(3)))
+        // A database that stops answering mid-statement must not hold a
+        // worker forever; lock waits are bounded below this.
+        .read_timeout(Some(Duration::from_secs(15)))
+        .write_timeout(Some(Duration::from_secs(15)))
+        // Days and timestamps are UTC whatever the server's zone.
+        .init(vec![
+            "SET time_zone = '+00:00'",
+            "SET SESSION innodb_lock_wait_timeout = 10",
+        ]))
+}
+
+/// A pool that connects lazily: building it never waits for the database.
+pub fn pool(url: &str, max_size: u32, checkout_timeout: Duration) -> Result<Pool, DbError> {
+    let manager = MySqlConnectionManager::new(opts(url)?);
+    Ok(r2d2::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(0))
+        .connection_timeout(checkout_timeout)
+        // r2d2 logs every failed connect attempt itself; ours say it once.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build_unchecked(manager))
+}
+
+/// Waits until the database answers, for at most `limit`.
+pub fn wait_until_ready(pool: &Pool, limit: Duration) -> Result<(), DbError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match pool.get() {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(DbError::Unavailable(e)),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// Does the database answer a trivial query right now?
+pub fn ping(pool: &Pool) -> Result<(), DbError> {
+    let mut conn = pool.get()?;
+    conn.query_drop("SELECT 1")?;
+    Ok(())
+}
+
+/// Creates the URL's database when it does not exist yet, so that a fresh
+/// server needs only `creditgate migrate`.
+pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {
+    let builder = opts(url)?;
+    let name = Opts::from(builder.clone())
+        .get_db_name()
+        .map(str::to_owned)
+        .ok_or_else(|| DbError::BadUrl("the URL names no database (…/creditgate)".into()))?;
+    let mut conn = mysql::Conn::new(builder.db_name(None::<String>))?;
+    conn.query_drop(format!(
+        "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4",
+        quote_ident(&name)
+    ))?;
+    Ok(())
+}
+
+/// Drops the URL's database; for tests and benchmarks that made their own.
+pub fn drop_database(url: &str) -> Result<(), DbError> {
+    let builder = opts(url)?;
+    let name = Opts::from(builder.clone()).get_db_name().map(str::to_owned);
+    if let Some(name) = name {
+        let mut conn = mysql::Conn::new(builder.db_name(None::<String>))?;
+        conn.query_drop(format!("DROP DATABASE IF EXISTS {}", quote_ident(&name)))?;
+    }
+    Ok(())
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// The highest applied migration, 0 on an empty database.
+pub fn schema_version(conn: &mut impl Queryable) -> Result<u32, DbError> {
+    let exists: Option<u64> = conn.query_first(
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'",
+    )?;
+    if exists.unwrap_or(0) == 0 {
+        return Ok(0);
+    }
+    let v: Option<Option<u32>> = conn.query_first("SELECT MAX(version) FROM schema_migrations")?;
+    Ok(v.flatten().unwrap_or(0))
+}
+
+/// Refuses a schema this build does not expect.
+pub fn check_schema(pool: &Pool) -> Result<(), DbError> {
+    let have = schema_version(&mut *pool.get()?)?;
+    let want = expected_schema_version();
+    match have.cmp(&want) {
+        std::cmp::Ordering::Less => Err(DbError::SchemaTooOld { have, want }),
+        std::cmp::Ordering::Greater => Err(DbError::SchemaTooNew { have, want }),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+/// Applies the migrations that are missing and returns their file names.
+/// Safe to run twice, and from two processes at once (a named lock).
+pub fn migrate(pool: &Pool) -> Result<Vec<&'static str>, DbError> {
+    let mut conn = pool.get()?;
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INT UNSIGNED NOT NULL PRIMARY KEY,
+            name       VARCHAR(255) NOT NULL,
+            applied_at DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+        ) ENGINE = InnoDB",
+    )?;
+    let locked: Option<Option<i64>> =
+        conn.query_first("SELECT GET_LOCK('creditgate.migrate', 60)")?;
+    if locked.flatten() != Some(1) {
+        return Err(DbError::MigrationLocked);
+    }
+    let result = apply_missing(&mut conn);
+    let _ = conn.query_drop("DO RELEASE_LOCK('creditgate.migrate')");
+    result
+}
+
+fn apply_missing(conn: &mut Conn) -> Result<Vec<&'static str>, DbError> {
+    let have = schema_version(&mut **conn)?;
+    let mut applied = Vec::new();
+    for &(version, file, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
+        conn.query_drop(sql)
+            .map_err(|source| DbError::Migration { file, source })?;
+        conn.exec_drop(
+            "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+            (version, file),
+        )?;
+        applied.push(file);
+    }
+    Ok(applied)
+}

@@ -1,0 +1,309 @@
+//! Operator routes under `/admin/v1/` and `/stopServer`, all behind the
+//! admin token. They call the same functions as the CLI.
+
+use std::io::Read;
+
+use chrono::{NaiveDate, Utc};
+use rouille::{Request, Response};
+use serde_json::{json, Map, Value};
+
+use super::api::db_failed;
+use super::{allow, query_values, ApiError, AppState, Ctx};
+use crate::model::{RefillDay, Username};
+use crate::token;
+use crate::usage::{self, Filter};
+use crate::users::{self, CreditChange, NewUser, UserError};
+
+/// Admin bodies are small; anything bigger is refused unread.
+const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// The actor written to the ledger for changes made here.
+const ACTOR: &str = "admin-api";
+
+fn check_admin(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<(), ApiError> {
+    let Some(expected) = &state.config.admin_token else {
+        return Err(ApiError::AdminDisabled);
+    };
+    let ip = req.remote_addr().ip();
+    let now = Utc::now().timestamp() as u64;
+    if let Err(retry_after) = state.throttle.check(ip, now) {
+        return Err(ApiError::TooManyFailures { retry_after });
+    }
+    let mut headers = req
+        .headers()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Authorization"))
+        .map(|(_, v)| v);
+    let given = match (headers.next(), headers.next()) {
+        (Some(v), None) => v
+            .split_once(' ')
+            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t),
+        _ => None,
+    };
+    match given {
+        Some(t) if token::constant_time_eq(t.as_bytes(), expected.expose().as_bytes()) => {
+            ctx.user = Some("admin".into());
+            Ok(())
+        }
+        _ => {
+            state.metrics.auth_failure();
+            state.throttle.failed(ip, now);
+            log::info!("req={} admin authentication failed", ctx.id);
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+pub fn stop(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
+    check_admin(state, req, ctx)?;
+    log::info!("req={} stop requested by the admin API", ctx.id);
+    state.shutdown.trigger("admin /stopServer");
+    Ok(
+        Response::json(&json!({ "success": true, "message": "Server is stopping..." }))
+            .with_status_code(202),
+    )
+}
+
+pub fn route(
+    state: &AppState,
+    req: &Request,
+    method: &str,
+    rest: &[&str],
+    ctx: &mut Ctx,
+) -> Result<Response, ApiError> {
+    check_admin(state, req, ctx)?;
+    let pool = &state.pool;
+    let user_err = |e: UserError| match e {
+        UserError::Exists(u) => ApiError::UserExists(u),
+        UserError::Unknown(u) => ApiError::UnknownUser(u),
+        UserError::InvalidCredit(m) => ApiError::InvalidCredit(m),
+        UserError::InvalidToken(m) | UserError::InvalidEmail(m) => ApiError::InvalidBody(m),
+        UserError::Db(e) => db_failed(state, ctx, e),
+    };
+    match rest {
+        ["users"] if method == "GET" => {
+            let list = users::list(pool).map_err(user_err)?;
+            Ok(Response::json(&json!({ "users": list })))
+        }
+        ["users"] => {
+            allow(method, &["POST"])?;
+            let new = new_user(read_object(req)?)?;
+            let (user, token) =
+                users::create(pool, new, crate::ledger::Reason::Create, ACTOR, Utc::now())
+                    .map_err(user_err)?;
+            let mut body = serde_json::to_value(&user).expect("users serialise");
+            body["token"] = Value::String(token);
+            Ok(Response::json(&body).with_status_code(201))
+        }
+        ["users", name] => {
+            allow(method, &["GET"])?;
+            let user = users::show(pool, &username(name)?).map_err(user_err)?;
+            Ok(Response::json(&user))
+        }
+        ["users", name, "credit"] => {
+            allow(method, &["POST"])?;
+            let name = username(name)?;
+            let change = credit_change(read_object(req)?)?;
+            Ok(Response::json(
+                &users::change_credit(pool, &name, change, ACTOR).map_err(user_err)?,
+            ))
+        }
+        ["users", name, "rotate"] => {
+            allow(method, &["POST"])?;
+            let name = username(name)?;
+            let token = users::rotate(pool, &name).map_err(user_err)?;
+            Ok(Response::json(
+                &json!({ "username": name.as_str(), "token": token }),
+            ))
+        }
+        ["users", name, action @ ("disable" | "enable")] => {
+            allow(method, &["POST"])?;
+            let user = users::set_disabled(pool, &username(name)?, *action == "disable")
+                .map_err(user_err)?;
+            Ok(Response::json(&user))
+        }
+        ["usage"] => {
+            allow(method, &["GET"])?;
+            let filter = usage_filter(req)?;
+            let rows = usage::report(pool, &filter).map_err(|e| db_failed(state, ctx, e))?;
+            Ok(Response::json(&json!({ "rows": rows })))
+        }
+        ["jobs"] => {
+            allow(method, &["GET"])?;
+            let jobs = state.jobs.as_ref().map(|j| j.list()).unwrap_or_default();
+            Ok(Response::json(&json!({ "jobs": jobs })))
+        }
+        ["jobs", id, action @ ("pause" | "resume" | "run")] => {
+            allow(method, &["POST"])?;
+            let jobs = state
+                .jobs
+                .as_ref()
+                .ok_or_else(|| ApiError::UnknownJob(id.to_string()))?;
+            let view = match *action {
+                "pause" => jobs.pause(id),
+                "resume" => jobs.resume(id),
+                _ => jobs.run_now(id),
+            };
+            Ok(Response::json(
+                &view.ok_or_else(|| ApiError::UnknownJob(id.to_string()))?,
+            ))
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+fn username(raw: &str) -> Result<Username, ApiError> {
+    Username::parse(raw).map_err(|_| ApiError::InvalidUsername)
+}
+
+/// The request body as a JSON object: at most 64 KiB, `application/json`.
+fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError> {
+    if let Some(ct) = req.header("Content-Type") {
+        if !ct
+            .trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
+            return Err(ApiError::InvalidBody(
+                "send the body as Content-Type: application/json".into(),
+            ));
+        }
+    }
+    let mut bytes = Vec::new();
+    if let Some(body) = req.data() {
+        body.take(MAX_BODY_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|_| ApiError::InvalidBody("the body could not be read".into()))?;
+    }
+    if bytes.len() as u64 > MAX_BODY_BYTES {
+        return Err(ApiError::InvalidBody("the body is over 64 KiB".into()));
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::InvalidBody(
+            "the body must be a JSON object".into(),
+        )),
+        // serde_json refuses numbers beyond f64 (such as 1e309) while
+        // parsing, before we can see which field held them; in our bodies
+        // only credit amounts are numbers.
+        Err(e) if e.to_string().starts_with("number out of range") => Err(ApiError::InvalidCredit(
+            "credit amounts are whole numbers within i64".into(),
+        )),
+        Err(e) => Err(ApiError::InvalidBody(format!(
+            "the body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// A credit amount: a JSON integer within i64. Floats, strings, null and
+/// overflows are refused.
+fn credit_number(field: &str, v: &Value) -> Result<i64, ApiError> {
+    v.as_i64().ok_or_else(|| {
+        ApiError::InvalidCredit(format!("{field} must be a whole number within i64"))
+    })
+}
+
+fn refuse_unknown_fields(body: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::InvalidBody(format!(
+            "unknown field {k:?}; expected one of {known:?}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn optional_string(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::InvalidBody(format!("{field} must be a string"))),
+    }
+}
+
+fn new_user(body: Map<String, Value>) -> Result<NewUser, ApiError> {
+    refuse_unknown_fields(
+        &body,
+        &[
+            "username",
+            "credit",
+            "monthly_credit",
+            "refill_day",
+            "email",
+            "token",
+        ],
+    )?;
+    let name = match body.get("username") {
+        Some(Value::String(s)) => username(s)?,
+        _ => return Err(ApiError::InvalidUsername),
+    };
+    let credit = body
+        .get("credit")
+        .map(|v| credit_number("credit", v))
+        .transpose()?;
+    let monthly_credit = match body.get("monthly_credit") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(credit_number("monthly_credit", v)?),
+    };
+    let refill_day = match body.get("refill_day") {
+        None | Some(Value::Null) => RefillDay::default(),
+        Some(v) => v
+            .as_i64()
+            .and_then(|n| RefillDay::parse(n).ok())
+            .ok_or_else(|| {
+                ApiError::InvalidBody("refill_day must be a whole number from 1 to 31".into())
+            })?,
+    };
+    let token = optional_string(&body, "token")?;
+    if token.as_deref() == Some("") {
+        return Err(ApiError::InvalidBody(
+            "an imported token must not be empty".into(),
+        ));
+    }
+    Ok(NewUser {
+        username: name,
+        credit,
+        monthly_credit,
+        refill_day,
+        email: optional_string(&body, "email")?,
+        token,
+    })
+}
+
+fn credit_change(body: Map<String, Value>) -> Result<CreditChange, ApiError> {
+    refuse_unknown_fields(&body, &["add", "set"])?;
+    match (body.get("add"), body.get("set")) {
+        (Some(v), None) => Ok(CreditChange::Add(credit_number("add", v)?)),
+        (None, Some(v)) => {
+            let n = credit_number("set", v)?;
+            if n < 0 {
+                return Err(ApiError::InvalidCredit("set must not be negative".into()));
+            }
+            Ok(CreditChange::Set(n))
+        }
+        _ => Err(ApiError::InvalidBody(
+            "send exactly one of {\"add\": N} or {\"set\": N}".into(),
+        )),
+    }
+}
+
+fn usage_filter(req: &Request) -> Result<Filter, ApiError> {
+    let one = |name: &str| {
+        query_values(req, name)
+            .into_iter()
+            .next()
+            .filter(|v| !v.is_empty())
+    };
+    let day = |name: &str| {
+        one(name)
+            .map(|v| {
+                NaiveDate::parse_from_str(&v, "%Y-%m-%d")
+                    .map_err(|_| ApiError::InvalidBody(format!("{name} must be a date YYYY-MM-DD")))
+            })
+            .transpose()
+    };
+    Ok(Filter {
+        user: one("user").map(|u| username(&u)).transpose()?,
+        from: day("from")?,
+        to: day("to")?,
+    })
+}

@@ -1,0 +1,164 @@
+//! The client-facing routes: the paid bank lookup, the free balance, and the
+//! probes. Each is extract → one call → map the result.
+
+use chrono::Utc;
+use rouille::{Request, Response};
+use serde_json::json;
+
+use super::{ApiError, AppState, Ctx};
+use crate::credit::{self, Answer, AuthFailure, Charge, ChargeOutcome};
+use crate::db::{self, DbError};
+use crate::model::{BankCode, IdempotencyKey};
+use crate::token::{Credentials, CredentialsError};
+
+pub fn banks_data(
+    state: &AppState,
+    req: &Request,
+    bank: &str,
+    ctx: &mut Ctx,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(req)?;
+    let credentials = credentials(state, req, ctx)?;
+    let bank = BankCode::parse(bank).map_err(|_| ApiError::InvalidBank)?;
+    let now = Utc::now();
+    let charge = Charge {
+        credentials: &credentials,
+        bank: &bank,
+        idempotency_key: key.as_ref(),
+        now,
+    };
+    match credit::charge(&state.pool, &charge).map_err(|e| db_failed(state, ctx, e))? {
+        ChargeOutcome::Unauthorized(why) => Err(auth_failed(state, req, ctx, why)),
+        ChargeOutcome::Answered { answer, replayed } => {
+            let mut response = match answer {
+                Answer::Charged {
+                    bank,
+                    credit_remaining,
+                } => {
+                    if !replayed {
+                        state.metrics.credits_charged(bank.cost);
+                    }
+                    Response::json(&json!({
+                        "bank": bank.code,
+                        "name": bank.name,
+                        "country": bank.country,
+                        "bic": bank.bic,
+                        "data": bank.data,
+                        "credit_remaining": credit_remaining,
+                    }))
+                    .with_additional_header("X-Credit-Remaining", credit_remaining.to_string())
+                }
+                Answer::InsufficientCredit {
+                    cost,
+                    credit_remaining,
+                    next_refill,
+                } => ApiError::InsufficientCredit {
+                    credit: credit_remaining,
+                    cost,
+                    retry_after: next_refill.map(|t| (t - now.timestamp()).max(1) as u64),
+                }
+                .response(),
+                Answer::UnknownBank => ApiError::UnknownBank.response(),
+            };
+            if replayed {
+                response = response.with_additional_header("Idempotency-Replayed", "true");
+            }
+            Ok(response)
+        }
+    }
+}
+
+pub fn credit(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
+    let credentials = credentials(state, req, ctx)?;
+    match credit::balance(&state.pool, &credentials, Utc::now())
+        .map_err(|e| db_failed(state, ctx, e))?
+    {
+        Ok(balance) => Ok(Response::json(&balance)),
+        Err(why) => Err(auth_failed(state, req, ctx, why)),
+    }
+}
+
+pub fn health() -> Response {
+    Response::json(&json!({ "status": "ok" }))
+}
+
+pub fn ready(state: &AppState, ctx: &mut Ctx) -> Result<Response, ApiError> {
+    db::ping(&state.pool).map_err(|e| db_failed(state, ctx, e))?;
+    Ok(Response::json(&json!({ "status": "ok" })))
+}
+
+pub fn warmup() -> Response {
+    Response::text("").with_status_code(200)
+}
+
+pub fn metrics(state: &AppState) -> Response {
+    let s = state.pool.state();
+    let gauges = crate::metrics::PoolGauges {
+        in_use: s.connections - s.idle_connections,
+        idle: s.idle_connections,
+        max: state.pool.max_size(),
+    };
+    Response::from_data("text/plain; version=0.0.4", state.metrics.render(gauges))
+}
+
+/// The optional `Idempotency-Key`; present but malformed (or sent twice) is 400.
+fn idempotency_key(req: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = req
+        .headers()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Idempotency-Key"))
+        .map(|(_, v)| v);
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => IdempotencyKey::parse(v)
+            .map(Some)
+            .map_err(|_| ApiError::InvalidIdempotencyKey),
+        (Some(_), Some(_)) => Err(ApiError::InvalidIdempotencyKey),
+    }
+}
+
+/// The caller's credentials from any accepted place; refuses an address that
+/// has failed too often this minute before looking at them.
+fn credentials(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Credentials, ApiError> {
+    if let Err(retry_after) = state
+        .throttle
+        .check(req.remote_addr().ip(), Utc::now().timestamp() as u64)
+    {
+        return Err(ApiError::TooManyFailures { retry_after });
+    }
+    let headers: Vec<&str> = req
+        .headers()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Authorization"))
+        .map(|(_, v)| v)
+        .collect();
+    let query: Vec<String> = if state.config.query_token {
+        super::query_values(req, "token")
+    } else {
+        Vec::new()
+    };
+    let query: Vec<&str> = query.iter().map(String::as_str).collect();
+    match Credentials::parse(&headers, &query) {
+        Ok(c) => {
+            ctx.user = Some(c.username.clone());
+            Ok(c)
+        }
+        Err(CredentialsError::Ambiguous) => Err(ApiError::AmbiguousCredentials),
+        Err(CredentialsError::Missing) => {
+            Err(auth_failed(state, req, ctx, AuthFailure::NoCredentials))
+        }
+    }
+}
+
+fn auth_failed(state: &AppState, req: &Request, ctx: &Ctx, why: AuthFailure) -> ApiError {
+    state.metrics.auth_failure();
+    state
+        .throttle
+        .failed(req.remote_addr().ip(), Utc::now().timestamp() as u64);
+    log::info!("req={} authentication failed: {why}", ctx.id);
+    ApiError::Unauthorized
+}
+
+pub(super) fn db_failed(state: &AppState, ctx: &Ctx, e: DbError) -> ApiError {
+    state.metrics.db_error();
+    log::error!("req={} {}", ctx.id, super::error_chain(&e));
+    ApiError::Unavailable
+}

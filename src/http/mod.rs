@@ -1,0 +1,291 @@
+//! The HTTP edge: binds the rouille server, routes, logs one line per
+//! request, and stops gracefully. No SQL and no business rule here.
+
+mod admin;
+mod api;
+mod error;
+
+use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rouille::{Request, Response};
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::db::Pool;
+use crate::jobs::Jobs;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::throttle::Throttle;
+
+/// A header block over this is refused with 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Everything a request may touch. Shared read-only but for counters.
+pub struct AppState {
+    pub config: Config,
+    pub pool: Pool,
+    pub metrics: Arc<Metrics>,
+    pub throttle: Throttle,
+    pub shutdown: Shutdown,
+    pub jobs: Option<Arc<Jobs>>,
+}
+
+impl AppState {
+    pub fn new(
+        config: Config,
+        pool: Pool,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+        jobs: Option<Arc<Jobs>>,
+    ) -> AppState {
+        let throttle = Throttle::new(config.auth_fails_per_min);
+        AppState {
+            config,
+            pool,
+            metrics,
+            throttle,
+            shutdown,
+            jobs,
+        }
+    }
+}
+
+/// Per-request facts for the access log.
+pub struct Ctx {
+    pub id: u64,
+    pub route: &'static str,
+    pub user: Option<String>,
+}
+
+type Handler = Box<dyn Fn(&Request) -> Response + Send + Sync + 'static>;
+
+pub struct HttpServer {
+    server: rouille::Server<Handler>,
+}
+
+#[derive(Debug)]
+pub struct BindError(pub String);
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// Binds `state.config.bind` (port 0 picks a free one).
+pub fn bind(state: Arc<AppState>) -> Result<HttpServer, BindError> {
+    let addr = state.config.bind;
+    let threads = state.config.threads;
+    let handler: Handler = Box::new(move |req| handle(&state, req));
+    let server = rouille::Server::new(addr, handler)
+        .map_err(|e| BindError(format!("cannot listen on {addr}: {e}")))?
+        .pool_size(threads);
+    Ok(HttpServer { server })
+}
+
+impl HttpServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.server.server_addr()
+    }
+
+    /// Serves until `shutdown` fires, then lets in-flight requests finish for
+    /// at most `grace` and closes the socket.
+    pub fn run(self, shutdown: &Shutdown, grace: Duration) {
+        while !shutdown.is_triggered() {
+            self.server.poll_timeout(Duration::from_millis(100));
+        }
+        // Requests already parsed by tiny_http are answered, not dropped.
+        self.server.poll_timeout(Duration::from_millis(50));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let server = self.server;
+        std::thread::spawn(move || {
+            server.join();
+            drop(server);
+            let _ = done_tx.send(());
+        });
+        if done_rx.recv_timeout(grace).is_err() {
+            log::warn!("in-flight requests still running after {grace:?}; stopping anyway");
+        }
+    }
+}
+
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+fn handle(state: &AppState, req: &Request) -> Response {
+    let start = Instant::now();
+    let mut ctx = Ctx {
+        id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+        route: "other",
+        user: None,
+    };
+    let header_bytes: usize = req.headers().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let result = if header_bytes > MAX_HEADER_BYTES {
+        Err(ApiError::HeadersTooLarge)
+    } else {
+        panic::catch_unwind(AssertUnwindSafe(|| route(state, req, &mut ctx))).unwrap_or_else(|_| {
+            log::error!(
+                "req={} handler panicked (see the panic message above)",
+                ctx.id
+            );
+            Err(ApiError::Internal)
+        })
+    };
+    let response = result.unwrap_or_else(|e| e.response());
+    state.metrics.request(ctx.route, response.status_code);
+    log::info!(
+        target: "access",
+        "req={} {} {} {} user={} {:.1}ms",
+        ctx.id,
+        log_safe(req.method()),
+        log_safe(&redact_query(req.raw_url())),
+        response.status_code,
+        ctx.user.as_deref().map(log_safe).unwrap_or_else(|| "-".into()),
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    response
+}
+
+fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
+    let raw = req.raw_url();
+    let path = raw.split('?').next().unwrap_or("");
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method();
+    match segments.as_slice() {
+        ["api", "v1.0", "banks_data", bank] | ["api", "v1.0", "banks_data", bank, ""] => {
+            ctx.route = "banks_data";
+            allow(method, &["GET"])?;
+            api::banks_data(state, req, bank, ctx)
+        }
+        ["api", "v1.0", "credit"] => {
+            ctx.route = "credit";
+            allow(method, &["GET"])?;
+            api::credit(state, req, ctx)
+        }
+        ["health"] => {
+            ctx.route = "health";
+            allow(method, &["GET"])?;
+            Ok(api::health())
+        }
+        ["ready"] => {
+            ctx.route = "ready";
+            allow(method, &["GET"])?;
+            api::ready(state, ctx)
+        }
+        ["_ah", "warmup"] => {
+            ctx.route = "warmup";
+            allow(method, &["GET"])?;
+            Ok(api::warmup())
+        }
+        ["metrics"] => {
+            ctx.route = "metrics";
+            allow(method, &["GET"])?;
+            Ok(api::metrics(state))
+        }
+        ["stopServer"] => {
+            ctx.route = "stop";
+            allow(method, &["GET", "POST"])?;
+            admin::stop(state, req, ctx)
+        }
+        ["admin", "v1", rest @ ..] => {
+            ctx.route = "admin";
+            admin::route(state, req, method, rest, ctx)
+        }
+        _ => {
+            ctx.route = "not_found";
+            Err(ApiError::NotFound)
+        }
+    }
+}
+
+fn allow(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&method) {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed)
+    }
+}
+
+/// Every value of a query parameter, percent-decoded.
+fn query_values(req: &Request, name: &str) -> Vec<String> {
+    req.raw_query_string()
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then(|| {
+                let v = v.replace('+', " ");
+                rouille::percent_encoding::percent_decode(v.as_bytes())
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+        .collect()
+}
+
+/// The raw URL with every `token=` value replaced, for the log.
+pub fn redact_query(raw_url: &str) -> String {
+    let Some((path, query)) = raw_url.split_once('?') else {
+        return raw_url.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=[redacted]"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+/// A client-supplied string made safe for a one-line log: control characters
+/// escaped, length bounded.
+pub fn log_safe(s: &str) -> String {
+    let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
+    if s.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+/// `error: cause: cause` on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_values_are_redacted_from_logged_urls() {
+        assert_eq!(
+            redact_query("/a?x=1&token=alice:cg_secret&y=2"),
+            "/a?x=1&token=[redacted]&y=2"
+        );
+        assert_eq!(redact_query("/a?TOKEN=s"), "/a?TOKEN=[redacted]");
+        assert_eq!(redact_query("/a"), "/a");
+    }
+
+    #[test]
+    fn logged_strings_stay_on_one_line() {
+        assert_eq!(log_safe("a\r\nb"), "a\\r\\nb");
+        assert!(!log_safe("x\u{0}y").contains('\u{0}'));
+        assert!(log_safe(&"z".repeat(10_000)).len() < 300);
+    }
+}

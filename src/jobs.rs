@@ -1,0 +1,264 @@
+//! Named background jobs on one clokwerk thread: each has a schedule, can be
+//! paused, resumed and run now, and remembers its last run and result. A job
+//! that fails or panics is logged and counted; the scheduler keeps going.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use clokwerk::{ScheduleHandle, Scheduler, TimeUnits};
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+
+pub type JobFn = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+pub struct Job {
+    id: &'static str,
+    every: Duration,
+    work: JobFn,
+    state: Mutex<JobState>,
+    /// Serialises runs of one job: the scheduler and "run now" never overlap.
+    running: Mutex<()>,
+}
+
+#[derive(Default)]
+struct JobState {
+    paused: bool,
+    last_run: Option<DateTime<Utc>>,
+    last_result: Option<String>,
+    next_run: Option<DateTime<Utc>>,
+}
+
+/// A job as listed by the admin API and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub schedule: String,
+    pub paused: bool,
+    pub last_run: Option<String>,
+    pub last_result: Option<String>,
+    pub next_run: Option<String>,
+}
+
+impl Job {
+    pub fn new(id: &'static str, every: Duration, work: JobFn) -> Job {
+        Job {
+            id,
+            every,
+            work,
+            state: Mutex::new(JobState::default()),
+            running: Mutex::new(()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, JobState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn view(&self) -> JobView {
+        let s = self.state();
+        let time =
+            |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
+        JobView {
+            id: self.id.to_string(),
+            schedule: format!("every {}s", self.every.as_secs()),
+            paused: s.paused,
+            last_run: time(s.last_run),
+            last_result: s.last_result.clone(),
+            next_run: if s.paused { None } else { time(s.next_run) },
+        }
+    }
+
+    /// Runs the work now, whatever the paused flag says.
+    fn run(&self, metrics: &Metrics) {
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let started = Utc::now();
+        let (result, label) = match panic::catch_unwind(AssertUnwindSafe(|| (self.work)())) {
+            Ok(Ok(msg)) => (format!("ok: {msg}"), "ok"),
+            Ok(Err(msg)) => {
+                log::error!("job {} failed: {msg}", self.id);
+                (format!("error: {msg}"), "error")
+            }
+            Err(_) => {
+                log::error!("job {} panicked (see the panic message above)", self.id);
+                ("error: panicked".to_string(), "panic")
+            }
+        };
+        metrics.job_run(self.id, label);
+        let mut s = self.state();
+        s.last_run = Some(started);
+        s.last_result = Some(result);
+    }
+}
+
+pub struct Jobs {
+    jobs: Vec<Job>,
+    metrics: Arc<Metrics>,
+}
+
+impl Jobs {
+    pub fn new(jobs: Vec<Job>, metrics: Arc<Metrics>) -> Jobs {
+        Jobs { jobs, metrics }
+    }
+
+    fn find(&self, id: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.id == id)
+    }
+
+    pub fn list(&self) -> Vec<JobView> {
+        self.jobs.iter().map(Job::view).collect()
+    }
+
+    pub fn pause(&self, id: &str) -> Option<JobView> {
+        let job = self.find(id)?;
+        job.state().paused = true;
+        log::info!("job {id} paused");
+        Some(job.view())
+    }
+
+    pub fn resume(&self, id: &str) -> Option<JobView> {
+        let job = self.find(id)?;
+        job.state().paused = false;
+        log::info!("job {id} resumed");
+        Some(job.view())
+    }
+
+    /// Runs a job in the caller's thread and returns it with its result.
+    pub fn run_now(&self, id: &str) -> Option<JobView> {
+        let job = self.find(id)?;
+        job.run(&self.metrics);
+        Some(job.view())
+    }
+
+    /// What the scheduler calls on each tick of a job.
+    fn tick(&self, id: &str) {
+        let Some(job) = self.find(id) else { return };
+        let paused = job.state().paused;
+        if !paused {
+            job.run(&self.metrics);
+        }
+        job.state().next_run = Some(Utc::now() + job.every);
+    }
+
+    /// Starts the scheduler thread; dropping (or `stop`ping) the handle stops
+    /// and joins it.
+    pub fn start(self: &Arc<Self>) -> ScheduleHandle {
+        let mut scheduler = Scheduler::with_tz(Utc);
+        for job in &self.jobs {
+            job.state().next_run = Some(Utc::now() + job.every);
+            let jobs = Arc::clone(self);
+            let id = job.id;
+            let secs = job.every.as_secs().max(1) as u32;
+            scheduler.every(secs.seconds()).run(move || jobs.tick(id));
+        }
+        scheduler.watch_thread(Duration::from_millis(200))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn counting(counter: Arc<AtomicU32>) -> JobFn {
+        Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok("counted".into())
+        })
+    }
+
+    #[test]
+    fn run_now_records_the_result() {
+        let n = Arc::new(AtomicU32::new(0));
+        let jobs = Jobs::new(
+            vec![Job::new(
+                "count",
+                Duration::from_secs(60),
+                counting(n.clone()),
+            )],
+            Default::default(),
+        );
+        let view = jobs.run_now("count").unwrap();
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        assert_eq!(view.last_result.as_deref(), Some("ok: counted"));
+        assert!(view.last_run.is_some());
+        assert!(jobs.run_now("nope").is_none());
+    }
+
+    #[test]
+    fn a_paused_job_is_skipped_by_the_scheduler_and_resumes() {
+        let n = Arc::new(AtomicU32::new(0));
+        let jobs = Jobs::new(
+            vec![Job::new(
+                "count",
+                Duration::from_secs(1),
+                counting(n.clone()),
+            )],
+            Default::default(),
+        );
+        assert!(jobs.pause("count").unwrap().paused);
+        jobs.tick("count");
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+        assert!(!jobs.resume("count").unwrap().paused);
+        jobs.tick("count");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn failures_and_panics_are_recorded_and_do_not_escape() {
+        let jobs = Jobs::new(
+            vec![
+                Job::new(
+                    "fails",
+                    Duration::from_secs(60),
+                    Box::new(|| Err("db down".into())),
+                ),
+                Job::new(
+                    "panics",
+                    Duration::from_secs(60),
+                    Box::new(|| panic!("boom")),
+                ),
+            ],
+            Default::default(),
+        );
+        assert_eq!(
+            jobs.run_now("fails").unwrap().last_result.as_deref(),
+            Some("error: db down")
+        );
+        assert_eq!(
+            jobs.run_now("panics").unwrap().last_result.as_deref(),
+            Some("error: panicked")
+        );
+        let text = jobs.metrics.render(crate::metrics::PoolGauges {
+            in_use: 0,
+            idle: 0,
+            max: 0,
+        });
+        assert!(
+            text.contains("creditgate_job_runs_total{job=\"panics\",result=\"panic\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_scheduler_thread_runs_jobs_and_stops() {
+        let n = Arc::new(AtomicU32::new(0));
+        let jobs = Arc::new(Jobs::new(
+            vec![Job::new(
+                "count",
+                Duration::from_secs(1),
+                counting(n.clone()),
+            )],
+            Default::default(),
+        ));
+        let handle = jobs.start();
+        std::thread::sleep(Duration::from_millis(2500));
+        handle.stop();
+        let runs = n.load(Ordering::SeqCst);
+        assert!(runs >= 1, "ran {runs} times");
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(n.load(Ordering::SeqCst), runs, "ran after stop");
+    }
+}

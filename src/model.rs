@@ -1,0 +1,317 @@
+//! Validated input types. Every value that comes from a user (HTTP, CLI, env)
+//! becomes one of these through `parse`, so the rest of the code never checks
+//! the same thing twice. Pure: no I/O here.
+
+use std::fmt;
+
+/// Why a value was refused; the message names what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError(msg.into()))
+}
+
+/// 1–64 of `[A-Za-z0-9._-]`, case-sensitive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(s: &str) -> Result<Username, ParseError> {
+        if s.is_empty() || s.len() > 64 {
+            return err("a username is 1 to 64 characters of A-Z a-z 0-9 . _ -");
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        {
+            return err("a username is 1 to 64 characters of A-Z a-z 0-9 . _ -");
+        }
+        Ok(Username(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 1–16 of `[A-Za-z0-9]`, case-insensitive: held upper-case, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BankCode(String);
+
+impl BankCode {
+    pub fn parse(s: &str) -> Result<BankCode, ParseError> {
+        if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return err("a bank code is 1 to 16 characters of A-Z a-z 0-9");
+        }
+        Ok(BankCode(s.to_ascii_uppercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BankCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A calendar month, `YYYY-MM`; the unit of the monthly refill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Result<Period, ParseError> {
+        let bad = || ParseError(format!("a period is YYYY-MM (e.g. 2026-01), not {s:?}"));
+        let (y, m) = s.split_once('-').ok_or_else(bad)?;
+        if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let year: i32 = y.parse().map_err(|_| bad())?;
+        let month: u32 = m.parse().map_err(|_| bad())?;
+        if !(1..=12).contains(&month) || year < 1970 {
+            return Err(bad());
+        }
+        Ok(Period { year, month })
+    }
+
+    pub fn of(date: chrono::NaiveDate) -> Period {
+        use chrono::Datelike;
+        Period {
+            year: date.year(),
+            month: date.month(),
+        }
+    }
+
+    pub fn next(self) -> Period {
+        if self.month == 12 {
+            Period {
+                year: self.year + 1,
+                month: 1,
+            }
+        } else {
+            Period {
+                year: self.year,
+                month: self.month + 1,
+            }
+        }
+    }
+
+    pub fn days(self) -> u32 {
+        let first = self.first_day();
+        let next = self.next().first_day();
+        (next - first).num_days() as u32
+    }
+
+    pub fn first_day(self) -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(self.year, self.month, 1).expect("valid period")
+    }
+
+    /// The refill moment of this month for `refill_day`: 00:00 UTC of that
+    /// day, or of the month's last day when the month is shorter.
+    pub fn refill_moment(self, refill_day: RefillDay) -> chrono::DateTime<chrono::Utc> {
+        let day = refill_day.get().min(self.days());
+        let date =
+            chrono::NaiveDate::from_ymd_opt(self.year, self.month, day).expect("clamped day");
+        date.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// Day of the month a user's allowance is restored, 1–31.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefillDay(u32);
+
+impl RefillDay {
+    pub fn parse(n: i64) -> Result<RefillDay, ParseError> {
+        if (1..=31).contains(&n) {
+            Ok(RefillDay(n as u32))
+        } else {
+            err(format!("a refill day is 1 to 31, not {n}"))
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for RefillDay {
+    fn default() -> Self {
+        RefillDay(1)
+    }
+}
+
+/// The next moment a user with a monthly allowance gets refilled, given the
+/// period of their last refill. A refill that is due but not done yet (the
+/// job runs every minute) is reported at its nominal moment.
+pub fn next_refill(
+    now: chrono::DateTime<chrono::Utc>,
+    refill_day: RefillDay,
+    credit_period: Option<Period>,
+) -> chrono::DateTime<chrono::Utc> {
+    let this_month = Period::of(now.date_naive());
+    match credit_period {
+        Some(p) if p >= this_month => p.next().refill_moment(refill_day),
+        _ => this_month.refill_moment(refill_day),
+    }
+}
+
+/// An `Idempotency-Key`: 1–128 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(s: &str) -> Result<IdempotencyKey, ParseError> {
+        if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return err("an Idempotency-Key is 1 to 128 visible ASCII characters");
+        }
+        Ok(IdempotencyKey(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A credit amount from an operator: an integer that is not negative.
+pub fn parse_credit(s: &str) -> Result<i64, ParseError> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n),
+        _ => err(format!(
+            "a credit amount is a whole number from 0 to {}, not {s:?}",
+            i64::MAX
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn usernames_accept_the_documented_alphabet() {
+        assert!(Username::parse("Alice.B_c-9").is_ok());
+        assert!(Username::parse(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn usernames_reject_empty_long_and_foreign_characters() {
+        for bad in [
+            "",
+            &"a".repeat(65),
+            "al ice",
+            "alice'--",
+            "ålice",
+            "a\nb",
+            "a:b",
+            "a%",
+        ] {
+            assert!(Username::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn usernames_keep_their_case() {
+        assert_ne!(
+            Username::parse("Alice").unwrap(),
+            Username::parse("alice").unwrap()
+        );
+    }
+
+    #[test]
+    fn bank_codes_are_case_insensitive() {
+        assert_eq!(BankCode::parse("bofa").unwrap().as_str(), "BOFA");
+    }
+
+    #[test]
+    fn bank_codes_reject_traversal_and_punctuation() {
+        for bad in ["", "..%2F..", "../x", "a-b", &"A".repeat(17), "B OFA"] {
+            assert!(BankCode::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn periods_parse_and_print_round_trip() {
+        let p = Period::parse("2026-02").unwrap();
+        assert_eq!(p.to_string(), "2026-02");
+        assert_eq!(p.next().to_string(), "2026-03");
+        assert_eq!(
+            Period::parse("2026-12").unwrap().next().to_string(),
+            "2027-01"
+        );
+        for bad in ["2026-13", "2026-00", "26-01", "2026/01", "2026-1", ""] {
+            assert!(Period::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn refill_day_past_the_month_end_means_the_last_day() {
+        let day31 = RefillDay::parse(31).unwrap();
+        let feb = Period::parse("2026-02").unwrap().refill_moment(day31);
+        assert_eq!(feb, Utc.with_ymd_and_hms(2026, 2, 28, 0, 0, 0).unwrap());
+        let leap = Period::parse("2028-02").unwrap().refill_moment(day31);
+        assert_eq!(leap, Utc.with_ymd_and_hms(2028, 2, 29, 0, 0, 0).unwrap());
+        let apr = Period::parse("2026-04").unwrap().refill_moment(day31);
+        assert_eq!(apr, Utc.with_ymd_and_hms(2026, 4, 30, 0, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn next_refill_is_next_month_once_this_month_is_done() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        let done = Some(Period::parse("2026-11").unwrap());
+        let day = RefillDay::parse(5).unwrap();
+        assert_eq!(
+            next_refill(now, day, done),
+            Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap()
+        );
+        let pending = Some(Period::parse("2026-10").unwrap());
+        let late = RefillDay::parse(30).unwrap();
+        assert_eq!(
+            next_refill(now, late, pending),
+            Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded_and_visible() {
+        assert!(IdempotencyKey::parse("order-42").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(128)).is_ok());
+        for bad in ["", &"k".repeat(129), "with space", "tab\t"] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn credit_amounts_are_whole_and_not_negative() {
+        assert_eq!(parse_credit("100").unwrap(), 100);
+        for bad in ["-1", "1.5", "1e3", "", "x", "9223372036854775808"] {
+            assert!(parse_credit(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

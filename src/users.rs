@@ -1,0 +1,350 @@
+//! User operations shared by the CLI and the admin API: one implementation
+//! of each. Credit changes write their ledger row in the same transaction.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use mysql::prelude::Queryable;
+use mysql::TxOpts;
+use serde::Serialize;
+
+use crate::db::{DbError, Pool};
+use crate::ledger::{self, Event, Reason};
+use crate::model::{Period, RefillDay, Username};
+use crate::token;
+
+#[derive(Debug)]
+pub struct NewUser {
+    pub username: Username,
+    pub credit: Option<i64>,
+    pub monthly_credit: Option<i64>,
+    pub refill_day: RefillDay,
+    pub email: Option<String>,
+    /// An existing token to import; `None` makes a new one.
+    pub token: Option<String>,
+}
+
+/// A user as shown to operators: never the token or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub username: String,
+    pub token_prefix: String,
+    pub credit: i64,
+    pub monthly_credit: Option<i64>,
+    pub refill_day: u32,
+    pub credit_period: Option<String>,
+    pub email: Option<String>,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditChange {
+    Add(i64),
+    Set(i64),
+}
+
+#[derive(Debug)]
+pub enum UserError {
+    Exists(String),
+    Unknown(String),
+    InvalidCredit(String),
+    InvalidToken(String),
+    InvalidEmail(String),
+    Db(DbError),
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserError::Exists(u) => write!(f, "user {u:?} already exists"),
+            UserError::Unknown(u) => write!(f, "no user {u:?}"),
+            UserError::InvalidCredit(m)
+            | UserError::InvalidToken(m)
+            | UserError::InvalidEmail(m) => f.write_str(m),
+            UserError::Db(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for UserError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UserError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<DbError> for UserError {
+    fn from(e: DbError) -> Self {
+        UserError::Db(e)
+    }
+}
+
+impl From<mysql::Error> for UserError {
+    fn from(e: mysql::Error) -> Self {
+        UserError::Db(DbError::Query(e))
+    }
+}
+
+impl From<r2d2::Error> for UserError {
+    fn from(e: r2d2::Error) -> Self {
+        UserError::Db(DbError::Unavailable(e))
+    }
+}
+
+const USER_COLUMNS: &str =
+    "username, token_prefix, credit, monthly_credit, refill_day, credit_period, email, \
+     disabled, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ')";
+
+type UserRow = (
+    String,
+    String,
+    i64,
+    Option<i64>,
+    u32,
+    Option<String>,
+    Option<String>,
+    bool,
+    String,
+);
+
+fn from_row(r: UserRow) -> User {
+    User {
+        username: r.0,
+        token_prefix: r.1,
+        credit: r.2,
+        monthly_credit: r.3,
+        refill_day: r.4,
+        credit_period: r.5,
+        email: r.6,
+        disabled: r.7,
+        created_at: r.8,
+    }
+}
+
+/// An imported token must be usable in a header: not empty, no control
+/// characters, no surrounding blanks.
+pub fn check_imported_token(t: &str) -> Result<(), UserError> {
+    if t.is_empty() {
+        return Err(UserError::InvalidToken(
+            "an imported token must not be empty".into(),
+        ));
+    }
+    if t.len() > 512 || t.chars().any(|c| c.is_control()) || t.trim() != t {
+        return Err(UserError::InvalidToken(
+            "an imported token is at most 512 characters, without control characters or surrounding blanks".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_email(e: &str) -> Result<(), UserError> {
+    let ok = e.len() <= 254
+        && e.contains('@')
+        && !e.starts_with('@')
+        && !e.ends_with('@')
+        && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',');
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::InvalidEmail(format!(
+            "{e:?} is not an e-mail address"
+        )))
+    }
+}
+
+/// Creates a user and returns it with its token, which is shown this once.
+/// Without `credit` the user starts with `monthly_credit` (if any), and that
+/// first allowance counts as this month's refill.
+pub fn create(
+    pool: &Pool,
+    new: NewUser,
+    reason: Reason,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(User, String), UserError> {
+    if let Some(c) = new.credit {
+        if c < 0 {
+            return Err(UserError::InvalidCredit(
+                "credit must not be negative".into(),
+            ));
+        }
+    }
+    if let Some(m) = new.monthly_credit {
+        if m < 0 {
+            return Err(UserError::InvalidCredit(
+                "monthly_credit must not be negative".into(),
+            ));
+        }
+    }
+    if let Some(e) = &new.email {
+        check_email(e)?;
+    }
+    let token = match new.token {
+        Some(t) => {
+            check_imported_token(&t)?;
+            t
+        }
+        None => token::generate(),
+    };
+    let credit = new.credit.or(new.monthly_credit).unwrap_or(0);
+    let period = new
+        .monthly_credit
+        .map(|_| Period::of(now.date_naive()).to_string());
+
+    let mut conn = pool.get()?;
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let inserted = tx.exec_drop(
+        "INSERT INTO users (username, token_hash, token_prefix, credit, monthly_credit, refill_day, credit_period, email) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.username.as_str(),
+            token::hash(&token),
+            token::prefix(&token),
+            credit,
+            new.monthly_credit,
+            new.refill_day.get(),
+            &period,
+            &new.email,
+        ),
+    );
+    match inserted {
+        Err(mysql::Error::MySqlError(e)) if e.code == 1062 => {
+            return Err(UserError::Exists(new.username.to_string()));
+        }
+        other => other?,
+    }
+    let user_id = tx.last_insert_id().expect("insert has an id");
+    ledger::record(
+        &mut tx,
+        &Event {
+            user_id,
+            delta: credit,
+            balance_after: credit,
+            reason,
+            period,
+            actor,
+        },
+    )?;
+    let user = fetch(&mut tx, &new.username)?;
+    tx.commit()?;
+    Ok((user, token))
+}
+
+fn fetch(conn: &mut impl Queryable, username: &Username) -> Result<User, UserError> {
+    let row: Option<UserRow> = conn.exec_first(
+        format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?"),
+        (username.as_str(),),
+    )?;
+    row.map(from_row)
+        .ok_or_else(|| UserError::Unknown(username.to_string()))
+}
+
+pub fn show(pool: &Pool, username: &Username) -> Result<User, UserError> {
+    fetch(&mut *pool.get()?, username)
+}
+
+pub fn list(pool: &Pool) -> Result<Vec<User>, UserError> {
+    let rows: Vec<UserRow> = pool.get()?.query(format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+    ))?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// Adds to or sets a user's credit. A result below 0 (or beyond i64) is
+/// refused and changes nothing.
+pub fn change_credit(
+    pool: &Pool,
+    username: &Username,
+    change: CreditChange,
+    actor: &str,
+) -> Result<User, UserError> {
+    let mut conn = pool.get()?;
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let row: Option<(u64, i64)> = tx.exec_first(
+        "SELECT id, credit FROM users WHERE username = ? FOR UPDATE",
+        (username.as_str(),),
+    )?;
+    let (user_id, old) = row.ok_or_else(|| UserError::Unknown(username.to_string()))?;
+    let (new, reason) = match change {
+        CreditChange::Add(n) => (old.checked_add(n), Reason::TopUp),
+        CreditChange::Set(n) => (Some(n), Reason::Set),
+    };
+    let new = match new {
+        Some(n) if n >= 0 => n,
+        Some(n) => {
+            return Err(UserError::InvalidCredit(format!(
+                "credit would be {n}; it cannot go below 0"
+            )))
+        }
+        None => return Err(UserError::InvalidCredit("credit would overflow".into())),
+    };
+    tx.exec_drop("UPDATE users SET credit = ? WHERE id = ?", (new, user_id))?;
+    ledger::record(
+        &mut tx,
+        &Event {
+            user_id,
+            delta: new - old,
+            balance_after: new,
+            reason,
+            period: None,
+            actor,
+        },
+    )?;
+    let user = fetch(&mut tx, username)?;
+    tx.commit()?;
+    Ok(user)
+}
+
+/// Gives a user a new token; the old one stops working with the commit.
+pub fn rotate(pool: &Pool, username: &Username) -> Result<String, UserError> {
+    let token = token::generate();
+    let mut conn = pool.get()?;
+    conn.exec_drop(
+        "UPDATE users SET token_hash = ?, token_prefix = ? WHERE username = ?",
+        (
+            token::hash(&token),
+            token::prefix(&token),
+            username.as_str(),
+        ),
+    )?;
+    if conn.affected_rows() == 0 {
+        return Err(UserError::Unknown(username.to_string()));
+    }
+    Ok(token)
+}
+
+pub fn set_disabled(pool: &Pool, username: &Username, disabled: bool) -> Result<User, UserError> {
+    let mut conn = pool.get()?;
+    // affected_rows is 0 when nothing changes, so existence is read back.
+    conn.exec_drop(
+        "UPDATE users SET disabled = ? WHERE username = ?",
+        (disabled, username.as_str()),
+    )?;
+    fetch(&mut *conn, username)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imported_tokens_must_be_usable() {
+        assert!(check_imported_token("legacy-token:with:colons").is_ok());
+        for bad in ["", " padded", "line\nbreak", &"x".repeat(513)] {
+            assert!(check_imported_token(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn emails_need_an_at_and_no_blanks() {
+        assert!(check_email("ops@example.org").is_ok());
+        for bad in ["", "ops", "@x", "a b@x", "a@x,b@y"] {
+            assert!(check_email(bad).is_err(), "{bad:?}");
+        }
+    }
+}
