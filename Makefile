@@ -1,0 +1,41 @@
+# Every target finds (or starts) its database through deploy/dev-db.sh.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test lint migrate bench db db-stop build release
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+## Start the service with a demo user and print a curl to try.
+run: release
+	@server=$$(deploy/dev-db.sh) && \
+	DATABASE_URL=$${DATABASE_URL:-$$server/creditgate} deploy/run-demo.sh target/release/creditgate
+
+## Run every test against a real MariaDB (found or started).
+test:
+	@server=$$(deploy/dev-db.sh) && \
+	CREDITGATE_TEST_DATABASE_URL=$$server $(CARGO) test
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+migrate: build
+	@server=$$(deploy/dev-db.sh) && \
+	DATABASE_URL=$${DATABASE_URL:-$$server/creditgate} target/debug/creditgate migrate
+
+## Print the database server URL in use (starting a private one if needed).
+db:
+	@deploy/dev-db.sh
+
+## Stop the private MariaDB started under target/mariadb, if any.
+db-stop:
+	@if [ -f target/mariadb/mysqld.pid ]; then kill $$(cat target/mariadb/mysqld.pid) && echo "private MariaDB stopped"; \
+	else echo "no private MariaDB running"; fi
+
+bench:
+	@echo "make bench is not written yet (see issue 6)" >&2; exit 1

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make run`: migrate, make sure a `demo` user exists (a new token each run,
+# since tokens are shown only once), print a curl to try, and serve in the
+# foreground until Ctrl-C.
+set -euo pipefail
+bin=${1:-target/release/creditgate}
+export DATABASE_URL
+export CREDITGATE_BIND=${CREDITGATE_BIND:-127.0.0.1:5000}
+export CREDITGATE_ADMIN_TOKEN=${CREDITGATE_ADMIN_TOKEN:-$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')}
+
+"$bin" migrate
+if "$bin" user show demo >/dev/null 2>&1; then
+    token=$("$bin" user rotate demo 2>/dev/null)
+    "$bin" user credit demo --set 100 >/dev/null
+    note="existing demo user: new token, credit reset to 100"
+else
+    token=$("$bin" user add demo --credit 100 --monthly 100 2>/dev/null)
+    note="new demo user with 100 credits and a monthly allowance of 100"
+fi
+base="http://$CREDITGATE_BIND"
+cat <<MSG
+
+  creditgate on $base ($note)
+  database:     ${DATABASE_URL%%\?*}
+
+  Try (each call costs 1 credit; watch credit_remaining, then 402 when it is spent):
+    curl -s -H 'Authorization: Bearer demo:$token' $base/api/v1.0/banks_data/BOFA/
+    curl -s -u 'demo:$token' $base/api/v1.0/credit
+
+  Admin token for this run: $CREDITGATE_ADMIN_TOKEN
+    curl -s -H 'Authorization: Bearer $CREDITGATE_ADMIN_TOKEN' $base/admin/v1/users
+    curl -s -X POST -H 'Authorization: Bearer $CREDITGATE_ADMIN_TOKEN' $base/stopServer
+
+  Ctrl-C stops the server.
+
+MSG
+exec "$bin" serve

@@ -1,0 +1,8 @@
+//! One integration-test binary (one link): each module drives the real code
+//! against a real MariaDB, each test in its own fresh database.
+
+mod helpers;
+
+mod auth;
+mod charge;
+mod routes;
