@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint migrate bench db db-stop build release
+.PHONY: run test lint migrate bench bench-growth db db-stop build release
 
 build:
 	$(CARGO) build
@@ -37,5 +37,12 @@ db-stop:
 	@if [ -f target/mariadb/mysqld.pid ]; then kill $$(cat target/mariadb/mysqld.pid) && echo "private MariaDB stopped"; \
 	else echo "no private MariaDB running"; fi
 
+## creditgate against the database's own ceiling (BENCH_QUICK=1: one short row).
 bench:
-	@echo "make bench is not written yet (see issue 6)" >&2; exit 1
+	@server=$$(deploy/dev-db.sh) && \
+	CREDITGATE_BENCH_DATABASE_URL=$$server $(CARGO) bench --bench load
+
+## Spread throughput with 1k, 100k and 1M users.
+bench-growth:
+	@server=$$(deploy/dev-db.sh) && \
+	BENCH_GROWTH=1 CREDITGATE_BENCH_DATABASE_URL=$$server $(CARGO) bench --bench load

@@ -1,0 +1,415 @@
+//! `make bench`: creditgate side by side with the database's own ceiling, in
+//! one run, on this machine.
+//!
+//! - ceiling: the per-request transaction (lock the user row, read the bank,
+//!   charge, upsert usage, commit) sent straight to MariaDB from N threads
+//!   over N connections with prepared statements — no HTTP;
+//! - creditgate: the release binary under HTTP/1.1 keep-alive load from N
+//!   client threads (the load generator is below, in this file).
+//!
+//! Both for users spread over the table and for one hot user, at 8 and 32
+//! connections. Only ratios measured in the same run mean anything here.
+//!
+//! Environment: CREDITGATE_BENCH_DATABASE_URL (server, no database name),
+//! BENCH_QUICK=1 (one short row, a smoke test), BENCH_SECS (default 10),
+//! BENCH_USERS (default 1000), BENCH_GROWTH=1 (spread throughput at 1k, 100k
+//! and 1M users instead of the table).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+
+const TOKEN: &str = "cg_bench_token_for_every_user";
+const CREDIT: i64 = 1_000_000_000_000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Users {
+    Spread(u64),
+    Hot,
+}
+
+impl Users {
+    fn label(self) -> String {
+        match self {
+            Users::Spread(n) => format!("spread over {n}"),
+            Users::Hot => "one hot user".into(),
+        }
+    }
+    fn pick(self, rng: &mut u64) -> u64 {
+        match self {
+            Users::Spread(n) => {
+                // xorshift64: cheap, and the same for both sides.
+                *rng ^= *rng << 13;
+                *rng ^= *rng >> 7;
+                *rng ^= *rng << 17;
+                *rng % n
+            }
+            Users::Hot => 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    ok: u64,
+    non2xx: u64,
+    latencies_us: Vec<u32>,
+    secs: f64,
+    peak_rss_kb: Option<u64>,
+}
+
+impl Stats {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+fn main() {
+    let server = std::env::var("CREDITGATE_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2 } else { 10 });
+    let warmup = Duration::from_secs(if quick { 1 } else { 2 });
+    let run = Duration::from_secs(secs);
+    let url = format!("{server}/cg_bench");
+    creditgate::db::drop_database(&url).expect("drop the old bench database");
+    creditgate::db::create_database_if_missing(&url).expect("create the bench database");
+    let pool = creditgate::db::pool(&url, 2, Duration::from_secs(10)).unwrap();
+    creditgate::db::migrate(&pool).expect("migrate");
+
+    if std::env::var("BENCH_GROWTH").is_ok_and(|v| v == "1") {
+        growth(&url, &pool, warmup, run);
+        return;
+    }
+    let users: u64 = std::env::var("BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    insert_users(&pool, 0, users);
+    let mut server = start_server(&url);
+
+    let rows: Vec<(Users, usize)> = if quick {
+        vec![(Users::Spread(users), 8)]
+    } else {
+        vec![
+            (Users::Spread(users), 8),
+            (Users::Spread(users), 32),
+            (Users::Hot, 8),
+            (Users::Hot, 32),
+        ]
+    };
+    println!(
+        "\ncreditgate bench: {} cores, {secs} s per measurement after {warmup:?} warm-up\n",
+        cores()
+    );
+    println!(
+        "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (users, conns) in rows {
+        let ceiling = measure(warmup, run, conns, None, |_| ceiling_worker(&url, users));
+        let cg = measure(warmup, run, conns, Some(server.pid), |_| {
+            http_worker(server.addr, users)
+        });
+        for (side, s) in [("ceiling", &ceiling), ("creditgate", &cg)] {
+            println!(
+                "| {} | {conns} | {side} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+                users.label(),
+                s.rps(),
+                s.pct(0.50),
+                s.pct(0.99),
+                s.non2xx,
+                s.peak_rss_kb
+                    .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+                    .unwrap_or_else(|| "-".into()),
+                if side == "creditgate" {
+                    format!("{:.2}", cg.rps() / ceiling.rps())
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+    server.stop();
+    let _ = creditgate::db::drop_database(&url);
+}
+
+/// Spread throughput as the user table grows: nothing in the request path
+/// may scan users.
+fn growth(url: &str, pool: &creditgate::db::Pool, warmup: Duration, run: Duration) {
+    println!("\n| users in table | conns | creditgate req/s | p99 ms |");
+    println!("|---|---|---|---|");
+    let mut have = 0;
+    for n in [1_000u64, 100_000, 1_000_000] {
+        let t = Instant::now();
+        insert_users(pool, have, n);
+        eprintln!(
+            "inserted {} users in {:.1} s",
+            n - have,
+            t.elapsed().as_secs_f64()
+        );
+        have = n;
+        let mut server = start_server(url);
+        let s = measure(warmup, run, 32, Some(server.pid), |_| {
+            http_worker(server.addr, Users::Spread(n))
+        });
+        println!("| {n} | 32 | {:.0} | {:.2} |", s.rps(), s.pct(0.99));
+        server.stop();
+    }
+    let _ = creditgate::db::drop_database(url);
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Users `u<from>` … `u<to - 1>`, by bulk INSERTs of 5,000 rows.
+fn insert_users(pool: &creditgate::db::Pool, from: u64, to: u64) {
+    let hash = creditgate::token::hash(TOKEN);
+    let prefix = creditgate::token::prefix(TOKEN);
+    let mut conn = pool.get().unwrap();
+    let mut i = from;
+    while i < to {
+        let end = (i + 5000).min(to);
+        let values: Vec<String> = (i..end)
+            .map(|n| format!("('u{n}', '{hash}', '{prefix}', {CREDIT})"))
+            .collect();
+        conn.query_drop(format!(
+            "INSERT INTO users (username, token_hash, token_prefix, credit) VALUES {}",
+            values.join(",")
+        ))
+        .unwrap();
+        i = end;
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+impl Server {
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(url: &str) -> Server {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_creditgate"));
+    cmd.arg("serve")
+        .env("DATABASE_URL", url)
+        .env("CREDITGATE_BIND", addr.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for var in ["CREDITGATE_THREADS", "CREDITGATE_DB_POOL"] {
+        if let Ok(v) = std::env::var(format!("BENCH_{var}")) {
+            cmd.env(var, v);
+        }
+    }
+    let mut child = cmd.spawn().expect("start creditgate");
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("server: {line}");
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "creditgate did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id();
+    Server { child, addr, pid }
+}
+
+/// One client's loop: `step` does one request and says whether it was a 2xx.
+type Worker = Box<dyn FnMut() -> bool + Send>;
+
+/// Runs `conns` workers for `warmup` then `run`, counting only `run`.
+fn measure(
+    warmup: Duration,
+    run: Duration,
+    conns: usize,
+    pid: Option<u32>,
+    make: impl Fn(usize) -> Worker,
+) -> Stats {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let handles: Vec<_> = (0..conns)
+        .map(|i| {
+            let mut work = make(i);
+            let (measuring, stop, barrier) = (measuring.clone(), stop.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut s = Stats::default();
+                barrier.wait();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let ok = work();
+                    if measuring.load(Ordering::Relaxed) {
+                        s.latencies_us
+                            .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        if ok {
+                            s.ok += 1;
+                        } else {
+                            s.non2xx += 1;
+                        }
+                    }
+                }
+                s
+            })
+        })
+        .collect();
+    barrier.wait();
+    std::thread::sleep(warmup);
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = pid.map(|pid| {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    });
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    std::thread::sleep(run);
+    measuring.store(false, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Stats {
+        secs,
+        ..Stats::default()
+    };
+    for h in handles {
+        let s = h.join().unwrap();
+        total.ok += s.ok;
+        total.non2xx += s.non2xx;
+        total.latencies_us.extend(s.latencies_us);
+    }
+    if let Some(s) = sampler {
+        s.join().unwrap();
+        total.peak_rss_kb = Some(peak.load(Ordering::Relaxed));
+    }
+    total.latencies_us.sort_unstable();
+    total
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The database's own ceiling: creditgate's transaction, without HTTP.
+fn ceiling_worker(url: &str, users: Users) -> Worker {
+    let opts = mysql::Opts::from_url(url).unwrap();
+    let mut conn = mysql::Conn::new(opts).unwrap();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64
+        ^ (conn.connection_id() as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    Box::new(move || {
+        let name = format!("u{}", users.pick(&mut rng));
+        let mut tx = conn.start_transaction(mysql::TxOpts::default()).unwrap();
+        let row: Option<(u64, String, i64, Option<i64>, u32, Option<String>, bool)> = tx
+            .exec_first(
+                "SELECT id, token_hash, credit, monthly_credit, refill_day, credit_period, disabled FROM users WHERE username = ? FOR UPDATE",
+                (&name,),
+            )
+            .unwrap();
+        let (id, _, credit, ..) = row.expect("user exists");
+        let bank: Option<(String, String, Option<String>, Option<String>, i64, String)> = tx
+            .exec_first(
+                "SELECT code, name, country, bic, cost, data FROM banks WHERE code = ?",
+                ("BOFA",),
+            )
+            .unwrap();
+        let cost = bank.expect("bank").4;
+        tx.exec_drop(
+            "UPDATE users SET credit = ? WHERE id = ?",
+            (credit - cost, id),
+        )
+        .unwrap();
+        tx.exec_drop(
+            "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, 1, ?) \
+             ON DUPLICATE KEY UPDATE calls = calls + 1, credits = credits + VALUES(credits)",
+            (id, &today, "banks_data", cost),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        true
+    })
+}
+
+/// One keep-alive HTTP/1.1 connection sending paid requests.
+fn http_worker(addr: SocketAddr, users: Users) -> Worker {
+    let mut stream = BufReader::new(TcpStream::connect(addr).unwrap());
+    stream.get_ref().set_nodelay(true).unwrap();
+    let mut rng =
+        0x2545_F491_4F6C_DD1Du64 ^ (stream.get_ref().local_addr().unwrap().port() as u64) << 17;
+    let mut line = String::new();
+    Box::new(move || {
+        let user = users.pick(&mut rng);
+        let req = format!(
+            "GET /api/v1.0/banks_data/BOFA/ HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer u{user}:{TOKEN}\r\n\r\n"
+        );
+        stream.get_mut().write_all(req.as_bytes()).expect("send");
+        line.clear();
+        stream.read_line(&mut line).expect("status line");
+        let ok = line.split(' ').nth(1).is_some_and(|s| s.starts_with('2'));
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            stream.read_line(&mut line).expect("header");
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).expect("body");
+        ok
+    })
+}
