@@ -349,20 +349,22 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
     Box::new(move || {
         let name = format!("u{}", users.pick(&mut rng));
         let mut tx = conn.start_transaction(mysql::TxOpts::default()).unwrap();
-        let row: Option<(u64, String, i64, Option<i64>, u32, Option<String>, bool)> = tx
+        // The same columns creditgate reads, taken as a raw row.
+        let row: Option<mysql::Row> = tx
             .exec_first(
                 "SELECT id, token_hash, credit, monthly_credit, refill_day, credit_period, disabled FROM users WHERE username = ? FOR UPDATE",
                 (&name,),
             )
             .unwrap();
-        let (id, _, credit, ..) = row.expect("user exists");
-        let bank: Option<(String, String, Option<String>, Option<String>, i64, String)> = tx
+        let row = row.expect("user exists");
+        let (id, credit): (u64, i64) = (row.get(0).unwrap(), row.get(2).unwrap());
+        let bank: Option<mysql::Row> = tx
             .exec_first(
                 "SELECT code, name, country, bic, cost, data FROM banks WHERE code = ?",
                 ("BOFA",),
             )
             .unwrap();
-        let cost = bank.expect("bank").4;
+        let cost: i64 = bank.expect("bank").get(4).unwrap();
         tx.exec_drop(
             "UPDATE users SET credit = ? WHERE id = ?",
             (credit - cost, id),
