@@ -13,7 +13,8 @@
 //! Environment: CREDITGATE_BENCH_DATABASE_URL (server, no database name),
 //! BENCH_QUICK=1 (one short row, a smoke test), BENCH_SECS (default 10),
 //! BENCH_USERS (default 1000), BENCH_GROWTH=1 (spread throughput at 1k, 100k
-//! and 1M users instead of the table).
+//! and 1M users instead of the table), BENCH_BIN (another creditgate binary),
+//! BENCH_CREDITGATE_THREADS / BENCH_CREDITGATE_DB_POOL (server settings).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -222,7 +223,11 @@ fn start_server(url: &str) -> Server {
         l.local_addr().unwrap().port()
     };
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_creditgate"));
+    // BENCH_BIN runs another build (say, the previous commit's) for a
+    // before/after comparison.
+    let bin =
+        std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_creditgate").to_string());
+    let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .env("DATABASE_URL", url)
         .env("CREDITGATE_BIND", addr.to_string())

@@ -125,5 +125,5 @@ pub fn add(pool: &Pool, new: NewBank) -> Result<Bank, BankError> {
         }
         other => other?,
     }
-    Ok(find(&mut *conn, &new.code)?.expect("just inserted"))
+    Ok(find(&mut **conn, &new.code)?.expect("just inserted"))
 }

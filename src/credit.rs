@@ -11,7 +11,7 @@ use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
 use crate::banks::{self, Bank};
-use crate::db::{DbError, Pool};
+use crate::db::{self, DbError, Pool};
 use crate::ledger::{self, Event, Reason};
 use crate::model::{next_refill, BankCode, IdempotencyKey, Period, RefillDay};
 use crate::token::{self, Credentials};

@@ -245,7 +245,7 @@ fn fetch(conn: &mut impl Queryable, username: &Username) -> Result<User, UserErr
 }
 
 pub fn show(pool: &Pool, username: &Username) -> Result<User, UserError> {
-    fetch(&mut *pool.get()?, username)
+    fetch(&mut **pool.get()?, username)
 }
 
 pub fn list(pool: &Pool) -> Result<Vec<User>, UserError> {
@@ -325,7 +325,7 @@ pub fn set_disabled(pool: &Pool, username: &Username, disabled: bool) -> Result<
         "UPDATE users SET disabled = ? WHERE username = ?",
         (disabled, username.as_str()),
     )?;
-    fetch(&mut *conn, username)
+    fetch(&mut **conn, username)
 }
 
 #[cfg(test)]
