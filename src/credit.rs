@@ -200,6 +200,7 @@ pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
         )?;
     }
     tx.commit()?;
+    db::trust(&mut conn);
     Ok(ChargeOutcome::Answered {
         answer,
         replayed: false,
