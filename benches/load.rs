@@ -114,6 +114,16 @@ fn main() {
             (Users::Hot, 32),
         ]
     };
+    // BENCH_ONLY=hot or =spread keeps those rows.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let rows: Vec<(Users, usize)> = rows
+        .into_iter()
+        .filter(|(u, _)| match only.as_str() {
+            "hot" => *u == Users::Hot,
+            "spread" => *u != Users::Hot,
+            _ => true,
+        })
+        .collect();
     println!(
         "\ncreditgate bench: {} cores, {secs} s per measurement after {warmup:?} warm-up\n",
         cores()
