@@ -7,4 +7,5 @@ mod admin;
 mod auth;
 mod charge;
 mod cli;
+mod import;
 mod routes;
