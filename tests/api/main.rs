@@ -8,4 +8,5 @@ mod auth;
 mod charge;
 mod cli;
 mod import;
+mod ledger;
 mod routes;
