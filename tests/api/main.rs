@@ -9,4 +9,5 @@ mod charge;
 mod cli;
 mod import;
 mod ledger;
+mod metrics;
 mod routes;
