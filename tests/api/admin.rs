@@ -178,6 +178,9 @@ fn creating_errors_follow_the_table() {
         assert_eq!((r.status, r.error().as_str()), (*status, *code), "{body}");
     }
     assert_eq!(app.db.scalar("SELECT COUNT(*) FROM users"), 1);
+    // Usernames are case-sensitive: `Alice` is another user.
+    create(&app, r#"{"username":"Alice"}"#);
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM users"), 2);
 }
 
 #[test]

@@ -125,6 +125,9 @@ fn credit_is_the_ledger_minus_the_usage_after_a_mixed_workload() {
     creditgate(&url, &["user", "credit", "alice", "--add", "-5"]).ok();
 
     // carol's allowance is due again (as if last month's), and she has spent.
+    // The scheduler is paused so that the refill is the one run here.
+    let paused = app.admin("POST", "/admin/v1/jobs/monthly-refill/pause", None);
+    assert_eq!(paused.status, 200);
     app.db
         .exec("UPDATE users SET credit_period = '2000-01' WHERE username = 'carol'");
     ok(&app, "carol", &carol, "bofa");
