@@ -5,6 +5,8 @@
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
@@ -62,13 +64,15 @@ pub enum UserCommand {
     Add {
         name: String,
         /// Starting credit (default: --monthly, else 0).
-        #[arg(long)]
+        // Negative numbers reach parse_credit, which says what is accepted;
+        // clap would call them unknown flags.
+        #[arg(long, allow_negative_numbers = true)]
         credit: Option<String>,
         /// Monthly allowance restored on --refill-day.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         monthly: Option<String>,
         /// Day of the month (1-31) the allowance is restored; past a month's end, its last day.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         refill_day: i64,
         #[arg(long)]
         email: Option<String>,
@@ -97,7 +101,7 @@ pub enum UserCommand {
             required_unless_present = "set"
         )]
         add: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         set: Option<String>,
     },
     /// Give a user a new token (printed alone on stdout); the old one stops working.
@@ -122,7 +126,7 @@ pub enum BankCommand {
         #[arg(long)]
         bic: Option<String>,
         /// Credits per request (0 = free).
-        #[arg(long, default_value = "1")]
+        #[arg(long, default_value = "1", allow_negative_numbers = true)]
         cost: String,
         /// Extra data returned with the bank, as a JSON value.
         #[arg(long, default_value = "{}")]
@@ -173,6 +177,47 @@ cli_error_from!(
     crate::app::StartError,
     crate::model::ParseError
 );
+
+/// Turns clap's answer to a bad command line into the one-line reason the
+/// SPEC promises (`--help` and `--version` are printed as clap has them).
+/// Clap's own text spans several lines: reason, tip, usage, pointer.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("creditgate: {}", usage_error_line(&e));
+    ExitCode::from(2)
+}
+
+fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    // "Usage: creditgate user add [OPTIONS] <NAME>" names the command that
+    // was being parsed; its --help is the one to point to.
+    let command: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .unwrap_or("creditgate")
+        .split_whitespace()
+        .take_while(|w| !w.starts_with(['<', '[', '-']))
+        .collect();
+    let command = command.join(" ");
+    let reason = if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        format!("`{command}` needs a subcommand")
+    } else {
+        // The first paragraph is the reason, possibly over several lines.
+        text.split("\n\n")
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_start_matches("error: ")
+            .to_string()
+    };
+    format!("{reason}; try `{command} --help`")
+}
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let config = Config::from_env()?;
@@ -234,9 +279,26 @@ pub fn actor() -> String {
 }
 
 fn connect(config: &Config) -> Result<Pool, CliError> {
+    probe(config.database_url.expose())?;
     let pool = db::pool(config.database_url.expose(), 2, config.db_timeout)?;
     db::check_schema(&pool)?;
     Ok(pool)
+}
+
+/// One direct connection before the pool: a pool that cannot connect only
+/// reports a timeout, after waiting for it, and loses why.
+fn probe(url: &str) -> Result<(), CliError> {
+    let opts = mysql::Opts::from_url(url).map_err(|e| CliError(format!("DATABASE_URL: {e}")))?;
+    let opts =
+        mysql::OptsBuilder::from_opts(opts).tcp_connect_timeout(Some(Duration::from_secs(3)));
+    match mysql::Conn::new(opts) {
+        Ok(_) => Ok(()),
+        // ER_BAD_DB_ERROR: `migrate` creates the database.
+        Err(mysql::Error::MySqlError(e)) if e.code == 1049 => Err(CliError(
+            "the database of DATABASE_URL does not exist yet: run `creditgate migrate`".into(),
+        )),
+        Err(e) => Err(CliError(format!("cannot connect to DATABASE_URL: {e}"))),
+    }
 }
 
 fn migrate(config: &Config) -> Result<(), CliError> {
@@ -283,9 +345,11 @@ fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
         UserCommand::List { json } => {
             let list = users::list(pool)?;
             if json {
+                // The admin API's shape, so one script reads both.
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&list).expect("users serialise")
+                    serde_json::to_string_pretty(&serde_json::json!({ "users": list }))
+                        .expect("users serialise")
                 );
             } else {
                 print!("{}", user_table(&list));
@@ -463,6 +527,26 @@ mod tests {
             ],
         );
         assert_eq!(t, "A          LONG\nwide cell  1\nx          22\n");
+    }
+
+    #[test]
+    fn usage_errors_become_one_line_naming_the_command() {
+        use clap::CommandFactory;
+        let err = |args: &[&str]| {
+            let e = Cli::command().try_get_matches_from(args).unwrap_err();
+            usage_error_line(&e)
+        };
+        assert_eq!(
+            err(&["creditgate", "user", "add"]),
+            "the following required arguments were not provided: <NAME>; try `creditgate user add --help`"
+        );
+        assert_eq!(
+            err(&["creditgate", "user"]),
+            "`creditgate user` needs a subcommand; try `creditgate user --help`"
+        );
+        let line = err(&["creditgate", "frob"]);
+        assert!(line.starts_with("unrecognized subcommand 'frob'"), "{line}");
+        assert!(line.ends_with("; try `creditgate --help`"), "{line}");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! are reported by name and skipped.
 
 use std::io::{IsTerminal, Write};
+use std::time::Duration;
 
 use chrono::Utc;
 use mysql::prelude::Queryable;
-use mysql::{Opts, Value};
+use mysql::{Opts, OptsBuilder, Value};
 
 use crate::cli::CliError;
 use crate::db::Pool;
@@ -44,6 +45,7 @@ pub fn import(pool: &Pool, from_url: &str, table: &str, actor: &str) -> Result<S
         )));
     }
     let opts = Opts::from_url(from_url).map_err(|e| CliError(format!("--from: {e}")))?;
+    let opts = OptsBuilder::from_opts(opts).tcp_connect_timeout(Some(Duration::from_secs(5)));
     let mut legacy =
         mysql::Conn::new(opts).map_err(|e| CliError(format!("cannot connect to --from: {e}")))?;
     let rows: Vec<(Value, Value, Value)> = legacy
@@ -52,6 +54,8 @@ pub fn import(pool: &Pool, from_url: &str, table: &str, actor: &str) -> Result<S
 
     let total = rows.len();
     let on_terminal = std::io::stderr().is_terminal();
+    // Off a terminal (a log, a pipe) a line per tenth, at most every 1000 rows.
+    let step = (total / 10).clamp(1, 1000);
     let mut summary = Summary::default();
     for (i, (name, token, credit)) in rows.into_iter().enumerate() {
         let shown = text(&name).unwrap_or_else(|| "(null)".into());
@@ -80,7 +84,7 @@ pub fn import(pool: &Pool, from_url: &str, table: &str, actor: &str) -> Result<S
             if done == total {
                 eprintln!();
             }
-        } else if done % 1000 == 0 {
+        } else if done % step == 0 || done == total {
             eprintln!("{done}/{total} rows");
         }
     }

@@ -7,7 +7,10 @@ use clap::Parser;
 use creditgate::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli::usage_error(e),
+    };
     // The daemon logs its life; a CLI command says only what went wrong.
     let default_level = match cli.command {
         None | Some(Command::Serve) => "info",

@@ -28,9 +28,12 @@ pub fn hash(token: &str) -> String {
     hex
 }
 
-/// The part of a token that may be shown: its first characters.
+/// The part of a token that may be shown: its first characters, but never
+/// more than a quarter of it. Imported tokens (the Flask sample's) may be
+/// short; a fixed-length prefix would show such a token whole.
 pub fn prefix(token: &str) -> String {
-    token.chars().take(PREFIX_LEN).collect()
+    let n = PREFIX_LEN.min(token.chars().count() / 4);
+    token.chars().take(n).collect()
 }
 
 /// Does `token` hash to `stored_hash`? Constant time in the content.
@@ -130,6 +133,14 @@ fn split_pair(pair: &str) -> Option<Credentials> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_never_shows_a_short_token_whole() {
+        let t = generate();
+        assert_eq!(prefix(&t), &t[..PREFIX_LEN]);
+        assert_eq!(prefix("abcdefgh"), "ab");
+        assert_eq!(prefix("abc"), "");
+    }
 
     fn creds(u: &str, t: &str) -> Credentials {
         Credentials {

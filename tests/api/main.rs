@@ -3,6 +3,11 @@
 
 mod helpers;
 
+mod admin;
 mod auth;
 mod charge;
+mod cli;
+mod import;
+mod ledger;
+mod metrics;
 mod routes;
