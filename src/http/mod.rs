@@ -195,6 +195,8 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
         }
         ["admin", "v1", rest @ ..] => {
             ctx.route = "admin";
+            // A trailing slash is optional here too.
+            let rest = rest.strip_suffix(&[""]).unwrap_or(rest);
             admin::route(state, req, method, rest, ctx)
         }
         _ => {

@@ -89,6 +89,13 @@ fn list_and_show_return_user_json_without_the_hash() {
         assert_user_json(u, &[]);
     }
 
+    // See: operator note — a trailing slash is optional, as on the paid route.
+    let slashed = app.admin("GET", "/admin/v1/users/", None);
+    assert_eq!(
+        (slashed.status, slashed.body.clone()),
+        (200, list.body.clone())
+    );
+
     let bob = app.admin("GET", "/admin/v1/users/bob", None).json();
     assert_eq!(bob["email"], "bob@example.org");
     assert_eq!(bob["credit"], 1);
