@@ -237,6 +237,23 @@ pub fn balance(
     }))
 }
 
+/// Deletes remembered idempotent answers older than their 24 h, in small
+/// batches so that no batch holds locks for long. Returns how many went.
+pub fn expire_idempotency_keys(pool: &Pool) -> Result<u64, DbError> {
+    let mut conn = pool.get()?;
+    let mut total = 0;
+    loop {
+        conn.query_drop(
+            "DELETE FROM idempotency_keys WHERE created_at < NOW(3) - INTERVAL 1 DAY LIMIT 1000",
+        )?;
+        let n = conn.affected_rows();
+        total += n;
+        if n < 1000 {
+            return Ok(total);
+        }
+    }
+}
+
 /// Refills every user whose refill moment in `period` has passed by `now` and
 /// who has not been refilled for `period` yet: `credit = GREATEST(credit,
 /// monthly_credit)`, `credit_period = period`, one ledger row. One transaction

@@ -197,3 +197,34 @@ fn a_refused_method_on_the_paid_route_is_never_charged() {
     }
     assert_eq!(app.db.credit("alice"), 10);
 }
+
+#[test]
+fn idempotency_keys_expire_after_a_day() {
+    // Arrange: one answer remembered now, one 25 hours ago.
+    let app = spawn_app();
+    let token = app.db.add_user("alice", 10);
+    let auth = format!("Bearer alice:{token}");
+    for key in ["fresh", "stale"] {
+        let r = app.get(
+            "/api/v1.0/banks_data/bofa/",
+            &[("Authorization", &auth), ("Idempotency-Key", key)],
+        );
+        assert_eq!(r.status, 200);
+    }
+    app.db.exec("UPDATE idempotency_keys SET created_at = NOW(3) - INTERVAL 25 HOUR WHERE idem_key = 'stale'");
+    // Act
+    let removed = creditgate::credit::expire_idempotency_keys(&app.db.pool).unwrap();
+    // Assert: the stale key is gone and is a new request again; the fresh one still replays.
+    assert_eq!(removed, 1);
+    let again = app.get(
+        "/api/v1.0/banks_data/bofa/",
+        &[("Authorization", &auth), ("Idempotency-Key", "stale")],
+    );
+    assert!(again.header("Idempotency-Replayed").is_none());
+    let replay = app.get(
+        "/api/v1.0/banks_data/bofa/",
+        &[("Authorization", &auth), ("Idempotency-Key", "fresh")],
+    );
+    assert_eq!(replay.header("Idempotency-Replayed"), Some("true"));
+    assert_eq!(app.db.credit("alice"), 7);
+}
