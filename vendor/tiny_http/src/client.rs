@@ -6,11 +6,24 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
-use crate::common::{HTTPVersion, Method};
+use crate::common::{HTTPVersion, Method, StatusCode};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
+
+/// PATCHED: a request head (request line plus headers) longer than this is
+/// refused while it is read, with 414 when the request line alone is too
+/// long and 431 otherwise, and the connection is closed. Without a limit a
+/// 50 MB header line was read into memory whole.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// PATCHED: a client that has started a request head must finish it within
+/// this long, or gets 408 and the connection is closed; the socket's read
+/// timeout alone would let it send a byte every few seconds forever.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -32,6 +45,10 @@ pub struct ClientConnection {
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
 
+    // PATCHED: reports whether the previous request's unread body was
+    // drained; if not, the stream is mid-body and must be closed.
+    previous_body: Option<Receiver<IoResult<()>>>,
+
     // true if the connection goes through SSL
     secure: bool,
 }
@@ -43,7 +60,21 @@ enum ReadError {
     WrongHeader(HTTPVersion),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
+    /// PATCHED: the head is over `MAX_HEAD_BYTES` (414 or 431).
+    HeadTooLarge(StatusCode),
+    /// PATCHED: the client started a head and did not finish it in time.
+    HeadTimeout,
+    /// PATCHED: the head holds bytes that are not ASCII.
+    NotAscii,
+    /// PATCHED: the previous request left a body that was not drained.
+    BodyNotDrained,
     ReadIoError(IoError),
+}
+
+/// PATCHED: what one request head may still spend.
+struct HeadBudget {
+    bytes_left: usize,
+    started: Option<Instant>,
 }
 
 impl ClientConnection {
@@ -64,6 +95,7 @@ impl ClientConnection {
             remote_addr,
             next_header_source: first_header,
             no_more_requests: false,
+            previous_body: None,
             secure,
         }
     }
@@ -77,7 +109,14 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// PATCHED: spends `budget`, and refuses a line that does not fit in it
+    /// with `too_large`.
+    fn read_next_line(
+        &mut self,
+        budget: &mut HeadBudget,
+        too_large: StatusCode,
+    ) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -85,14 +124,35 @@ impl ClientConnection {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(Ok(b)) => b,
+                // the socket's read timeout fired in the middle of a head
+                Some(Err(e))
+                    if budget.started.is_some()
+                        && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    return Err(ReadError::HeadTimeout)
+                }
+                Some(Err(e)) => return Err(ReadError::ReadIoError(e)),
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+
+            let started = *budget.started.get_or_insert_with(Instant::now);
+            if budget.bytes_left == 0 {
+                return Err(ReadError::HeadTooLarge(too_large));
+            }
+            if started.elapsed() > HEAD_TIMEOUT {
+                return Err(ReadError::HeadTimeout);
+            }
+            budget.bytes_left -= 1;
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| ReadError::NotAscii);
             }
 
             prev_byte_was_cr = byte == b'\r';
@@ -104,10 +164,23 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        // PATCHED: waits until the previous request's body reader is gone;
+        // if it gave up draining, what follows is body, not a request.
+        if let Some(drained) = self.previous_body.take() {
+            if let Ok(Err(_)) = drained.recv() {
+                return Err(ReadError::BodyNotDrained);
+            }
+        }
+
+        let mut budget = HeadBudget {
+            bytes_left: MAX_HEAD_BYTES,
+            started: None,
+        };
+
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line(&mut budget, StatusCode(414))?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,7 +191,7 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line(&mut budget, StatusCode(431))?;
 
                     if line.is_empty() {
                         break;
@@ -144,7 +217,7 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
-        let request = crate::request::new_request(
+        let mut request = crate::request::new_request(
             self.secure,
             method,
             path,
@@ -163,6 +236,7 @@ impl ClientConnection {
                 }
             }
         })?;
+        self.previous_body = request.body_drained.take();
 
         // return the request
         Ok(request)
@@ -202,6 +276,39 @@ impl Iterator for ClientConnection {
                     return None; // we don't know where the next request would start,
                                  // se we have to close
                 }
+
+                // PATCHED: refused heads get an answer, then the connection is
+                // closed, since the rest of what the client sends is unread.
+                Err(ReadError::HeadTooLarge(status)) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::from_string(status.default_reason_phrase())
+                        .with_status_code(status);
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None;
+                }
+
+                Err(ReadError::NotAscii) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(400));
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None;
+                }
+
+                Err(ReadError::HeadTimeout) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(408));
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None;
+                }
+
+                // PATCHED: the previous response is already sent; just close.
+                Err(ReadError::BodyNotDrained) => return None,
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     // request timeout

@@ -118,6 +118,17 @@ pub use test::TestRequest;
 
 mod client;
 mod common;
+
+/// PATCHED: a client socket on which nothing can be read or written for this
+/// long is closed: an idle keep-alive connection, a client that stops in the
+/// middle of a request or of its body, or one that stops reading its answer.
+/// Without it each such client held a thread until it went away.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// PATCHED: the limits below are part of the public API so that users can
+/// document them.
+pub use client::{HEAD_TIMEOUT, MAX_HEAD_BYTES};
+pub use util::{MAX_DRAIN_BYTES, MAX_DRAIN_TIME};
 mod connection;
 mod request;
 mod response;
@@ -161,6 +172,7 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)] // PATCHED: newer rustc warns about this compile-time check
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -294,6 +306,10 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        if let Err(e) = sock.set_timeouts(Some(CLIENT_TIMEOUT)) {
+                            log::error!("Error setting client timeouts: {}", e);
+                            continue;
+                        }
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]

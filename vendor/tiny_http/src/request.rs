@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -74,6 +74,10 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // PATCHED: where the body reader reports, when dropped, whether it could
+    // drain an unread body; taken by `ClientConnection`.
+    pub(crate) body_drained: Option<Receiver<io::Result<()>>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -183,6 +187,8 @@ where
         }
     };
 
+    let mut body_drained = None;
+
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
     let reader = if connection_upgrade {
@@ -212,7 +218,8 @@ where
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            let (data_reader, drained) = EqualReader::new(source_data, content_length);
+            body_drained = Some(drained);
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
@@ -238,6 +245,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        body_drained,
     })
 }
 

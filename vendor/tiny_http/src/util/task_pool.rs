@@ -69,11 +69,16 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code));
-        } else {
+        // PATCHED: was `waiting_tasks == 0`. A waiting thread stays counted
+        // until it wakes, so a burst of connections was queued behind ONE
+        // idle thread, and each queued connection waited for another one to
+        // close (forever, for a keep-alive client that never did). Both
+        // numbers only change under the `todo` lock, so compare them.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) > queue.len() {
             queue.push_back(code);
             self.sharing.condvar.notify_one();
+        } else {
+            self.add_thread(Some(code));
         }
     }
 
@@ -133,5 +138,40 @@ impl Drop for TaskPool {
             .active_tasks
             .store(999_999_999, Ordering::Release);
         self.sharing.condvar.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskPool;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    // PATCHED: a burst of long tasks must each get a thread at once.
+    #[test]
+    fn a_burst_of_long_tasks_runs_at_once() {
+        let pool = TaskPool::new();
+        thread::sleep(Duration::from_millis(200)); // let the idle threads wait
+        let started = Arc::new(AtomicUsize::new(0));
+        let all_met = Arc::new(AtomicUsize::new(0));
+        for _ in 0..8 {
+            let started = started.clone();
+            let all_met = all_met.clone();
+            pool.spawn(Box::new(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < deadline {
+                    if started.load(Ordering::SeqCst) == 8 {
+                        all_met.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }));
+        }
+        thread::sleep(Duration::from_secs(3));
+        assert_eq!(all_met.load(Ordering::SeqCst), 8);
     }
 }
