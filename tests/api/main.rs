@@ -5,4 +5,5 @@ mod helpers;
 
 mod auth;
 mod charge;
+mod hostile;
 mod routes;
