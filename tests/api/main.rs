@@ -7,3 +7,4 @@ mod auth;
 mod charge;
 mod hostile;
 mod routes;
+mod secrets;
