@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod bruteforce;
 mod charge;
 mod hostile;
 mod routes;
