@@ -214,7 +214,10 @@ pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
             (account.id, key.as_str(), json),
         )?;
     }
-    tx.commit()?;
+    // A connection lost during COMMIT leaves the charge in doubt: the client
+    // gets 503, and only a retry with the same Idempotency-Key can tell
+    // (it replays the answer if the charge was applied).
+    tx.commit().map_err(DbError::CommitUnknown)?;
     Ok(ChargeOutcome::Answered {
         answer,
         replayed: false,
