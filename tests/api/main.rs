@@ -6,6 +6,8 @@ mod helpers;
 mod auth;
 mod bruteforce;
 mod charge;
+mod faults;
 mod hostile;
+mod proxy;
 mod routes;
 mod secrets;
