@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use mysql::prelude::Queryable;
 
-use crate::helpers::{parse_response, send_raw, spawn_app, Resp, TestApp, TestDb};
+use crate::helpers::{
+    parse_response, request, send_raw, spawn_app, spawn_app_with, Resp, TestApp, TestDb,
+};
 
 /// What a hostile request may get.
 #[derive(Debug, Clone, Copy)]
@@ -767,24 +769,33 @@ fn cases(w: &World) -> Vec<Case> {
     c
 }
 
+/// Every row of `table`, every value in full (`Debug` of a mysql value cuts
+/// it to 8 characters, which would hide a changed timestamp or hash).
+pub fn table_text(conn: &mut impl Queryable, table: &str) -> String {
+    let rows: Vec<mysql::Row> = conn
+        .query(format!("SELECT * FROM `{table}` ORDER BY 1, 2"))
+        .unwrap();
+    let mut out = format!("{table}:\n");
+    for row in rows {
+        for v in row.unwrap() {
+            match v {
+                mysql::Value::Bytes(b) => out.push_str(&String::from_utf8_lossy(&b)),
+                other => out.push_str(&format!("{other:?}")),
+            }
+            out.push('|');
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Every row a request could touch, as text.
 fn rows(db: &TestDb) -> String {
     let mut conn = db.conn();
-    [
-        ("users", "id"),
-        ("usage_daily", "user_id, day, endpoint"),
-        ("credit_events", "id"),
-        ("idempotency_keys", "user_id, idem_key"),
-    ]
-    .iter()
-    .map(|(table, order)| {
-        let rows: Vec<mysql::Row> = conn
-            .query(format!("SELECT * FROM {table} ORDER BY {order}"))
-            .unwrap();
-        let rows: Vec<Vec<mysql::Value>> = rows.into_iter().map(mysql::Row::unwrap).collect();
-        format!("{table}: {rows:?}\n")
-    })
-    .collect()
+    ["users", "usage_daily", "credit_events", "idempotency_keys"]
+        .iter()
+        .map(|table| table_text(&mut *conn, table))
+        .collect()
 }
 
 /// Why `answer` does not meet `expect`, if it does not.
@@ -1020,4 +1031,33 @@ fn slow_and_silent_clients_are_cut_off_and_do_not_starve_the_workers() {
         "{took:?}"
     );
     assert_eq!(w.app.bank("probe", &w.probe, "bofa").status, 200);
+}
+
+#[test]
+fn without_an_admin_token_the_admin_api_and_stop_are_403() {
+    // An empty CREDITGATE_ADMIN_TOKEN counts as unset: admin is off, and no
+    // token (not even an empty one) turns it on.
+    let app = spawn_app_with(&[("CREDITGATE_ADMIN_TOKEN", "")]);
+    for (method, path, auth) in [
+        ("GET", "/admin/v1/users", "Bearer "),
+        ("GET", "/admin/v1/users", "Bearer x"),
+        ("POST", "/admin/v1/users/alice/credit", "Bearer "),
+        ("POST", "/stopServer", "Bearer "),
+        ("GET", "/stopServer", ""),
+    ] {
+        let r = request(
+            app.addr,
+            method,
+            path,
+            &[("Authorization", auth)],
+            Some("{}"),
+        );
+        assert_eq!(
+            (r.status, r.error().as_str()),
+            (403, "admin_disabled"),
+            "{path}"
+        );
+    }
+    assert!(!app.shutdown.is_triggered());
+    assert_eq!(app.get("/health", &[]).status, 200);
 }

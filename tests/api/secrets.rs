@@ -1,8 +1,9 @@
 //! Secrets stay secret: the real binary (`creditgate serve`, `RUST_LOG=debug`)
 //! is driven with all four credential forms, wrong tokens, hostile usernames
 //! and the admin API, then stopped through `/stopServer`; no token and no
-//! admin token may appear in anything it wrote, and every log record must
-//! stay on one line. A process test, because stderr is where the log goes.
+//! admin token may appear in anything it wrote or in any table (only their
+//! hashes), and every log record must stay on one line. A process test,
+//! because stderr is where the log goes.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
@@ -11,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use mysql::prelude::Queryable;
 
 use crate::helpers::{request, Resp, TestDb};
 
@@ -254,6 +256,26 @@ fn no_token_or_admin_token_reaches_the_log() {
     assert!(log.contains("user=alice"), "{log}");
     assert!(log.contains("/admin/v1/users"), "{log}");
     assert!(log.contains("token=[redacted]"), "{log}");
+    // Nor is any of them stored in clear, in any table.
+    let mut conn = db.conn();
+    let tables: Vec<String> = conn
+        .query("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+        .unwrap();
+    assert!(tables.len() >= 6, "{tables:?}");
+    let stored: String = tables
+        .iter()
+        .map(|t| crate::hostile::table_text(&mut *conn, t))
+        .collect();
+    for secret in [alice.as_str(), rotated.as_str(), bob.as_str(), imported] {
+        let hidden = &secret[creditgate::token::PREFIX_LEN..];
+        assert!(!stored.contains(hidden), "{secret:?} is stored in clear");
+        let hash = creditgate::token::hash(secret);
+        let is_stored = stored.contains(&hash);
+        assert!(
+            is_stored || secret == alice,
+            "the hash of {secret:?} is not stored"
+        );
+    }
     // Every record is one line: env_logger starts each with `[`.
     for line in log.lines().filter(|l| !l.is_empty()) {
         assert!(
