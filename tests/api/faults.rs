@@ -405,3 +405,41 @@ fn two_servers_on_one_database_charge_exactly_the_credit() {
     assert_eq!(db.credit("alice"), 9);
     drop((a, b));
 }
+
+#[test]
+fn a_monthly_refill_run_by_many_instances_at_once_happens_once_per_user() {
+    // Arrange: 20 users last refilled long ago; every other one holds a
+    // top-up above the allowance, which a refill must not claw back.
+    let db = TestDb::new();
+    for i in 0..20 {
+        let credit = if i % 2 == 0 { 5 } else { 500 };
+        db.add_user_with(&format!("user{i}"), Some(credit), Some(100), None);
+    }
+    db.exec("UPDATE users SET credit_period = '2000-01'");
+    let now = chrono::Utc::now();
+    let period = creditgate::model::Period::of(now.date_naive());
+    // Act: eight "instances", each with its own pool, refill at once, twice.
+    let url = db.url.clone();
+    let refilled: Vec<usize> = in_parallel(8, move |_| {
+        let pool = creditgate::db::pool(&url, 2, Duration::from_secs(10)).unwrap();
+        (0..2)
+            .map(|_| creditgate::credit::refill(&pool, period, now, "test").unwrap())
+            .sum()
+    });
+    // Assert: 20 refills in all, one ledger row per user, credits right.
+    assert_eq!(refilled.iter().sum::<usize>(), 20, "{refilled:?}");
+    let rows = db.scalar(&format!(
+        "SELECT COUNT(*) FROM credit_events WHERE reason = 'monthly-refill' AND period = '{period}'"
+    ));
+    assert_eq!(rows, 20);
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(DISTINCT user_id) FROM credit_events WHERE reason = 'monthly-refill'"
+        ),
+        20
+    );
+    for i in 0..20 {
+        let want = if i % 2 == 0 { 100 } else { 500 };
+        assert_eq!(db.credit(&format!("user{i}")), want, "user{i}");
+    }
+}
