@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::banks::{self, Bank};
 use crate::db::{self, DbError, Pool};
 use crate::ledger::{self, Event, Reason};
-use crate::model::{next_refill, BankCode, IdempotencyKey, Period, RefillDay};
+use crate::model::{next_refill, BankCode, IdempotencyKey, Period, RefillDay, Username};
 use crate::token::{self, Credentials};
 use crate::usage;
 
@@ -110,6 +110,17 @@ impl Account {
     }
 }
 
+/// The name to look up, or `UnknownUser` without asking the database. A
+/// name that cannot exist must not reach it: `users.username` is ASCII with
+/// a PAD SPACE collation, so MariaDB fails on a non-ASCII name (a 503, not a
+/// miss) and finds `alice` for `alice ` (a token sent as `alice :T` worked).
+fn lookup_name(credentials: &Credentials) -> Result<Username, AuthFailure> {
+    Username::parse(&credentials.username).map_err(|_| {
+        token::verify_dummy(&credentials.token);
+        AuthFailure::UnknownUser
+    })
+}
+
 /// Same work for every failure, so that timing does not tell an unknown user
 /// from a wrong token.
 fn authenticate(row: Option<AccountRow>, token: &str) -> Result<Account, AuthFailure> {
@@ -133,11 +144,15 @@ fn authenticate(row: Option<AccountRow>, token: &str) -> Result<Account, AuthFai
 
 /// Charges one paid bank lookup, exactly once, or nothing.
 pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
+    let name = match lookup_name(req.credentials) {
+        Ok(name) => name,
+        Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
+    };
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let row: Option<AccountRow> = tx.exec_first(
         format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = ? FOR UPDATE"),
-        (req.credentials.username.as_str(),),
+        (name.as_str(),),
     )?;
     let account = match authenticate(row, &req.credentials.token) {
         Ok(a) => a,
@@ -199,7 +214,10 @@ pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
             (account.id, key.as_str(), json),
         )?;
     }
-    tx.commit()?;
+    // A connection lost during COMMIT leaves the charge in doubt: the client
+    // gets 503, and only a retry with the same Idempotency-Key can tell
+    // (it replays the answer if the charge was applied).
+    tx.commit().map_err(DbError::CommitUnknown)?;
     db::trust(&mut conn);
     Ok(ChargeOutcome::Answered {
         answer,
@@ -223,9 +241,13 @@ pub fn balance(
     credentials: &Credentials,
     now: DateTime<Utc>,
 ) -> Result<Result<Balance, AuthFailure>, DbError> {
+    let name = match lookup_name(credentials) {
+        Ok(name) => name,
+        Err(why) => return Ok(Err(why)),
+    };
     let row: Option<AccountRow> = pool.get()?.exec_first(
         format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = ?"),
-        (credentials.username.as_str(),),
+        (name.as_str(),),
     )?;
     Ok(authenticate(row, &credentials.token).map(|a| Balance {
         username: credentials.username.clone(),

@@ -123,6 +123,9 @@ pub enum DbError {
     Unavailable(r2d2::Error),
     /// A statement failed.
     Query(mysql::Error),
+    /// COMMIT failed, mostly because the connection broke while it ran:
+    /// whether the database applied it cannot be known from here.
+    CommitUnknown(mysql::Error),
     BadUrl(String),
     SchemaTooOld {
         have: u32,
@@ -144,6 +147,10 @@ impl fmt::Display for DbError {
         match self {
             DbError::Unavailable(e) => write!(f, "database unavailable: {e}"),
             DbError::Query(e) => write!(f, "database query failed: {e}"),
+            DbError::CommitUnknown(e) => write!(
+                f,
+                "COMMIT failed, so whether it was applied is unknown: {e}"
+            ),
             DbError::BadUrl(e) => write!(f, "DATABASE_URL: {e}"),
             DbError::SchemaTooOld { have, want } => write!(
                 f,
@@ -163,7 +170,9 @@ impl std::error::Error for DbError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             DbError::Unavailable(e) => Some(e),
-            DbError::Query(e) | DbError::Migration { source: e, .. } => Some(e),
+            DbError::Query(e)
+            | DbError::CommitUnknown(e)
+            | DbError::Migration { source: e, .. } => Some(e),
             _ => None,
         }
     }

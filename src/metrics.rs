@@ -13,6 +13,7 @@ pub struct Metrics {
     credits_charged: AtomicU64,
     auth_failures: AtomicU64,
     db_errors: AtomicU64,
+    commits_unknown: AtomicU64,
 }
 
 /// Pool figures at scrape time.
@@ -51,6 +52,10 @@ impl Metrics {
 
     pub fn db_error(&self) {
         self.db_errors.fetch_add(1, Relaxed);
+    }
+
+    pub fn commit_unknown(&self) {
+        self.commits_unknown.fetch_add(1, Relaxed);
     }
 
     pub fn render(&self, pool: PoolGauges) -> String {
@@ -117,6 +122,17 @@ impl Metrics {
             w,
             "creditgate_db_errors_total {}",
             self.db_errors.load(Relaxed)
+        );
+        help(
+            w,
+            "creditgate_charges_in_doubt_total",
+            "counter",
+            "Paid requests answered 503 whose COMMIT failed: each may have been charged.",
+        );
+        let _ = writeln!(
+            w,
+            "creditgate_charges_in_doubt_total {}",
+            self.commits_unknown.load(Relaxed)
         );
 
         help(

@@ -159,6 +159,18 @@ fn auth_failed(state: &AppState, req: &Request, ctx: &Ctx, why: AuthFailure) -> 
 
 pub(super) fn db_failed(state: &AppState, ctx: &Ctx, e: DbError) -> ApiError {
     state.metrics.db_error();
-    log::error!("req={} {}", ctx.id, super::error_chain(&e));
+    if let DbError::CommitUnknown(_) = e {
+        // The one 503 that may have been charged: say so where operators
+        // look, with what they need to refund it.
+        state.metrics.commit_unknown();
+        log::error!(
+            "req={} charge in doubt for user={}: {}",
+            ctx.id,
+            ctx.user.as_deref().map(super::log_safe).unwrap_or_default(),
+            super::error_chain(&e)
+        );
+    } else {
+        log::error!("req={} {}", ctx.id, super::error_chain(&e));
+    }
     ApiError::Unavailable
 }

@@ -5,9 +5,14 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod bruteforce;
 mod charge;
 mod cli;
+mod faults;
+mod hostile;
 mod import;
 mod ledger;
 mod metrics;
+mod proxy;
 mod routes;
+mod secrets;
