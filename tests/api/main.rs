@@ -1,8 +1,11 @@
 //! One integration-test binary (one link): each module drives the real code
 //! against a real MariaDB, each test in its own fresh database.
 
+mod daemon;
 mod helpers;
+mod smtp;
 
 mod auth;
 mod charge;
+mod lifecycle;
 mod routes;
