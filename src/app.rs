@@ -76,7 +76,9 @@ impl App {
                     &format!("creditgate could not start: {e}"),
                     MAIL_WAIT,
                 );
-                mailer.stop(MAIL_WAIT);
+                // MAIL_WAIT is already spent if that mail hung; do not wait
+                // for it a second time.
+                mailer.stop(Duration::from_millis(100));
                 Err(e)
             }
         }

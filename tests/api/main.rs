@@ -3,9 +3,11 @@
 
 mod daemon;
 mod helpers;
+mod proxy;
 mod smtp;
 
 mod auth;
 mod charge;
 mod lifecycle;
+mod mail;
 mod routes;
