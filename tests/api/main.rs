@@ -8,6 +8,7 @@ mod smtp;
 
 mod auth;
 mod charge;
+mod jobs;
 mod lifecycle;
 mod mail;
 mod routes;
