@@ -11,4 +11,5 @@ mod charge;
 mod jobs;
 mod lifecycle;
 mod mail;
+mod refill;
 mod routes;
