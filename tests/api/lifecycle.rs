@@ -114,17 +114,19 @@ fn stop_server_is_403_when_no_admin_token_is_configured() {
 
 // ---- the real binary ----
 
-/// Waits until a statement of this database waits for a row lock; false
-/// if none did within `limit`.
-fn wait_for_a_lock_wait(db: &TestDb, limit: Duration) -> bool {
+/// Waits until a `FOR UPDATE` of this database's runs on a connection other
+/// than the caller's; false if none did within `limit`. The live process
+/// list, not `information_schema.innodb_trx`: that one is a cache that is
+/// not refreshed while it is read more often than every 100 ms.
+fn wait_for_a_locking_read(db: &TestDb, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    while db.scalar(&format!(
-        "SELECT COUNT(*) FROM information_schema.innodb_trx t \
-         JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
-         WHERE t.trx_state = 'LOCK WAIT' AND p.db = '{}'",
+    let sql = format!(
+        "SELECT COUNT(*) FROM information_schema.processlist \
+         WHERE db = '{}' AND command <> 'Sleep' AND info LIKE '%FOR UPDATE%' \
+         AND id <> CONNECTION_ID()",
         db.name
-    )) == 0
-    {
+    );
+    while db.scalar(&sql) == 0 {
         if Instant::now() >= deadline {
             return false;
         }
@@ -157,10 +159,17 @@ fn sigterm_lets_a_request_in_flight_finish_charges_it_once_and_exits_0() {
             None,
         )
     });
-    if !wait_for_a_lock_wait(&db, Duration::from_secs(8)) {
+    if !wait_for_a_locking_read(&db, Duration::from_secs(8)) {
+        let procs: Vec<(u64, Option<String>, String, Option<String>)> = db
+            .conn()
+            .query("SELECT id, db, command, info FROM information_schema.processlist")
+            .unwrap();
         let _ = holder.query_drop("ROLLBACK");
         let answer = in_flight.join().unwrap();
-        panic!("the request never waited: {answer:?}\n{}", daemon.log());
+        panic!(
+            "the request never waited: {answer:?}\n{procs:?}\n{}",
+            daemon.log()
+        );
     }
 
     // Act: stop while the request waits, then let it go on.
