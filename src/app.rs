@@ -25,6 +25,9 @@ pub const DB_START_WAIT: Duration = Duration::from_secs(20);
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long a stop (or a failed start) waits for its mail.
 pub const MAIL_WAIT: Duration = Duration::from_secs(5);
+/// How long the stop handler waits to learn which signal it was; it is
+/// stored microseconds after the handler is woken.
+const SIGNAL_NAME_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub enum StartError {
@@ -73,7 +76,9 @@ impl App {
                     &format!("creditgate could not start: {e}"),
                     MAIL_WAIT,
                 );
-                mailer.stop(MAIL_WAIT);
+                // MAIL_WAIT is already spent if that mail hung; do not wait
+                // for it a second time.
+                mailer.stop(Duration::from_millis(100));
                 Err(e)
             }
         }
@@ -197,14 +202,23 @@ fn heartbeat(
 }
 
 /// SIGINT and SIGTERM fire `shutdown` with the signal's name. ctrlc does the
-/// handling; signal-hook only records which signal it was, chained in front
-/// of ctrlc's handler, because ctrlc does not say.
+/// handling; signal-hook only records which signal it was, because ctrlc does
+/// not say. ctrlc must be installed first (it refuses to replace a handler);
+/// signal-hook then chains onto it, but calls ctrlc's handler *before* its
+/// own action, so ctrlc's thread can wake before the number is stored: it
+/// waits for it, briefly.
 pub fn install_signal_handlers(shutdown: Shutdown) -> Result<(), StartError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let last = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&last);
     ctrlc::set_handler(move || {
-        let name = match seen.load(Ordering::SeqCst) as i32 {
+        let deadline = std::time::Instant::now() + SIGNAL_NAME_WAIT;
+        let mut sig = seen.swap(0, Ordering::SeqCst);
+        while sig == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            sig = seen.swap(0, Ordering::SeqCst);
+        }
+        let name = match sig as i32 {
             signal_hook::consts::SIGTERM => "signal SIGTERM",
             signal_hook::consts::SIGINT => "signal SIGINT",
             signal_hook::consts::SIGHUP => "signal SIGHUP",

@@ -135,11 +135,12 @@ impl Jobs {
     /// What the scheduler calls on each tick of a job.
     fn tick(&self, id: &str) {
         let Some(job) = self.find(id) else { return };
+        let now = Utc::now();
         let paused = job.state().paused;
         if !paused {
             job.run(&self.metrics);
         }
-        job.state().next_run = Some(Utc::now() + job.every);
+        job.state().next_run = Some(next_tick(now, job.every));
     }
 
     /// Starts the scheduler thread; dropping (or `stop`ping) the handle stops
@@ -147,7 +148,7 @@ impl Jobs {
     pub fn start(self: &Arc<Self>) -> ScheduleHandle {
         let mut scheduler = Scheduler::with_tz(Utc);
         for job in &self.jobs {
-            job.state().next_run = Some(Utc::now() + job.every);
+            job.state().next_run = Some(next_tick(Utc::now(), job.every));
             let jobs = Arc::clone(self);
             let id = job.id;
             let secs = job.every.as_secs().max(1) as u32;
@@ -155,6 +156,15 @@ impl Jobs {
         }
         scheduler.watch_thread(Duration::from_millis(200))
     }
+}
+
+/// When clokwerk next fires an `every(n.seconds())` job after `now`: at the
+/// next multiple of n seconds since the epoch, not n seconds after `now`
+/// (its `Interval::Seconds`), so `next_run` shows the real moment.
+fn next_tick(now: DateTime<Utc>, every: Duration) -> DateTime<Utc> {
+    let n = every.as_secs().max(1) as i64;
+    let t = now.timestamp();
+    DateTime::from_timestamp(t - t.rem_euclid(n) + n, 0).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -239,6 +249,20 @@ mod tests {
         assert!(
             text.contains("creditgate_job_runs_total{job=\"panics\",result=\"panic\"} 1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn next_tick_is_the_next_multiple_of_the_interval_since_the_epoch() {
+        use chrono::TimeZone;
+        let at = |h, m, s| Utc.with_ymd_and_hms(2026, 11, 28, h, m, s).unwrap();
+        let secs = Duration::from_secs;
+        assert_eq!(next_tick(at(12, 0, 7), secs(10)), at(12, 0, 10));
+        assert_eq!(next_tick(at(12, 0, 10), secs(10)), at(12, 0, 20));
+        assert_eq!(next_tick(at(12, 0, 7), secs(60)), at(12, 1, 0));
+        assert_eq!(
+            next_tick(at(23, 59, 59), secs(60)),
+            at(23, 59, 59) + secs(1)
         );
     }
 

@@ -16,7 +16,7 @@ use creditgate::app::App;
 use creditgate::shutdown::Shutdown;
 use mysql::prelude::Queryable;
 
-use crate::helpers::{in_parallel, request, server_url, test_config, TestDb};
+use crate::helpers::{in_parallel, request, test_config, TestDb};
 use crate::proxy::Proxy;
 
 /// A creditgate `App` (what `creditgate serve` runs) on any database URL,
@@ -48,32 +48,6 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
-}
-
-/// The test database's URL, but through `proxy`. `prefer_socket=false`:
-/// by default the mysql crate switches a connection to 127.0.0.1 over to
-/// the server's Unix socket, which would bypass the proxy.
-fn proxied_url(db: &TestDb, proxy: &Proxy) -> String {
-    let server = server_url();
-    let rest = server.split_once("://").expect("a mysql:// URL").1;
-    let user = rest.split_once('@').map(|(u, _)| format!("{u}@"));
-    format!(
-        "mysql://{}127.0.0.1:{}/{}?prefer_socket=false",
-        user.unwrap_or_default(),
-        proxy.port(),
-        db.name
-    )
-}
-
-fn mariadb_addr() -> SocketAddr {
-    use std::net::ToSocketAddrs;
-    let server = server_url();
-    let rest = server.split_once("://").expect("a mysql:// URL").1;
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    host.to_socket_addrs()
-        .expect("the test database address")
-        .next()
-        .unwrap()
 }
 
 /// One answer seen by a client.
@@ -181,10 +155,10 @@ fn the_database_vanishing_mid_load_costs_only_503s_and_heals_by_itself() {
     const START: i64 = 1_000_000;
     let db = TestDb::new();
     let token = db.add_user("alice", START);
-    let proxy = Proxy::start(mariadb_addr());
+    let proxy = Proxy::to_test_server();
     let timeout = Duration::from_millis(1000);
     let server = Server::start(
-        &proxied_url(&db, &proxy),
+        &proxy.url(&db.name),
         &[
             ("CREDITGATE_THREADS", "8"),
             ("CREDITGATE_DB_POOL", "4"),

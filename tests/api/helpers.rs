@@ -126,7 +126,12 @@ pub fn spawn_app() -> TestApp {
 
 /// Like `spawn_app`, with extra environment variables for the config.
 pub fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
-    let db = TestDb::new();
+    spawn_app_on(TestDb::new(), vars)
+}
+
+/// Like `spawn_app_with`, on a database the test prepared (a `DATABASE_URL`
+/// in `vars` wins, e.g. one through a proxy to `db`).
+pub fn spawn_app_on(db: TestDb, vars: &[(&str, &str)]) -> TestApp {
     let admin_token = creditgate::token::generate();
     let config = test_config(&db.url, &admin_token, vars);
     let shutdown = Shutdown::new();

@@ -1,7 +1,10 @@
 //! One integration-test binary (one link): each module drives the real code
 //! against a real MariaDB, each test in its own fresh database.
 
+mod daemon;
 mod helpers;
+mod proxy;
+mod smtp;
 
 mod admin;
 mod auth;
@@ -11,8 +14,11 @@ mod cli;
 mod faults;
 mod hostile;
 mod import;
+mod jobs;
 mod ledger;
+mod lifecycle;
+mod mail;
 mod metrics;
-mod proxy;
+mod refill;
 mod routes;
 mod secrets;

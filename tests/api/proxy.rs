@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::helpers::server_url;
+
 pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -58,8 +60,37 @@ impl Proxy {
         }
     }
 
+    /// A proxy in front of the test MariaDB server.
+    pub fn to_test_server() -> Proxy {
+        use std::net::ToSocketAddrs;
+        let server = server_url();
+        let rest = server.split_once("://").expect("a mysql:// URL").1;
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let upstream = host
+            .to_socket_addrs()
+            .expect("the test database address")
+            .next()
+            .expect("an address for the test database");
+        Proxy::start(upstream)
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The URL of database `db_name` through this proxy.
+    /// `prefer_socket=false`: by default the mysql crate switches a
+    /// connection to 127.0.0.1 over to the server's Unix socket, which would
+    /// bypass the proxy.
+    pub fn url(&self, db_name: &str) -> String {
+        let server = server_url();
+        let rest = server.split_once("://").expect("a mysql:// URL").1;
+        let user = rest.split_once('@').map(|(u, _)| format!("{u}@"));
+        format!(
+            "mysql://{}127.0.0.1:{}/{db_name}?prefer_socket=false",
+            user.unwrap_or_default(),
+            self.port()
+        )
     }
 
     /// The database is gone: live connections are closed and the port

@@ -1,0 +1,321 @@
+//! Start and stop: `/stopServer` and its admin check in process, then the
+//! real binary stopped by SIGTERM (with a request in flight), SIGINT and
+//! `/stopServer`, and refusing to start (port taken, database unreachable)
+//! with a non-zero exit, a one-line reason and an alert mail.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+use serde_json::json;
+
+use crate::daemon::Daemon;
+use crate::helpers::{request, spawn_app, spawn_app_with, TestDb};
+use crate::smtp::SmtpServer;
+
+const ADMIN: &str = "lifecycle-admin-token";
+const PREFIX: &str = "[cg-test] ";
+
+/// The environment of a daemon on `db_url` that mails `smtp`.
+fn daemon_env<'a>(db_url: &'a str, smtp: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("DATABASE_URL", db_url),
+        ("CREDITGATE_BIND", "127.0.0.1:0"),
+        ("CREDITGATE_ADMIN_TOKEN", ADMIN),
+        ("CREDITGATE_THREADS", "4"),
+        ("CREDITGATE_DB_POOL", "4"),
+        // The suite starts dozens of databases at once; a busy server is
+        // not what these tests are about.
+        ("CREDITGATE_DB_TIMEOUT_MS", "10000"),
+        ("CREDITGATE_SMTP_URL", smtp),
+        ("CREDITGATE_MAIL_FROM", "creditgate@test.invalid"),
+        ("CREDITGATE_ALERT_TO", "ops@test.invalid"),
+        ("CREDITGATE_MAIL_PREFIX", PREFIX),
+    ]
+}
+
+/// The one mail whose subject is `subject` (after the prefix).
+fn mail_with_subject(smtp: &SmtpServer, subject: &str) -> crate::smtp::Received {
+    let want = format!("{PREFIX}{subject}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = smtp.messages();
+        if let Some(m) = all.iter().find(|m| m.subject() == want) {
+            return m.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mail {want:?}; got {:?}",
+            all.iter().map(|m| m.subject()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---- /stopServer in process ----
+
+#[test]
+fn stop_server_without_or_with_a_wrong_token_is_401_and_serving_goes_on() {
+    // Arrange
+    let app = spawn_app();
+    for method in ["GET", "POST"] {
+        for headers in [vec![], vec![("Authorization", "Bearer not-the-token")]] {
+            // Act
+            let r = request(app.addr, method, "/stopServer", &headers, None);
+            // Assert
+            assert_eq!(r.status, 401, "{method} {headers:?}: {}", r.body);
+            assert_eq!(r.error(), "unauthorized");
+        }
+    }
+    assert!(!app.shutdown.is_triggered());
+    assert_eq!(app.get("/health", &[]).status, 200);
+}
+
+#[test]
+fn stop_server_answers_202_and_stops_for_get_and_post() {
+    for method in ["GET", "POST"] {
+        // Arrange
+        let mut app = spawn_app();
+        // Act
+        let r = app.admin(method, "/stopServer", None);
+        // Assert
+        assert_eq!(r.status, 202, "{method}: {}", r.body);
+        assert_eq!(
+            r.json(),
+            json!({"success": true, "message": "Server is stopping..."})
+        );
+        assert_eq!(app.stop(), "admin /stopServer");
+    }
+}
+
+#[test]
+fn stop_server_is_403_when_no_admin_token_is_configured() {
+    let app = spawn_app_with(&[("CREDITGATE_ADMIN_TOKEN", "")]);
+    let r = request(
+        app.addr,
+        "POST",
+        "/stopServer",
+        &[("Authorization", "Bearer anything")],
+        None,
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error(), "admin_disabled");
+    assert!(!app.shutdown.is_triggered());
+}
+
+// ---- the real binary ----
+
+/// Waits until a `FOR UPDATE` of this database's runs on a connection other
+/// than the caller's; false if none did within `limit`. The live process
+/// list, not `information_schema.innodb_trx`: that one is a cache that is
+/// not refreshed while it is read more often than every 100 ms.
+fn wait_for_a_locking_read(db: &TestDb, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let sql = format!(
+        "SELECT COUNT(*) FROM information_schema.processlist \
+         WHERE db = '{}' AND command <> 'Sleep' AND info LIKE '%FOR UPDATE%' \
+         AND id <> CONNECTION_ID()",
+        db.name
+    );
+    while db.scalar(&sql) == 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_charges_it_once_and_exits_0() {
+    // Arrange: alice's row is locked by the test, so her paid request waits
+    // inside the server's charging transaction.
+    let db = TestDb::new();
+    let token = db.add_user("alice", 10);
+    let smtp = SmtpServer::start();
+    let mut daemon = Daemon::start(&["serve"], &daemon_env(&db.url, &smtp.url()));
+    let addr = daemon.addr();
+    let mut holder = db.conn();
+    holder.query_drop("START TRANSACTION").unwrap();
+    holder
+        .query_drop("SELECT id FROM users WHERE username = 'alice' FOR UPDATE")
+        .unwrap();
+    let auth = format!("Bearer alice:{token}");
+    let in_flight = std::thread::spawn(move || {
+        request(
+            addr,
+            "GET",
+            "/api/v1.0/banks_data/BOFA/",
+            &[("Authorization", &auth)],
+            None,
+        )
+    });
+    if !wait_for_a_locking_read(&db, Duration::from_secs(8)) {
+        let procs: Vec<(u64, Option<String>, String, Option<String>)> = db
+            .conn()
+            .query("SELECT id, db, command, info FROM information_schema.processlist")
+            .unwrap();
+        let _ = holder.query_drop("ROLLBACK");
+        let answer = in_flight.join().unwrap();
+        panic!(
+            "the request never waited: {answer:?}\n{procs:?}\n{}",
+            daemon.log()
+        );
+    }
+
+    // Act: stop while the request waits, then let it go on.
+    daemon.signal(libc::SIGTERM);
+    daemon
+        .wait_for_line("signal SIGTERM received", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no SIGTERM line:\n{}", daemon.log()));
+    std::thread::sleep(Duration::from_millis(300));
+    holder.query_drop("COMMIT").unwrap();
+    let answer = in_flight.join().unwrap();
+    let status = daemon.wait_exit(Duration::from_secs(15));
+
+    // Assert
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["credit_remaining"], 9);
+    let status = status.unwrap_or_else(|| panic!("still running 15 s on:\n{}", daemon.log()));
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    assert_eq!(db.credit("alice"), 9, "charged exactly once");
+    assert_eq!(db.scalar("SELECT SUM(calls) FROM usage_daily"), 1);
+    assert!(daemon.log().contains("stopped: signal SIGTERM"));
+    let mail = mail_with_subject(&smtp, "stopped");
+    assert!(mail.body().contains("signal SIGTERM"), "{}", mail.data);
+}
+
+#[test]
+fn sigint_stops_with_exit_0_and_says_sigint() {
+    let db = TestDb::new();
+    let smtp = SmtpServer::start();
+    let mut daemon = Daemon::start(&["serve"], &daemon_env(&db.url, &smtp.url()));
+    let addr = daemon.addr();
+    assert_eq!(request(addr, "GET", "/health", &[], None).status, 200);
+
+    daemon.signal(libc::SIGINT);
+    let status = daemon.wait_exit(Duration::from_secs(15));
+
+    let status = status.unwrap_or_else(|| panic!("still running 15 s on:\n{}", daemon.log()));
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("stopped: signal SIGINT"),
+        "{}",
+        daemon.log()
+    );
+    let mail = mail_with_subject(&smtp, "stopped");
+    assert!(mail.body().contains("signal SIGINT"), "{}", mail.data);
+    assert!(!mail.body().contains("SIGTERM"), "{}", mail.data);
+}
+
+#[test]
+fn stop_server_stops_the_process_with_exit_0() {
+    let db = TestDb::new();
+    let smtp = SmtpServer::start();
+    let mut daemon = Daemon::start(&["serve"], &daemon_env(&db.url, &smtp.url()));
+    let addr = daemon.addr();
+
+    let r = request(
+        addr,
+        "POST",
+        "/stopServer",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+        None,
+    );
+    let status = daemon.wait_exit(Duration::from_secs(15));
+
+    assert_eq!(r.status, 202, "{}", r.body);
+    let status = status.unwrap_or_else(|| panic!("still running 15 s on:\n{}", daemon.log()));
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    let mail = mail_with_subject(&smtp, "stopped");
+    assert!(mail.body().contains("admin /stopServer"), "{}", mail.data);
+}
+
+/// The last stderr line: the one-line reason `main` prints.
+fn reason_line(daemon: &Daemon) -> String {
+    daemon.log().lines().last().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_taken_port_fails_the_start_with_a_reason_and_a_mail() {
+    // Arrange: the port is held by the test.
+    let db = TestDb::new();
+    let smtp = SmtpServer::start();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let smtp_url = smtp.url();
+    let mut env = daemon_env(&db.url, &smtp_url);
+    env.retain(|(k, _)| *k != "CREDITGATE_BIND");
+    env.push(("CREDITGATE_BIND", &bind));
+    // Act
+    let mut daemon = Daemon::start(&["serve"], &env);
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    // Assert
+    let status = status.expect("exits");
+    assert!(!status.success(), "{}", daemon.log());
+    let reason = reason_line(&daemon);
+    assert!(
+        reason.starts_with("creditgate: cannot listen on") && reason.contains(&bind),
+        "{reason}"
+    );
+    let mail = mail_with_subject(&smtp, "start failed");
+    assert!(mail.body().contains("cannot listen on"), "{}", mail.data);
+    assert_eq!(mail.rcpt, vec!["ops@test.invalid"]);
+}
+
+#[test]
+fn an_unreachable_database_fails_the_start_after_the_bounded_retry() {
+    // Arrange: nothing listens on the database port.
+    let smtp = SmtpServer::start();
+    let url = format!("mysql://root@127.0.0.1:{}/creditgate", dead_port());
+    let smtp_url = smtp.url();
+    let mut env = daemon_env(&url, &smtp_url);
+    env.retain(|(k, _)| *k != "CREDITGATE_DB_TIMEOUT_MS");
+    env.push(("CREDITGATE_DB_TIMEOUT_MS", "500"));
+    let started = Instant::now();
+    // Act
+    let mut daemon = Daemon::start(&["serve"], &env);
+    let status = daemon.wait_exit(creditgate::app::DB_START_WAIT + Duration::from_secs(20));
+    // Assert
+    let status = status.unwrap_or_else(|| panic!("still running:\n{}", daemon.log()));
+    assert!(!status.success());
+    assert!(
+        started.elapsed() >= creditgate::app::DB_START_WAIT,
+        "it retried"
+    );
+    let reason = reason_line(&daemon);
+    assert!(
+        reason.starts_with("creditgate: database unavailable"),
+        "{reason}"
+    );
+    let mail = mail_with_subject(&smtp, "start failed");
+    assert!(
+        mail.body().contains("database unavailable"),
+        "{}",
+        mail.data
+    );
+}
+
+#[test]
+fn the_started_line_names_the_address_and_the_version() {
+    let db = TestDb::new();
+    let smtp = SmtpServer::start();
+    let mut daemon = Daemon::start(&["serve"], &daemon_env(&db.url, &smtp.url()));
+    let addr: SocketAddr = daemon.addr();
+    let line = daemon
+        .wait_for_line("listening on", Duration::from_secs(1))
+        .unwrap();
+    assert!(line.contains(env!("CARGO_PKG_VERSION")), "{line}");
+    assert!(addr.port() != 0);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(15)).is_some());
+}
