@@ -155,6 +155,17 @@ where
                 match self.codec.decode(&mut self.in_buf, dst)? {
                     true => return Ok(true),
                     false => unsafe {
+                        // PATCHED (creditgate): once every byte read has been
+                        // decoded, read into the start of the buffer again.
+                        // `reserve(1)` alone only rewinds a buffer that is full,
+                        // so each packet was read a little further into the
+                        // 4 MiB buffer, touching fresh pages until all of it was
+                        // resident: 4 MiB of RSS per pooled connection. With no
+                        // bytes to move, the rewind is free, and it never
+                        // allocates (`try_reclaim`).
+                        if self.in_buf.is_empty() {
+                            let _ = self.in_buf.try_reclaim(self.in_buf.capacity() + 1);
+                        }
                         self.in_buf.reserve(1);
                         match with_interrupt!(self.stream.read(&mut *slice_from_raw_parts_mut(
                             self.in_buf.chunk_mut().as_mut_ptr(),
