@@ -135,7 +135,8 @@ fn start(
     Ok((server, jobs))
 }
 
-/// `heartbeat` (the sample's job `main`) and `monthly-refill`.
+/// `heartbeat` (the sample's job `main`), `monthly-refill` and
+/// `expire-idempotency-keys`.
 pub fn standard_jobs(
     config: &Config,
     pool: &Pool,
@@ -162,10 +163,21 @@ pub fn standard_jobs(
             .map_err(|e| http::error_chain(&e))
         }) as crate::jobs::JobFn
     };
+    // Remembered idempotent answers are only replayed for 24 h; without this
+    // the table would grow by one row per keyed request forever.
+    let expire = {
+        let pool = pool.clone();
+        Box::new(move || {
+            credit::expire_idempotency_keys(&pool)
+                .map(|n| format!("{n} expired idempotency key(s) deleted"))
+                .map_err(|e| http::error_chain(&e))
+        }) as crate::jobs::JobFn
+    };
     Jobs::new(
         vec![
             Job::new("heartbeat", config.heartbeat, heartbeat),
             Job::new("monthly-refill", Duration::from_secs(60), refill),
+            Job::new("expire-idempotency-keys", Duration::from_secs(3600), expire),
         ],
         Arc::clone(metrics),
     )

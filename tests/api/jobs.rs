@@ -29,11 +29,14 @@ fn time(v: &Value) -> DateTime<Utc> {
 }
 
 #[test]
-fn both_jobs_are_listed_with_their_schedule_and_state() {
+fn every_job_is_listed_with_its_schedule_and_state() {
     let app = spawn_app();
     let list = jobs(&app);
     let ids: Vec<&str> = list.iter().map(|j| j["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["heartbeat", "monthly-refill"]);
+    assert_eq!(
+        ids,
+        ["heartbeat", "monthly-refill", "expire-idempotency-keys"]
+    );
     for j in &list {
         let keys: Vec<&String> = j.as_object().unwrap().keys().collect();
         for k in [
@@ -51,9 +54,31 @@ fn both_jobs_are_listed_with_their_schedule_and_state() {
     }
     assert_eq!(list[0]["schedule"], "every 10s");
     assert_eq!(list[1]["schedule"], "every 60s");
+    assert_eq!(list[2]["schedule"], "every 3600s");
     // The refill runs at start, before the first request is served.
     assert!(list[1]["last_run"].is_string(), "{}", list[1]);
     assert_eq!(list[1]["last_result"], "ok: 0 user(s) refilled");
+}
+
+#[test]
+fn expiring_idempotency_keys_runs_now_and_reports_its_count() {
+    let app = spawn_app();
+    let token = app.db.add_user("alice", 10);
+    let auth = format!("Bearer alice:{token}");
+    let r = app.get(
+        "/api/v1.0/banks_data/bofa/",
+        &[("Authorization", &auth), ("Idempotency-Key", "old")],
+    );
+    assert_eq!(r.status, 200);
+    app.db
+        .exec("UPDATE idempotency_keys SET created_at = NOW(3) - INTERVAL 2 DAY");
+    let run = app.admin("POST", "/admin/v1/jobs/expire-idempotency-keys/run", None);
+    assert_eq!(run.status, 200, "{}", run.body);
+    assert_eq!(
+        run.json()["last_result"],
+        "ok: 1 expired idempotency key(s) deleted"
+    );
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM idempotency_keys"), 0);
 }
 
 #[test]
