@@ -19,8 +19,6 @@ use crate::metrics::Metrics;
 use crate::model::Period;
 use crate::shutdown::Shutdown;
 
-/// How long start waits for the database before giving up.
-pub const DB_START_WAIT: Duration = Duration::from_secs(20);
 /// How long a stop waits for in-flight requests.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long a stop (or a failed start) waits for its mail.
@@ -117,7 +115,7 @@ fn start(
         config.db_timeout,
     )
     .map_err(StartError::Db)?;
-    db::wait_until_ready(&pool, DB_START_WAIT).map_err(StartError::Db)?;
+    db::wait_until_ready(&pool, config.db_start_wait).map_err(StartError::Db)?;
     db::check_schema(&pool).map_err(StartError::Db)?;
     let metrics = Arc::new(Metrics::default());
     let jobs = Arc::new(standard_jobs(&config, &pool, &mailer, &metrics));

@@ -48,6 +48,8 @@ pub struct Config {
     pub db_pool: u32,
     /// How long a request waits for a pooled connection before 503.
     pub db_timeout: Duration,
+    /// How long `serve` waits for the database at start before giving up.
+    pub db_start_wait: Duration,
     pub admin_token: Option<Secret>,
     pub smtp_url: Option<Secret>,
     pub mail_from: Option<String>,
@@ -93,6 +95,7 @@ impl Config {
             number(&var, "CREDITGATE_THREADS", 1, 1024)?.unwrap_or(8 * cores as u64) as usize;
         let db_pool = number(&var, "CREDITGATE_DB_POOL", 1, 1024)?.unwrap_or(threads as u64) as u32;
         let db_timeout_ms = number(&var, "CREDITGATE_DB_TIMEOUT_MS", 10, 600_000)?.unwrap_or(3000);
+        let db_start_wait = number(&var, "CREDITGATE_DB_START_WAIT_SECS", 0, 3600)?.unwrap_or(20);
         let heartbeat = number(&var, "CREDITGATE_HEARTBEAT_SECS", 1, 86_400)?.unwrap_or(10);
         let auth_fails =
             number(&var, "CREDITGATE_AUTH_FAILS_PER_MIN", 1, 1_000_000)?.unwrap_or(30) as u32;
@@ -146,6 +149,7 @@ impl Config {
             threads,
             db_pool,
             db_timeout: Duration::from_millis(db_timeout_ms),
+            db_start_wait: Duration::from_secs(db_start_wait),
             admin_token: var("CREDITGATE_ADMIN_TOKEN").map(Secret::new),
             smtp_url: smtp_url.map(Secret::new),
             mail_from,
@@ -209,6 +213,7 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(10));
         assert!(c.query_token);
         assert_eq!(c.auth_fails_per_min, 30);
+        assert_eq!(c.db_start_wait, Duration::from_secs(20));
     }
 
     #[test]
