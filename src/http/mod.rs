@@ -7,7 +7,7 @@ mod error;
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ pub struct AppState {
     pub throttle: Throttle,
     pub shutdown: Shutdown,
     pub jobs: Option<Arc<Jobs>>,
+    /// Requests inside `handle`; a stop waits for them.
+    pub in_flight: AtomicUsize,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             throttle,
             shutdown,
             jobs,
+            in_flight: AtomicUsize::new(0),
         }
     }
 }
@@ -66,6 +69,7 @@ type Handler = Box<dyn Fn(&Request) -> Response + Send + Sync + 'static>;
 
 pub struct HttpServer {
     server: rouille::Server<Handler>,
+    state: Arc<AppState>,
 }
 
 #[derive(Debug)]
@@ -83,11 +87,12 @@ impl std::error::Error for BindError {}
 pub fn bind(state: Arc<AppState>) -> Result<HttpServer, BindError> {
     let addr = state.config.bind;
     let threads = state.config.threads;
-    let handler: Handler = Box::new(move |req| handle(&state, req));
+    let handler_state = Arc::clone(&state);
+    let handler: Handler = Box::new(move |req| handle(&handler_state, req));
     let server = rouille::Server::new(addr, handler)
         .map_err(|e| BindError(format!("cannot listen on {addr}: {e}")))?
         .pool_size(threads);
-    Ok(HttpServer { server })
+    Ok(HttpServer { server, state })
 }
 
 impl HttpServer {
@@ -96,13 +101,20 @@ impl HttpServer {
     }
 
     /// Serves until `shutdown` fires, then lets in-flight requests finish for
-    /// at most `grace` and closes the socket.
+    /// at most `grace` and closes the socket. While they finish, requests
+    /// that arrive are still read and answered 503 (see `handle`): a client
+    /// or a load balancer gets a clean "retry elsewhere" instead of a
+    /// connection that is accepted and then reset when the socket closes.
     pub fn run(self, shutdown: &Shutdown, grace: Duration) {
         while !shutdown.is_triggered() {
             self.server.poll_timeout(Duration::from_millis(100));
         }
+        let deadline = Instant::now() + grace;
+        while self.state.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            self.server.poll_timeout(Duration::from_millis(20));
+        }
         // Requests already parsed by tiny_http are answered, not dropped.
-        self.server.poll_timeout(Duration::from_millis(50));
+        self.server.poll_timeout(Duration::from_millis(20));
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let server = self.server;
         std::thread::spawn(move || {
@@ -110,7 +122,11 @@ impl HttpServer {
             drop(server);
             let _ = done_tx.send(());
         });
-        if done_rx.recv_timeout(grace).is_err() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done_rx
+            .recv_timeout(left.max(Duration::from_millis(100)))
+            .is_err()
+        {
             log::warn!("in-flight requests still running after {grace:?}; stopping anyway");
         }
     }
@@ -125,8 +141,13 @@ fn handle(state: &AppState, req: &Request) -> Response {
         route: "other",
         user: None,
     };
+    state.in_flight.fetch_add(1, Ordering::SeqCst);
     let header_bytes: usize = req.headers().map(|(k, v)| k.len() + v.len() + 4).sum();
-    let result = if header_bytes > MAX_HEADER_BYTES {
+    let result = if state.shutdown.is_triggered() {
+        // Stopping: nothing new is started, and nothing is charged.
+        ctx.route = "stopping";
+        Err(ApiError::Unavailable)
+    } else if header_bytes > MAX_HEADER_BYTES {
         Err(ApiError::HeadersTooLarge)
     } else {
         panic::catch_unwind(AssertUnwindSafe(|| route(state, req, &mut ctx))).unwrap_or_else(|_| {
@@ -138,6 +159,7 @@ fn handle(state: &AppState, req: &Request) -> Response {
         })
     };
     let response = result.unwrap_or_else(|e| e.response());
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     state.metrics.request(ctx.route, response.status_code);
     log::info!(
         target: "access",

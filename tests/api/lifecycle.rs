@@ -317,3 +317,48 @@ fn the_started_line_names_the_address_and_the_version() {
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait_exit(Duration::from_secs(15)).is_some());
 }
+
+#[test]
+fn requests_arriving_during_a_stop_get_503_while_the_one_in_flight_finishes() {
+    // Arrange: alice's paid request parked on her row lock.
+    let mut app = spawn_app();
+    let alice = app.db.add_user("alice", 10);
+    let bob = app.db.add_user("bob", 10);
+    let mut holder = app.db.conn();
+    holder.query_drop("START TRANSACTION").unwrap();
+    holder
+        .query_drop("SELECT credit FROM users WHERE username = 'alice' FOR UPDATE")
+        .unwrap();
+    let addr = app.addr;
+    let auth = format!("Bearer alice:{alice}");
+    let parked = std::thread::spawn(move || {
+        request(
+            addr,
+            "GET",
+            "/api/v1.0/banks_data/bofa/",
+            &[("Authorization", &auth)],
+            None,
+        )
+    });
+    assert!(
+        wait_for_a_locking_read(&app.db, Duration::from_secs(10)),
+        "the request never waited on the row lock"
+    );
+
+    // Act: the stop begins while alice's request waits; bob comes late.
+    app.shutdown.trigger("test stop");
+    std::thread::sleep(Duration::from_millis(200));
+    let late = app.bank("bob", &bob, "bofa");
+    holder.query_drop("ROLLBACK").unwrap();
+    let first = parked.join().unwrap();
+    let reason = app.stop();
+
+    // Assert: a clean 503 for the latecomer, the parked one served, and
+    // only the served one charged.
+    assert_eq!((late.status, late.error().as_str()), (503, "unavailable"));
+    assert!(late.header("Retry-After").is_some());
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(reason, "test stop");
+    assert_eq!(app.db.credit("alice"), 9);
+    assert_eq!(app.db.credit("bob"), 10);
+}
