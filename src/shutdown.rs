@@ -1,12 +1,15 @@
 //! One stop signal for the whole process, fired by a signal handler or by
 //! `/stopServer`; the first reason given wins and is what the stop mail says.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 #[derive(Clone, Default)]
 pub struct Shutdown {
     inner: Arc<(Mutex<Option<String>>, Condvar)>,
+    /// Every request asks; a flag spares them the mutex.
+    triggered: Arc<AtomicBool>,
 }
 
 impl Shutdown {
@@ -21,6 +24,7 @@ impl Shutdown {
         if r.is_none() {
             *r = Some(reason.to_string());
         }
+        self.triggered.store(true, Ordering::SeqCst);
         cvar.notify_all();
     }
 
@@ -33,7 +37,7 @@ impl Shutdown {
     }
 
     pub fn is_triggered(&self) -> bool {
-        self.reason().is_some()
+        self.triggered.load(Ordering::SeqCst)
     }
 
     /// Waits for the trigger, at most `limit`; returns the reason if fired.
