@@ -8,7 +8,10 @@ use rouille::{Request, Response};
 use serde_json::{json, Map, Value};
 
 use super::api::db_failed;
-use super::{allow, query_values, ApiError, AppState, Ctx};
+use super::{
+    allow, authorization_headers, query_values, refuse_if_throttled, unauthorized, ApiError,
+    AppState, Ctx,
+};
 use crate::model::{RefillDay, Username};
 use crate::token;
 use crate::usage::{self, Filter};
@@ -24,17 +27,9 @@ fn check_admin(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<(), Api
     let Some(expected) = &state.config.admin_token else {
         return Err(ApiError::AdminDisabled);
     };
-    let ip = req.remote_addr().ip();
-    let now = Utc::now().timestamp() as u64;
-    if let Err(retry_after) = state.throttle.check(ip, now) {
-        return Err(ApiError::TooManyFailures { retry_after });
-    }
-    let mut headers = req
-        .headers()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("Authorization"))
-        .map(|(_, v)| v);
-    let given = match (headers.next(), headers.next()) {
-        (Some(v), None) => v
+    refuse_if_throttled(state, req)?;
+    let given = match authorization_headers(req).as_slice() {
+        [v] => v
             .split_once(' ')
             .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t),
@@ -52,12 +47,12 @@ fn check_admin(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<(), Api
             ctx.user = Some("admin".into());
             Ok(())
         }
-        _ => {
-            state.metrics.auth_failure();
-            state.throttle.failed(ip, now);
-            log::info!("req={} admin authentication failed", ctx.id);
-            Err(ApiError::Unauthorized)
-        }
+        _ => Err(unauthorized(
+            state,
+            req,
+            ctx,
+            &"wrong or missing admin token",
+        )),
     }
 }
 

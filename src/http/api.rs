@@ -5,7 +5,7 @@ use chrono::Utc;
 use rouille::{Request, Response};
 use serde_json::json;
 
-use super::{ApiError, AppState, Ctx};
+use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, AppState, Ctx};
 use crate::credit::{self, Answer, AuthFailure, Charge, ChargeOutcome};
 use crate::db::{self, DbError};
 use crate::model::{BankCode, IdempotencyKey};
@@ -28,7 +28,7 @@ pub fn banks_data(
         now,
     };
     match credit::charge(&state.pool, &charge).map_err(|e| db_failed(state, ctx, e))? {
-        ChargeOutcome::Unauthorized(why) => Err(auth_failed(state, req, ctx, why)),
+        ChargeOutcome::Unauthorized(why) => Err(unauthorized(state, req, ctx, &why)),
         ChargeOutcome::Answered { answer, replayed } => {
             let mut response = match answer {
                 Answer::Charged {
@@ -74,7 +74,7 @@ pub fn credit(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response
         .map_err(|e| db_failed(state, ctx, e))?
     {
         Ok(balance) => Ok(Response::json(&balance)),
-        Err(why) => Err(auth_failed(state, req, ctx, why)),
+        Err(why) => Err(unauthorized(state, req, ctx, &why)),
     }
 }
 
@@ -119,17 +119,8 @@ fn idempotency_key(req: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
 /// The caller's credentials from any accepted place; refuses an address that
 /// has failed too often this minute before looking at them.
 fn credentials(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Credentials, ApiError> {
-    if let Err(retry_after) = state
-        .throttle
-        .check(req.remote_addr().ip(), Utc::now().timestamp() as u64)
-    {
-        return Err(ApiError::TooManyFailures { retry_after });
-    }
-    let headers: Vec<&str> = req
-        .headers()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("Authorization"))
-        .map(|(_, v)| v)
-        .collect();
+    refuse_if_throttled(state, req)?;
+    let headers = authorization_headers(req);
     let query: Vec<String> = if state.config.query_token {
         super::query_values(req, "token")
     } else {
@@ -143,18 +134,9 @@ fn credentials(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Credent
         }
         Err(CredentialsError::Ambiguous) => Err(ApiError::AmbiguousCredentials),
         Err(CredentialsError::Missing) => {
-            Err(auth_failed(state, req, ctx, AuthFailure::NoCredentials))
+            Err(unauthorized(state, req, ctx, &AuthFailure::NoCredentials))
         }
     }
-}
-
-fn auth_failed(state: &AppState, req: &Request, ctx: &Ctx, why: AuthFailure) -> ApiError {
-    state.metrics.auth_failure();
-    state
-        .throttle
-        .failed(req.remote_addr().ip(), Utc::now().timestamp() as u64);
-    log::info!("req={} authentication failed: {why}", ctx.id);
-    ApiError::Unauthorized
 }
 
 pub(super) fn db_failed(state: &AppState, ctx: &Ctx, e: DbError) -> ApiError {

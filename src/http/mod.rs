@@ -236,6 +236,39 @@ fn allow(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
     }
 }
 
+/// 429 for an address that has failed to authenticate too often this
+/// minute; asked before any credential is looked at.
+fn refuse_if_throttled(state: &AppState, req: &Request) -> Result<(), ApiError> {
+    let now = chrono::Utc::now().timestamp() as u64;
+    match state.throttle.check(req.remote_addr().ip(), now) {
+        Ok(()) => Ok(()),
+        Err(retry_after) => Err(ApiError::TooManyFailures { retry_after }),
+    }
+}
+
+/// Counts a failed authentication (metrics, the brake, the log) and gives
+/// the one 401 every failure gets.
+fn unauthorized(
+    state: &AppState,
+    req: &Request,
+    ctx: &Ctx,
+    why: &dyn std::fmt::Display,
+) -> ApiError {
+    state.metrics.auth_failure();
+    let now = chrono::Utc::now().timestamp() as u64;
+    state.throttle.failed(req.remote_addr().ip(), now);
+    log::info!("req={} authentication failed: {why}", ctx.id);
+    ApiError::Unauthorized
+}
+
+/// Every `Authorization` header value, in order.
+fn authorization_headers(req: &Request) -> Vec<&str> {
+    req.headers()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Authorization"))
+        .map(|(_, v)| v)
+        .collect()
+}
+
 /// Every value of a query parameter, percent-decoded.
 fn query_values(req: &Request, name: &str) -> Vec<String> {
     req.raw_query_string()
