@@ -6,7 +6,6 @@
 use std::fmt;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
@@ -288,16 +287,14 @@ fn connect(config: &Config) -> Result<Pool, CliError> {
 /// One direct connection before the pool: a pool that cannot connect only
 /// reports a timeout, after waiting for it, and loses why.
 fn probe(url: &str) -> Result<(), CliError> {
-    let opts = mysql::Opts::from_url(url).map_err(|e| CliError(format!("DATABASE_URL: {e}")))?;
-    let opts =
-        mysql::OptsBuilder::from_opts(opts).tcp_connect_timeout(Some(Duration::from_secs(3)));
-    match mysql::Conn::new(opts) {
+    match db::connect_once(url) {
         Ok(_) => Ok(()),
         // ER_BAD_DB_ERROR: `migrate` creates the database.
-        Err(mysql::Error::MySqlError(e)) if e.code == 1049 => Err(CliError(
+        Err(DbError::Query(mysql::Error::MySqlError(e))) if e.code == 1049 => Err(CliError(
             "the database of DATABASE_URL does not exist yet: run `creditgate migrate`".into(),
         )),
-        Err(e) => Err(CliError(format!("cannot connect to DATABASE_URL: {e}"))),
+        Err(DbError::Query(e)) => Err(CliError(format!("cannot connect to DATABASE_URL: {e}"))),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -238,6 +238,13 @@ pub fn ping(pool: &Pool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// One direct connection with the pool's options, outside any pool: for
+/// the CLI, which wants the server's own reason when it cannot connect (a
+/// pool only reports that it timed out), and for reading other databases.
+pub fn connect_once(url: &str) -> Result<mysql::Conn, DbError> {
+    Ok(mysql::Conn::new(opts(url)?)?)
+}
+
 /// Creates the URL's database when it does not exist yet, so that a fresh
 /// server needs only `creditgate migrate`.
 pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {

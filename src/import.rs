@@ -5,14 +5,13 @@
 //! are reported by name and skipped.
 
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
 
 use chrono::Utc;
 use mysql::prelude::Queryable;
-use mysql::{Opts, OptsBuilder, Value};
+use mysql::Value;
 
 use crate::cli::CliError;
-use crate::db::Pool;
+use crate::db::{self, DbError, Pool};
 use crate::ledger::Reason;
 use crate::model::{RefillDay, Username};
 use crate::users::{self, NewUser, UserError};
@@ -44,10 +43,11 @@ pub fn import(pool: &Pool, from_url: &str, table: &str, actor: &str) -> Result<S
             "--table takes a plain table name, not {table:?}"
         )));
     }
-    let opts = Opts::from_url(from_url).map_err(|e| CliError(format!("--from: {e}")))?;
-    let opts = OptsBuilder::from_opts(opts).tcp_connect_timeout(Some(Duration::from_secs(5)));
-    let mut legacy =
-        mysql::Conn::new(opts).map_err(|e| CliError(format!("cannot connect to --from: {e}")))?;
+    let mut legacy = db::connect_once(from_url).map_err(|e| match e {
+        DbError::BadUrl(m) => CliError(format!("--from: {m}")),
+        DbError::Query(e) => CliError(format!("cannot connect to --from: {e}")),
+        e => e.into(),
+    })?;
     let rows: Vec<(Value, Value, Value)> = legacy
         .query(format!("SELECT USERNAME, TOKEN, CREDIT FROM `{table}`"))
         .map_err(|e| CliError(format!("cannot read table {table}: {e}")))?;
