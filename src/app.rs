@@ -12,6 +12,7 @@ use chrono::Utc;
 use crate::config::Config;
 use crate::credit;
 use crate::db::{self, DbError, Pool};
+use crate::error::error_chain;
 use crate::http::{self, AppState, BindError, HttpServer};
 use crate::jobs::{Job, Jobs};
 use crate::mail::Mailer;
@@ -39,7 +40,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Mail(m) | StartError::Signals(m) => f.write_str(m),
-            StartError::Db(e) => write!(f, "{}", http::error_chain(e)),
+            StartError::Db(e) => write!(f, "{}", error_chain(e)),
             StartError::Bind(e) => write!(f, "{e}"),
         }
     }
@@ -127,7 +128,7 @@ fn start(
         pool,
         metrics,
         shutdown,
-        Some(Arc::clone(&jobs)),
+        Arc::clone(&jobs),
     ));
     let server = http::bind(state).map_err(StartError::Bind)?;
     Ok((server, jobs))
@@ -158,7 +159,7 @@ pub fn standard_jobs(
                 "job:monthly-refill",
             )
             .map(|n| format!("{n} user(s) refilled"))
-            .map_err(|e| http::error_chain(&e))
+            .map_err(|e| error_chain(&e))
         }) as crate::jobs::JobFn
     };
     // Remembered idempotent answers are only replayed for 24 h; without this
@@ -168,7 +169,7 @@ pub fn standard_jobs(
         Box::new(move || {
             credit::expire_idempotency_keys(&pool)
                 .map(|n| format!("{n} expired idempotency key(s) deleted"))
-                .map_err(|e| http::error_chain(&e))
+                .map_err(|e| error_chain(&e))
         }) as crate::jobs::JobFn
     };
     Jobs::new(
@@ -198,7 +199,7 @@ fn heartbeat(
             Ok("database up".into())
         }
         Err(e) => {
-            let why = http::error_chain(&e);
+            let why = error_chain(&e);
             if was_up.swap(false, SeqCst) {
                 log::error!("database is unreachable: {why}");
                 mailer.send(

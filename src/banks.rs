@@ -7,7 +7,7 @@ use mysql::prelude::Queryable;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{DbError, Pool};
-use crate::model::BankCode;
+use crate::model::{BankCode, Credit};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bank {
@@ -25,7 +25,7 @@ pub struct NewBank {
     pub name: String,
     pub country: Option<String>,
     pub bic: Option<String>,
-    pub cost: i64,
+    pub cost: Credit,
     pub data: serde_json::Value,
 }
 
@@ -55,16 +55,16 @@ impl std::error::Error for BankError {
     }
 }
 
-impl From<mysql::Error> for BankError {
-    fn from(e: mysql::Error) -> Self {
-        BankError::Db(DbError::Query(e))
+impl From<DbError> for BankError {
+    fn from(e: DbError) -> Self {
+        BankError::Db(e)
     }
 }
 
 type BankRow = (String, String, Option<String>, Option<String>, i64, String);
 
 /// The bank with this code, read through any connection or transaction.
-pub fn find(conn: &mut impl Queryable, code: &BankCode) -> Result<Option<Bank>, mysql::Error> {
+pub fn find(conn: &mut impl Queryable, code: &BankCode) -> Result<Option<Bank>, DbError> {
     let row: Option<BankRow> = conn.exec_first(
         "SELECT code, name, country, bic, cost, data FROM banks WHERE code = ?",
         (code.as_str(),),
@@ -86,11 +86,6 @@ pub fn add(pool: &Pool, new: NewBank) -> Result<Bank, BankError> {
             "a bank name is 1 to 200 characters".into(),
         ));
     }
-    if new.cost < 0 {
-        return Err(BankError::Invalid(
-            "a bank's cost must not be negative".into(),
-        ));
-    }
     if let Some(c) = &new.country {
         if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(BankError::Invalid(format!(
@@ -105,9 +100,7 @@ pub fn add(pool: &Pool, new: NewBank) -> Result<Bank, BankError> {
             )));
         }
     }
-    let mut conn = pool
-        .get()
-        .map_err(|e| BankError::Db(DbError::Unavailable(e)))?;
+    let mut conn = pool.get().map_err(DbError::from)?;
     let inserted = conn.exec_drop(
         "INSERT INTO banks (code, name, country, bic, cost, data) VALUES (?, ?, ?, ?, ?, ?)",
         (
@@ -115,14 +108,12 @@ pub fn add(pool: &Pool, new: NewBank) -> Result<Bank, BankError> {
             &new.name,
             new.country.as_ref().map(|c| c.to_ascii_uppercase()),
             new.bic.as_ref().map(|b| b.to_ascii_uppercase()),
-            new.cost,
+            new.cost.get(),
             new.data.to_string(),
         ),
     );
-    match inserted {
-        Err(mysql::Error::MySqlError(e)) if e.code == 1062 => {
-            return Err(BankError::Exists(new.code.to_string()))
-        }
+    match inserted.map_err(DbError::from) {
+        Err(DbError::Duplicate(_)) => return Err(BankError::Exists(new.code.to_string())),
         other => other?,
     }
     Ok(find(&mut **conn, &new.code)?.expect("just inserted"))

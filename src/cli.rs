@@ -7,15 +7,19 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::banks::{self, BankError, NewBank};
 use crate::config::{Config, ConfigError};
 use crate::credit;
 use crate::db::{self, DbError, Pool};
+use crate::error::error_chain;
+use crate::import::{ImportError, Progress};
 use crate::ledger::Reason;
-use crate::model::{parse_credit, BankCode, Period, RefillDay, Username};
+use crate::model::{
+    parse_delta, BankCode, Credit, Day, Email, ImportedToken, Period, RefillDay, Username,
+};
 use crate::usage::{self, Filter};
 use crate::users::{self, CreditChange, NewUser, User, UserError};
 
@@ -63,7 +67,7 @@ pub enum UserCommand {
     Add {
         name: String,
         /// Starting credit (default: --monthly, else 0).
-        // Negative numbers reach parse_credit, which says what is accepted;
+        // Negative numbers reach Credit::parse, which says what is accepted;
         // clap would call them unknown flags.
         #[arg(long, allow_negative_numbers = true)]
         credit: Option<String>,
@@ -163,7 +167,7 @@ macro_rules! cli_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for CliError {
             fn from(e: $t) -> Self {
-                CliError(crate::http::error_chain(&e))
+                CliError(error_chain(&e))
             }
         }
     )*};
@@ -172,6 +176,7 @@ cli_error_from!(
     DbError,
     UserError,
     BankError,
+    ImportError,
     ConfigError,
     crate::app::StartError,
     crate::model::ParseError
@@ -241,7 +246,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     name,
                     country,
                     bic,
-                    cost: parse_credit(&cost)?,
+                    cost: Credit::parse(&cost)?,
                     data,
                 },
             )?;
@@ -262,9 +267,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Usage(args) => usage_report(&connect(&config)?, args),
-        Command::ImportLegacy { from, table } => {
-            crate::import::run(&connect(&config)?, &from, &table, &actor())
-        }
+        Command::ImportLegacy { from, table } => import_legacy(&connect(&config)?, &from, &table),
     }
 }
 
@@ -289,8 +292,8 @@ fn connect(config: &Config) -> Result<Pool, CliError> {
 fn probe(url: &str) -> Result<(), CliError> {
     match db::connect_once(url) {
         Ok(_) => Ok(()),
-        // ER_BAD_DB_ERROR: `migrate` creates the database.
-        Err(DbError::Query(mysql::Error::MySqlError(e))) if e.code == 1049 => Err(CliError(
+        // `migrate` creates the database.
+        Err(DbError::UnknownDatabase(_)) => Err(CliError(
             "the database of DATABASE_URL does not exist yet: run `creditgate migrate`".into(),
         )),
         Err(DbError::Query(e)) => Err(CliError(format!("cannot connect to DATABASE_URL: {e}"))),
@@ -326,11 +329,11 @@ fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
         } => {
             let new = NewUser {
                 username: Username::parse(&name)?,
-                credit: credit.as_deref().map(parse_credit).transpose()?,
-                monthly_credit: monthly.as_deref().map(parse_credit).transpose()?,
+                credit: credit.as_deref().map(Credit::parse).transpose()?,
+                monthly_credit: monthly.as_deref().map(Credit::parse).transpose()?,
                 refill_day: RefillDay::parse(refill_day)?,
-                email,
-                token,
+                email: email.as_deref().map(Email::parse).transpose()?,
+                token: token.as_deref().map(ImportedToken::parse).transpose()?,
             };
             let (user, token) = users::create(pool, new, Reason::Create, &actor(), Utc::now())?;
             println!("{token}");
@@ -357,12 +360,10 @@ fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
         }
         UserCommand::Credit { name, add, set } => {
             let change = match (add, set) {
-                (Some(a), None) => CreditChange::Add(
-                    a.trim()
-                        .parse()
-                        .map_err(|_| CliError(format!("--add takes a whole number, not {a:?}")))?,
-                ),
-                (None, Some(s)) => CreditChange::Set(parse_credit(&s)?),
+                (Some(a), None) => {
+                    CreditChange::Add(parse_delta(&a).map_err(|e| CliError(format!("--add: {e}")))?)
+                }
+                (None, Some(s)) => CreditChange::Set(Credit::parse(&s)?),
                 _ => return Err(CliError("give exactly one of --add N or --set N".into())),
             };
             print_user(
@@ -384,6 +385,40 @@ fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
             false,
         ),
     }
+    Ok(())
+}
+
+/// `import-legacy`: the import reports, this prints. On a terminal the
+/// progress is one line rewritten in place; in a log or a pipe, a line per
+/// tenth of the rows, at most every 1000.
+fn import_legacy(pool: &Pool, from: &str, table: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let on_terminal = std::io::stderr().is_terminal();
+    let mut report = |p: Progress<'_>| match p {
+        Progress::Skipped { name, why } => {
+            if on_terminal {
+                eprint!("\r");
+            }
+            eprintln!("skipped {name:?}: {why}");
+        }
+        Progress::Rows { done, total } if on_terminal => {
+            eprint!("\r{done}/{total} rows");
+            let _ = std::io::stderr().flush();
+            if done == total {
+                eprintln!();
+            }
+        }
+        Progress::Rows { done, total } => {
+            if done % (total / 10).clamp(1, 1000) == 0 || done == total {
+                eprintln!("{done}/{total} rows");
+            }
+        }
+    };
+    let s = crate::import::import(pool, from, table, &actor(), &mut report)?;
+    eprintln!(
+        "imported {} user(s); skipped {} existing and {} invalid",
+        s.imported, s.existing, s.invalid
+    );
     Ok(())
 }
 
@@ -468,11 +503,8 @@ fn user_table(list: &[User]) -> String {
 
 fn usage_report(pool: &Pool, args: UsageArgs) -> Result<(), CliError> {
     let day = |flag: &str, v: Option<String>| {
-        v.map(|v| {
-            NaiveDate::parse_from_str(&v, "%Y-%m-%d")
-                .map_err(|_| CliError(format!("{flag} takes a date YYYY-MM-DD, not {v:?}")))
-        })
-        .transpose()
+        v.map(|v| Day::parse(&v).map_err(|e| CliError(format!("{flag}: {e}"))))
+            .transpose()
     };
     let filter = Filter {
         user: args.name.as_deref().map(Username::parse).transpose()?,

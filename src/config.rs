@@ -1,10 +1,13 @@
 //! Configuration from the environment: raw strings first, then one validated
 //! `Config`. Every error names the variable and what it accepts. Secrets are
-//! wrapped so that `Debug` (and so any log line) never shows them. Std only.
+//! wrapped so that `Debug` (and so any log line) never shows them. Std and
+//! `model` only.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::model::Email;
 
 /// A value that must not be shown: `Debug` prints `"[redacted]"`.
 #[derive(Clone, PartialEq, Eq)]
@@ -68,98 +71,45 @@ impl Config {
     }
 
     /// From any source of variables, so tests need not touch the process
-    /// environment. An empty value counts as unset.
+    /// environment. An empty value counts as unset. Each field is read and
+    /// validated by one small function below.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-
-        let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
-        if !(database_url.starts_with("mysql://")) {
-            return Err(bad(
-                "DATABASE_URL",
-                "expected mysql://user[:password]@host:port/database",
-            ));
-        }
-        let bind = match var("CREDITGATE_BIND") {
-            None => "127.0.0.1:5000".parse().expect("default address"),
-            Some(v) => v.trim().parse().map_err(|_| {
-                bad(
-                    "CREDITGATE_BIND",
-                    &format!("expected host:port such as 127.0.0.1:5000, not {v:?}"),
-                )
-            })?,
-        };
         let threads =
             number(&var, "CREDITGATE_THREADS", 1, 1024)?.unwrap_or(8 * cores as u64) as usize;
-        let db_pool = number(&var, "CREDITGATE_DB_POOL", 1, 1024)?.unwrap_or(threads as u64) as u32;
-        let db_timeout_ms = number(&var, "CREDITGATE_DB_TIMEOUT_MS", 10, 600_000)?.unwrap_or(3000);
-        let db_start_wait = number(&var, "CREDITGATE_DB_START_WAIT_SECS", 0, 3600)?.unwrap_or(20);
-        let heartbeat = number(&var, "CREDITGATE_HEARTBEAT_SECS", 1, 86_400)?.unwrap_or(10);
-        let auth_fails =
-            number(&var, "CREDITGATE_AUTH_FAILS_PER_MIN", 1, 1_000_000)?.unwrap_or(30) as u32;
-        let query_token = match var("CREDITGATE_QUERY_TOKEN").as_deref().map(str::trim) {
-            None | Some("on") | Some("true") | Some("1") => true,
-            Some("off") | Some("false") | Some("0") => false,
-            Some(v) => {
-                return Err(bad(
-                    "CREDITGATE_QUERY_TOKEN",
-                    &format!("expected on or off, not {v:?}"),
-                ))
-            }
-        };
-        let smtp_url = var("CREDITGATE_SMTP_URL");
-        if let Some(url) = &smtp_url {
-            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-                return Err(bad(
-                    "CREDITGATE_SMTP_URL",
-                    "expected smtp://[user:pass@]host:port or smtps://…",
-                ));
-            }
-        }
-        let alert_to: Vec<String> = var("CREDITGATE_ALERT_TO")
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for addr in &alert_to {
-            if !addr.contains('@') {
-                return Err(bad(
-                    "CREDITGATE_ALERT_TO",
-                    &format!("expected comma-separated e-mail addresses, {addr:?} is not one"),
-                ));
-            }
-        }
-        let mail_from = var("CREDITGATE_MAIL_FROM");
-        if let Some(from) = &mail_from {
-            if !from.contains('@') {
-                return Err(bad(
-                    "CREDITGATE_MAIL_FROM",
-                    &format!("expected an e-mail address, not {from:?}"),
-                ));
-            }
-        }
         Ok(Config {
-            database_url: Secret::new(database_url),
-            bind,
+            database_url: Secret::new(database_url(var("DATABASE_URL"))?),
+            bind: bind(var("CREDITGATE_BIND"))?,
             threads,
-            db_pool,
-            db_timeout: Duration::from_millis(db_timeout_ms),
-            db_start_wait: Duration::from_secs(db_start_wait),
+            db_pool: number(&var, "CREDITGATE_DB_POOL", 1, 1024)?.unwrap_or(threads as u64) as u32,
+            db_timeout: Duration::from_millis(
+                number(&var, "CREDITGATE_DB_TIMEOUT_MS", 10, 600_000)?.unwrap_or(3000),
+            ),
+            db_start_wait: Duration::from_secs(
+                number(&var, "CREDITGATE_DB_START_WAIT_SECS", 0, 3600)?.unwrap_or(20),
+            ),
             admin_token: var("CREDITGATE_ADMIN_TOKEN").map(Secret::new),
-            smtp_url: smtp_url.map(Secret::new),
-            mail_from,
-            alert_to,
+            smtp_url: smtp_url(var("CREDITGATE_SMTP_URL"))?.map(Secret::new),
+            mail_from: var("CREDITGATE_MAIL_FROM")
+                .map(|v| mailbox("CREDITGATE_MAIL_FROM", &v).map(|_| v))
+                .transpose()?,
+            alert_to: mailbox_list("CREDITGATE_ALERT_TO", var("CREDITGATE_ALERT_TO"))?,
             // The prefix keeps its spaces on purpose: it is glued to the subject.
             mail_prefix: get("CREDITGATE_MAIL_PREFIX")
                 .unwrap_or_else(|| "creditgate - ".to_string()),
-            heartbeat: Duration::from_secs(heartbeat),
-            query_token,
-            auth_fails_per_min: auth_fails,
+            heartbeat: Duration::from_secs(
+                number(&var, "CREDITGATE_HEARTBEAT_SECS", 1, 86_400)?.unwrap_or(10),
+            ),
+            query_token: switch(
+                "CREDITGATE_QUERY_TOKEN",
+                var("CREDITGATE_QUERY_TOKEN"),
+                true,
+            )?,
+            auth_fails_per_min: number(&var, "CREDITGATE_AUTH_FAILS_PER_MIN", 1, 1_000_000)?
+                .unwrap_or(30) as u32,
         })
     }
 }
@@ -169,6 +119,74 @@ fn bad(variable: &'static str, message: &str) -> ConfigError {
         variable,
         message: message.to_string(),
     }
+}
+
+fn database_url(v: Option<String>) -> Result<String, ConfigError> {
+    let url = v.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+    if !url.starts_with("mysql://") {
+        return Err(bad(
+            "DATABASE_URL",
+            "expected mysql://user[:password]@host:port/database",
+        ));
+    }
+    Ok(url)
+}
+
+fn bind(v: Option<String>) -> Result<SocketAddr, ConfigError> {
+    match v {
+        None => Ok("127.0.0.1:5000".parse().expect("default address")),
+        Some(v) => v.trim().parse().map_err(|_| {
+            bad(
+                "CREDITGATE_BIND",
+                &format!("expected host:port such as 127.0.0.1:5000, not {v:?}"),
+            )
+        }),
+    }
+}
+
+fn smtp_url(v: Option<String>) -> Result<Option<String>, ConfigError> {
+    match v {
+        Some(url) if !(url.starts_with("smtp://") || url.starts_with("smtps://")) => Err(bad(
+            "CREDITGATE_SMTP_URL",
+            "expected smtp://[user:pass@]host:port or smtps://…",
+        )),
+        v => Ok(v),
+    }
+}
+
+/// `on`/`off` (also `true`/`false`, `1`/`0`); unset is `default`.
+fn switch(name: &'static str, v: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match v.as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("on") | Some("true") | Some("1") => Ok(true),
+        Some("off") | Some("false") | Some("0") => Ok(false),
+        Some(v) => Err(bad(name, &format!("expected on or off, not {v:?}"))),
+    }
+}
+
+/// A mailbox, `a@b` or `Name <a@b>`, whose address is an `Email`.
+fn mailbox(name: &'static str, v: &str) -> Result<Email, ConfigError> {
+    let v = v.trim();
+    let address = match (v.rfind('<'), v.strip_suffix('>')) {
+        (Some(open), Some(inner)) => &inner[open + 1..],
+        _ => v,
+    };
+    Email::parse(address).map_err(|e| bad(name, &format!("expected an e-mail address: {e}")))
+}
+
+fn mailbox_list(name: &'static str, v: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let list: Vec<String> = v
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    for addr in &list {
+        mailbox(name, addr)?;
+    }
+    Ok(list)
 }
 
 fn number(
@@ -247,6 +265,18 @@ mod tests {
         for secret in ["dbpass123", "admintoken123", "smtppass123"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
+    }
+
+    #[test]
+    fn mail_addresses_may_carry_a_display_name() {
+        let c = config(&[
+            ("CREDITGATE_MAIL_FROM", "creditgate <svc@example.org>"),
+            ("CREDITGATE_ALERT_TO", "Ops <ops@example.org>, b@y.org"),
+        ])
+        .unwrap();
+        assert_eq!(c.alert_to.len(), 2);
+        let e = config(&[("CREDITGATE_MAIL_FROM", "svc <nobody>")]).unwrap_err();
+        assert_eq!(e.variable, "CREDITGATE_MAIL_FROM");
     }
 
     #[test]

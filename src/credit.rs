@@ -150,69 +150,34 @@ pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
     };
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let row: Option<AccountRow> = tx.exec_first(
-        format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = ? FOR UPDATE"),
-        (name.as_str(),),
-    )?;
-    let account = match authenticate(row, &req.credentials.token) {
+    let account = match lock_account(&mut tx, &name, &req.credentials.token)? {
         Ok(a) => a,
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
-
-    // Under the row lock, so a simultaneous retry waits here and then sees
-    // the first answer.
     if let Some(key) = req.idempotency_key {
-        let stored: Option<String> = tx.exec_first(
-            "SELECT outcome FROM idempotency_keys \
-             WHERE user_id = ? AND idem_key = ? AND created_at > NOW(3) - INTERVAL 1 DAY",
-            (account.id, key.as_str()),
-        )?;
-        if let Some(json) = stored {
-            if let Ok(answer) = serde_json::from_str::<Answer>(&json) {
-                return Ok(ChargeOutcome::Answered {
-                    answer,
-                    replayed: true,
-                });
-            }
+        if let Some(answer) = remembered(&mut tx, account.id, key)? {
+            return Ok(ChargeOutcome::Answered {
+                answer,
+                replayed: true,
+            });
         }
     }
-
     let answer = match banks::find(&mut tx, req.bank)? {
         None => Answer::UnknownBank,
-        Some(bank) if account.credit < bank.cost => Answer::InsufficientCredit {
-            cost: bank.cost,
-            credit_remaining: account.credit,
-            next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
-        },
-        Some(bank) => {
-            let credit_remaining = account.credit - bank.cost;
-            if bank.cost > 0 {
-                tx.exec_drop(
-                    "UPDATE users SET credit = ? WHERE id = ?",
-                    (credit_remaining, account.id),
-                )?;
-            }
-            usage::record(
-                &mut tx,
-                account.id,
-                req.now.date_naive(),
-                BANKS_ENDPOINT,
-                bank.cost,
-            )?;
-            Answer::Charged {
+        Some(bank) => match debit(&mut tx, &account, bank.cost, BANKS_ENDPOINT, req.now)? {
+            Debit::Done { credit_remaining } => Answer::Charged {
                 bank,
                 credit_remaining,
-            }
-        }
+            },
+            Debit::Insufficient => Answer::InsufficientCredit {
+                cost: bank.cost,
+                credit_remaining: account.credit,
+                next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
+            },
+        },
     };
-
     if let Some(key) = req.idempotency_key {
-        let json = serde_json::to_string(&answer).expect("answers serialise");
-        // REPLACE: an expired row for the same key is taken over.
-        tx.exec_drop(
-            "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
-            (account.id, key.as_str(), json),
-        )?;
+        remember(&mut tx, account.id, key, &answer)?;
     }
     // A connection lost during COMMIT leaves the charge in doubt: the client
     // gets 503, and only a retry with the same Idempotency-Key can tell
@@ -223,6 +188,79 @@ pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
         answer,
         replayed: false,
     })
+}
+
+/// Locks the user's row for the rest of `tx` and authenticates against it.
+fn lock_account(
+    tx: &mut impl Queryable,
+    name: &Username,
+    token: &str,
+) -> Result<Result<Account, AuthFailure>, DbError> {
+    let row: Option<AccountRow> = tx.exec_first(
+        format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = ? FOR UPDATE"),
+        (name.as_str(),),
+    )?;
+    Ok(authenticate(row, token))
+}
+
+/// The answer remembered for this key in the last 24 h. Read under the row
+/// lock, so a simultaneous retry waits for the first and then sees its answer.
+fn remembered(
+    tx: &mut impl Queryable,
+    user_id: u64,
+    key: &IdempotencyKey,
+) -> Result<Option<Answer>, DbError> {
+    let stored: Option<String> = tx.exec_first(
+        "SELECT outcome FROM idempotency_keys \
+         WHERE user_id = ? AND idem_key = ? AND created_at > NOW(3) - INTERVAL 1 DAY",
+        (user_id, key.as_str()),
+    )?;
+    Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
+}
+
+fn remember(
+    tx: &mut impl Queryable,
+    user_id: u64,
+    key: &IdempotencyKey,
+    answer: &Answer,
+) -> Result<(), DbError> {
+    let json = serde_json::to_string(answer).expect("answers serialise");
+    // REPLACE: an expired row for the same key is taken over.
+    tx.exec_drop(
+        "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
+        (user_id, key.as_str(), json),
+    )?;
+    Ok(())
+}
+
+/// What taking `cost` from a locked account did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Debit {
+    Done { credit_remaining: i64 },
+    Insufficient,
+}
+
+/// Takes `cost` from the locked account and counts the call under
+/// `endpoint`, or does nothing when the credit is short.
+fn debit(
+    tx: &mut impl Queryable,
+    account: &Account,
+    cost: i64,
+    endpoint: &str,
+    now: DateTime<Utc>,
+) -> Result<Debit, DbError> {
+    if account.credit < cost {
+        return Ok(Debit::Insufficient);
+    }
+    let credit_remaining = account.credit - cost;
+    if cost > 0 {
+        tx.exec_drop(
+            "UPDATE users SET credit = ? WHERE id = ?",
+            (credit_remaining, account.id),
+        )?;
+    }
+    usage::record(tx, account.id, now.date_naive(), endpoint, cost)?;
+    Ok(Debit::Done { credit_remaining })
 }
 
 /// What `GET /api/v1.0/credit` shows.

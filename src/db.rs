@@ -123,6 +123,10 @@ pub enum DbError {
     Unavailable(r2d2::Error),
     /// A statement failed.
     Query(mysql::Error),
+    /// An INSERT hit a unique key (ER_DUP_ENTRY, 1062): the row exists.
+    Duplicate(mysql::Error),
+    /// The URL's database does not exist (ER_BAD_DB_ERROR, 1049).
+    UnknownDatabase(mysql::Error),
     /// COMMIT failed, mostly because the connection broke while it ran:
     /// whether the database applied it cannot be known from here.
     CommitUnknown(mysql::Error),
@@ -147,6 +151,8 @@ impl fmt::Display for DbError {
         match self {
             DbError::Unavailable(e) => write!(f, "database unavailable: {e}"),
             DbError::Query(e) => write!(f, "database query failed: {e}"),
+            DbError::Duplicate(e) => write!(f, "duplicate row: {e}"),
+            DbError::UnknownDatabase(e) => write!(f, "no such database: {e}"),
             DbError::CommitUnknown(e) => write!(
                 f,
                 "COMMIT failed, so whether it was applied is unknown: {e}"
@@ -171,6 +177,8 @@ impl std::error::Error for DbError {
         match self {
             DbError::Unavailable(e) => Some(e),
             DbError::Query(e)
+            | DbError::Duplicate(e)
+            | DbError::UnknownDatabase(e)
             | DbError::CommitUnknown(e)
             | DbError::Migration { source: e, .. } => Some(e),
             _ => None,
@@ -178,9 +186,18 @@ impl std::error::Error for DbError {
     }
 }
 
+/// The server's error numbers the domain acts on. Every MySQL error code
+/// is classified here and nowhere else.
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_BAD_DB_ERROR: u16 = 1049;
+
 impl From<mysql::Error> for DbError {
     fn from(e: mysql::Error) -> Self {
-        DbError::Query(e)
+        match &e {
+            mysql::Error::MySqlError(m) if m.code == ER_DUP_ENTRY => DbError::Duplicate(e),
+            mysql::Error::MySqlError(m) if m.code == ER_BAD_DB_ERROR => DbError::UnknownDatabase(e),
+            _ => DbError::Query(e),
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 use mysql::prelude::Queryable;
 
+use crate::db::DbError;
+
 /// Why credit changed; stored as the row's `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -37,9 +39,9 @@ pub struct Event<'a> {
     pub actor: &'a str,
 }
 
-pub fn record(tx: &mut impl Queryable, e: &Event<'_>) -> Result<(), mysql::Error> {
-    tx.exec_drop(
+pub fn record(tx: &mut impl Queryable, e: &Event<'_>) -> Result<(), DbError> {
+    Ok(tx.exec_drop(
         "INSERT INTO credit_events (user_id, delta, balance_after, reason, period, actor) VALUES (?, ?, ?, ?, ?, ?)",
         (e.user_id, e.delta, e.balance_after, e.reason.as_str(), &e.period, e.actor),
-    )
+    )?)
 }

@@ -58,129 +58,131 @@ impl Metrics {
         self.commits_unknown.fetch_add(1, Relaxed);
     }
 
+    /// The exposition text: one entry per metric family, in a fixed order.
     pub fn render(&self, pool: PoolGauges) -> String {
+        let requests = lines(&self.requests, |(route, status)| {
+            format!("route=\"{route}\",status=\"{status}\"")
+        });
+        let job_runs = lines(&self.job_runs, |(job, result)| {
+            format!("job=\"{job}\",result=\"{result}\"")
+        });
+        let families: [Family; 9] = [
+            (
+                "creditgate_build_info",
+                "gauge",
+                "Build information; the value is always 1.",
+                vec![(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)],
+            ),
+            (
+                "creditgate_http_requests_total",
+                "counter",
+                "HTTP requests answered, by route and status.",
+                requests,
+            ),
+            (
+                "creditgate_credits_charged_total",
+                "counter",
+                "Credits charged by paid requests.",
+                single(&self.credits_charged),
+            ),
+            (
+                "creditgate_auth_failures_total",
+                "counter",
+                "Failed authentications.",
+                single(&self.auth_failures),
+            ),
+            (
+                "creditgate_db_errors_total",
+                "counter",
+                "Requests that failed on the database.",
+                single(&self.db_errors),
+            ),
+            (
+                "creditgate_charges_in_doubt_total",
+                "counter",
+                "Paid requests answered 503 whose COMMIT failed: each may have been charged.",
+                single(&self.commits_unknown),
+            ),
+            (
+                "creditgate_db_pool_connections",
+                "gauge",
+                "Pooled database connections by state.",
+                vec![
+                    ("state=\"in_use\"".into(), pool.in_use.into()),
+                    ("state=\"idle\"".into(), pool.idle.into()),
+                ],
+            ),
+            (
+                "creditgate_db_pool_max_connections",
+                "gauge",
+                "Configured pool size.",
+                vec![(String::new(), pool.max.into())],
+            ),
+            (
+                "creditgate_job_runs_total",
+                "counter",
+                "Scheduled job runs, by job and result.",
+                job_runs,
+            ),
+        ];
         let mut out = String::new();
-        let w = &mut out;
-        help(
-            w,
-            "creditgate_build_info",
-            "gauge",
-            "Build information; the value is always 1.",
-        );
-        let _ = writeln!(
-            w,
-            "creditgate_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-
-        help(
-            w,
-            "creditgate_http_requests_total",
-            "counter",
-            "HTTP requests answered, by route and status.",
-        );
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                w,
-                "creditgate_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-        help(
-            w,
-            "creditgate_credits_charged_total",
-            "counter",
-            "Credits charged by paid requests.",
-        );
-        let _ = writeln!(
-            w,
-            "creditgate_credits_charged_total {}",
-            self.credits_charged.load(Relaxed)
-        );
-        help(
-            w,
-            "creditgate_auth_failures_total",
-            "counter",
-            "Failed authentications.",
-        );
-        let _ = writeln!(
-            w,
-            "creditgate_auth_failures_total {}",
-            self.auth_failures.load(Relaxed)
-        );
-        help(
-            w,
-            "creditgate_db_errors_total",
-            "counter",
-            "Requests that failed on the database.",
-        );
-        let _ = writeln!(
-            w,
-            "creditgate_db_errors_total {}",
-            self.db_errors.load(Relaxed)
-        );
-        help(
-            w,
-            "creditgate_charges_in_doubt_total",
-            "counter",
-            "Paid requests answered 503 whose COMMIT failed: each may have been charged.",
-        );
-        let _ = writeln!(
-            w,
-            "creditgate_charges_in_doubt_total {}",
-            self.commits_unknown.load(Relaxed)
-        );
-
-        help(
-            w,
-            "creditgate_db_pool_connections",
-            "gauge",
-            "Pooled database connections by state.",
-        );
-        let _ = writeln!(
-            w,
-            "creditgate_db_pool_connections{{state=\"in_use\"}} {}",
-            pool.in_use
-        );
-        let _ = writeln!(
-            w,
-            "creditgate_db_pool_connections{{state=\"idle\"}} {}",
-            pool.idle
-        );
-        help(
-            w,
-            "creditgate_db_pool_max_connections",
-            "gauge",
-            "Configured pool size.",
-        );
-        let _ = writeln!(w, "creditgate_db_pool_max_connections {}", pool.max);
-
-        help(
-            w,
-            "creditgate_job_runs_total",
-            "counter",
-            "Scheduled job runs, by job and result.",
-        );
-        for ((job, result), n) in self
-            .job_runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                w,
-                "creditgate_job_runs_total{{job=\"{job}\",result=\"{result}\"}} {n}"
-            );
+        for (name, kind, text, samples) in families {
+            let _ = writeln!(out, "# HELP {name} {text}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {value}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                }
+            }
         }
         out
     }
 }
 
-fn help(w: &mut String, name: &str, kind: &str, text: &str) {
-    let _ = writeln!(w, "# HELP {name} {text}");
-    let _ = writeln!(w, "# TYPE {name} {kind}");
+/// A metric family: name, type, help text, and its samples as
+/// (labels, value).
+type Family = (&'static str, &'static str, &'static str, Vec<(String, u64)>);
+
+/// An unlabelled sample.
+fn single(n: &AtomicU64) -> Vec<(String, u64)> {
+    vec![(String::new(), n.load(Relaxed))]
+}
+
+/// One sample per key of a labelled counter, in key order.
+fn lines<K: Ord>(
+    map: &Mutex<BTreeMap<K, u64>>,
+    labels: impl Fn(&K) -> String,
+) -> Vec<(String, u64)> {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(k, n)| (labels(k), *n))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_help_type_and_its_samples() {
+        let m = Metrics::default();
+        m.request("banks_data", 200);
+        m.request("banks_data", 200);
+        m.credits_charged(3);
+        let text = m.render(PoolGauges {
+            in_use: 1,
+            idle: 2,
+            max: 8,
+        });
+        assert!(text.contains("# TYPE creditgate_http_requests_total counter\n"));
+        assert!(text
+            .contains("creditgate_http_requests_total{route=\"banks_data\",status=\"200\"} 2\n"));
+        assert!(text.contains("creditgate_credits_charged_total 3\n"));
+        assert!(text.contains("creditgate_db_pool_connections{state=\"idle\"} 2\n"));
+        assert!(text.contains("creditgate_db_pool_max_connections 8\n"));
+        assert_eq!(text.matches("# HELP ").count(), 9);
+    }
 }

@@ -198,14 +198,143 @@ impl IdempotencyKey {
     }
 }
 
-/// A credit amount from an operator: an integer that is not negative.
-pub fn parse_credit(s: &str) -> Result<i64, ParseError> {
-    match s.trim().parse::<i64>() {
-        Ok(n) if n >= 0 => Ok(n),
-        _ => err(format!(
-            "a credit amount is a whole number from 0 to {}, not {s:?}",
-            i64::MAX
-        )),
+/// A credit amount that is not negative: a balance, an allowance, a cost,
+/// a value to set. Parsed from text (the CLI, the legacy table) or checked
+/// from a number (a JSON body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Credit(i64);
+
+impl Credit {
+    pub fn parse(s: &str) -> Result<Credit, ParseError> {
+        s.trim()
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| Credit::new(n).ok())
+            .ok_or_else(|| {
+                ParseError(format!(
+                    "a credit amount is a whole number from 0 to {}, not {s:?}",
+                    i64::MAX
+                ))
+            })
+    }
+
+    pub fn new(n: i64) -> Result<Credit, ParseError> {
+        if n < 0 {
+            return err(format!("a credit amount must not be negative, not {n}"));
+        }
+        Ok(Credit(n))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Credit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A change to add to a balance: any whole number within i64, negative to
+/// take credit away. Whether the result may stand is the caller's rule.
+pub fn parse_delta(s: &str) -> Result<i64, ParseError> {
+    s.trim()
+        .parse::<i64>()
+        .map_err(|_| ParseError(format!("an amount to add is a whole number, not {s:?}")))
+}
+
+/// A calendar day, `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day(chrono::NaiveDate);
+
+impl Day {
+    pub fn parse(s: &str) -> Result<Day, ParseError> {
+        // chrono alone also takes `2026-1-5`; the format is exact.
+        let shaped = s.len() == 10
+            && s.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            Ok(d) if shaped => Ok(Day(d)),
+            _ => err(format!("a day is YYYY-MM-DD (e.g. 2026-01-31), not {s:?}")),
+        }
+    }
+
+    pub fn date(self) -> chrono::NaiveDate {
+        self.0
+    }
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d"))
+    }
+}
+
+/// An e-mail address, checked only as far as a mail relay needs: one `@`
+/// with something on each side, no blanks, control characters or commas
+/// (a comma would make one address two recipients).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Email, ParseError> {
+        let ok = s.len() <= 254
+            && s.contains('@')
+            && !s.starts_with('@')
+            && !s.ends_with('@')
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ',');
+        if ok {
+            Ok(Email(s.to_owned()))
+        } else {
+            err(format!("{s:?} is not an e-mail address"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An existing token to import (the Flask sample's): usable in a header, so
+/// not empty, at most 512 characters, no control characters, no
+/// surrounding blanks.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImportedToken(String);
+
+impl ImportedToken {
+    pub fn parse(s: &str) -> Result<ImportedToken, ParseError> {
+        if s.is_empty() {
+            return err("an imported token must not be empty");
+        }
+        if s.len() > 512 || s.chars().any(|c| c.is_control()) || s.trim() != s {
+            return err("an imported token is at most 512 characters, without control characters or surrounding blanks");
+        }
+        Ok(ImportedToken(s.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A token is a secret: `Debug` shows none of it.
+impl fmt::Debug for ImportedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ImportedToken([redacted])")
     }
 }
 
@@ -309,9 +438,57 @@ mod tests {
 
     #[test]
     fn credit_amounts_are_whole_and_not_negative() {
-        assert_eq!(parse_credit("100").unwrap(), 100);
+        assert_eq!(Credit::parse("100").unwrap().get(), 100);
+        assert_eq!(Credit::parse(" 7 ").unwrap().get(), 7);
         for bad in ["-1", "1.5", "1e3", "", "x", "9223372036854775808"] {
-            assert!(parse_credit(bad).is_err(), "{bad:?} was accepted");
+            assert!(Credit::parse(bad).is_err(), "{bad:?} was accepted");
         }
+        assert!(Credit::new(-1).is_err());
+        assert_eq!(Credit::new(0).unwrap().get(), 0);
+    }
+
+    #[test]
+    fn deltas_may_be_negative_but_must_be_whole() {
+        assert_eq!(parse_delta("-5").unwrap(), -5);
+        for bad in ["1.5", "", "ten", "9223372036854775808"] {
+            assert!(parse_delta(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn days_are_exactly_yyyy_mm_dd() {
+        assert_eq!(Day::parse("2026-02-28").unwrap().to_string(), "2026-02-28");
+        for bad in [
+            "2026-02-30",
+            "2026-2-28",
+            "26-02-28",
+            "2026/02/28",
+            "",
+            "2026-02-28x",
+        ] {
+            assert!(Day::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn emails_need_an_at_and_no_blanks() {
+        assert!(Email::parse("ops@example.org").is_ok());
+        for bad in ["", "ops", "@x", "x@", "a b@x", "a@x,b@y", "a@x\n"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn imported_tokens_must_be_usable_in_a_header() {
+        assert!(ImportedToken::parse("legacy-token:with:colons").is_ok());
+        for bad in ["", " padded", "line\nbreak", &"x".repeat(513)] {
+            assert!(ImportedToken::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn imported_tokens_do_not_show_in_debug() {
+        let t = ImportedToken::parse("s3cret-legacy").unwrap();
+        assert!(!format!("{t:?}").contains("s3cret"));
     }
 }

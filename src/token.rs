@@ -103,10 +103,22 @@ impl Credentials {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <x>` value (scheme in any
+/// case, blanks after it skipped); `None` for any other scheme.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
+}
+
 fn from_header(value: &str) -> Option<String> {
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if scheme.eq_ignore_ascii_case("bearer") {
-        Some(rest.trim_start_matches(' ').to_string())
+    if let Some(pair) = bearer(value) {
+        Some(pair.to_string())
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        // `Bearer` alone: nothing to authenticate with.
+        Some(String::new())
     } else if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(rest.trim_start_matches(' '))
@@ -203,6 +215,15 @@ mod tests {
         );
         assert_eq!(Credentials::parse(&["alice:cg_t"], &[]), Ok(want.clone()));
         assert_eq!(Credentials::parse(&[], &["alice:cg_t"]), Ok(want));
+    }
+
+    #[test]
+    fn bearer_takes_any_case_and_skips_blanks() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bEaReR   abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("abc"), None);
     }
 
     #[test]

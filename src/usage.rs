@@ -6,7 +6,7 @@ use mysql::prelude::Queryable;
 use serde::Serialize;
 
 use crate::db::{DbError, Pool};
-use crate::model::Username;
+use crate::model::{Day, Username};
 
 /// Counts one paid call. Must run inside the charge's transaction.
 pub fn record(
@@ -15,8 +15,8 @@ pub fn record(
     day: NaiveDate,
     endpoint: &str,
     credits: i64,
-) -> Result<(), mysql::Error> {
-    tx.exec_drop(
+) -> Result<(), DbError> {
+    Ok(tx.exec_drop(
         "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, 1, ?) \
          ON DUPLICATE KEY UPDATE calls = calls + 1, credits = credits + VALUES(credits)",
         (
@@ -25,7 +25,7 @@ pub fn record(
             endpoint,
             credits,
         ),
-    )
+    )?)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,8 +40,8 @@ pub struct UsageRow {
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
     pub user: Option<Username>,
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
+    pub from: Option<Day>,
+    pub to: Option<Day>,
 }
 
 /// Usage rows in the filter's range (both ends included), by day then user.
@@ -53,8 +53,8 @@ pub fn report(pool: &Pool, filter: &Filter) -> Result<Vec<UsageRow>, DbError> {
          ORDER BY d.day, u.username, d.endpoint",
         {
             let user = filter.user.as_ref().map(|u| u.as_str().to_string());
-            let from = filter.from.map(|d| d.format("%Y-%m-%d").to_string());
-            let to = filter.to.map(|d| d.format("%Y-%m-%d").to_string());
+            let from = filter.from.map(|d| d.to_string());
+            let to = filter.to.map(|d| d.to_string());
             (user.clone(), user, from.clone(), from, to.clone(), to)
         },
     )?;

@@ -3,19 +3,19 @@
 
 use std::io::Read;
 
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use rouille::{Request, Response};
 use serde_json::{json, Map, Value};
 
-use super::api::db_failed;
 use super::{
     allow, authorization_headers, query_values, refuse_if_throttled, unauthorized, ApiError,
     AppState, Ctx,
 };
-use crate::model::{RefillDay, Username};
+use crate::ledger::Reason;
+use crate::model::{Credit, Day, Email, ImportedToken, RefillDay, Username};
 use crate::token;
 use crate::usage::{self, Filter};
-use crate::users::{self, CreditChange, NewUser, UserError};
+use crate::users::{self, CreditChange, NewUser};
 
 /// Admin bodies are small; anything bigger is refused unread.
 const MAX_BODY_BYTES: u64 = 64 * 1024;
@@ -29,10 +29,7 @@ fn check_admin(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<(), Api
     };
     refuse_if_throttled(state, req)?;
     let given = match authorization_headers(req).as_slice() {
-        [v] => v
-            .split_once(' ')
-            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t),
+        [v] => token::bearer(v),
         _ => None,
     };
     match given {
@@ -66,6 +63,7 @@ pub fn stop(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, 
     )
 }
 
+/// `/admin/v1/<rest>`: one arm per resource, each calling one function.
 pub fn route(
     state: &AppState,
     req: &Request,
@@ -74,88 +72,91 @@ pub fn route(
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
     check_admin(state, req, ctx)?;
-    let pool = &state.pool;
-    let user_err = |e: UserError| match e {
-        UserError::Exists(u) => ApiError::UserExists(u),
-        UserError::Unknown(u) => ApiError::UnknownUser(u),
-        UserError::InvalidCredit(m) => ApiError::InvalidCredit(m),
-        UserError::InvalidToken(m) | UserError::InvalidEmail(m) => ApiError::InvalidBody(m),
-        UserError::Db(e) => db_failed(state, ctx, e),
-    };
-    match rest {
-        ["users"] if method == "GET" => {
-            let list = users::list(pool).map_err(user_err)?;
-            Ok(Response::json(&json!({ "users": list })))
-        }
-        ["users"] => {
+    match (method, rest) {
+        ("GET", ["users"]) => list_users(state),
+        (_, ["users"]) => {
             allow(method, &["POST"])?;
-            let new = new_user(read_object(req)?)?;
-            let (user, token) =
-                users::create(pool, new, crate::ledger::Reason::Create, ACTOR, Utc::now())
-                    .map_err(user_err)?;
-            let mut body = serde_json::to_value(&user).expect("users serialise");
-            body["token"] = Value::String(token);
-            Ok(Response::json(&body).with_status_code(201))
+            create_user(state, req)
         }
-        ["users", name] => {
+        (_, ["users", name]) => {
             allow(method, &["GET"])?;
-            let user = users::show(pool, &username(name)?).map_err(user_err)?;
+            Ok(Response::json(&users::show(&state.pool, &username(name)?)?))
+        }
+        (_, ["users", name, "credit"]) => {
+            allow(method, &["POST"])?;
+            change_credit(state, req, name)
+        }
+        (_, ["users", name, "rotate"]) => {
+            allow(method, &["POST"])?;
+            rotate(state, name)
+        }
+        (_, ["users", name, action @ ("disable" | "enable")]) => {
+            allow(method, &["POST"])?;
+            let user = users::set_disabled(&state.pool, &username(name)?, *action == "disable")?;
             Ok(Response::json(&user))
         }
-        ["users", name, "credit"] => {
-            allow(method, &["POST"])?;
-            let name = username(name)?;
-            let change = credit_change(read_object(req)?)?;
-            Ok(Response::json(
-                &users::change_credit(pool, &name, change, ACTOR).map_err(user_err)?,
-            ))
-        }
-        ["users", name, "rotate"] => {
-            allow(method, &["POST"])?;
-            let name = username(name)?;
-            let token = users::rotate(pool, &name).map_err(user_err)?;
-            Ok(Response::json(
-                &json!({ "username": name.as_str(), "token": token }),
-            ))
-        }
-        ["users", name, action @ ("disable" | "enable")] => {
-            allow(method, &["POST"])?;
-            let user = users::set_disabled(pool, &username(name)?, *action == "disable")
-                .map_err(user_err)?;
-            Ok(Response::json(&user))
-        }
-        ["usage"] => {
+        (_, ["usage"]) => {
             allow(method, &["GET"])?;
-            let filter = usage_filter(req)?;
-            let rows = usage::report(pool, &filter).map_err(|e| db_failed(state, ctx, e))?;
+            let rows = usage::report(&state.pool, &usage_filter(req)?)?;
             Ok(Response::json(&json!({ "rows": rows })))
         }
-        ["jobs"] => {
+        (_, ["jobs"]) => {
             allow(method, &["GET"])?;
-            let jobs = state.jobs.as_ref().map(|j| j.list()).unwrap_or_default();
-            Ok(Response::json(&json!({ "jobs": jobs })))
+            Ok(Response::json(&json!({ "jobs": state.jobs.list() })))
         }
-        ["jobs", id, action @ ("pause" | "resume" | "run")] => {
+        (_, ["jobs", id, action @ ("pause" | "resume" | "run")]) => {
             allow(method, &["POST"])?;
-            let jobs = state
-                .jobs
-                .as_ref()
-                .ok_or_else(|| ApiError::UnknownJob(id.to_string()))?;
-            let view = match *action {
-                "pause" => jobs.pause(id),
-                "resume" => jobs.resume(id),
-                _ => jobs.run_now(id),
-            };
-            Ok(Response::json(
-                &view.ok_or_else(|| ApiError::UnknownJob(id.to_string()))?,
-            ))
+            job_action(state, id, action)
         }
         _ => Err(ApiError::NotFound),
     }
 }
 
+fn list_users(state: &AppState) -> Result<Response, ApiError> {
+    let list = users::list(&state.pool)?;
+    Ok(Response::json(&json!({ "users": list })))
+}
+
+fn create_user(state: &AppState, req: &Request) -> Result<Response, ApiError> {
+    let new = new_user(read_object(req)?)?;
+    let (user, token) = users::create(&state.pool, new, Reason::Create, ACTOR, Utc::now())?;
+    let mut body = serde_json::to_value(&user).expect("users serialise");
+    body["token"] = Value::String(token);
+    Ok(Response::json(&body).with_status_code(201))
+}
+
+fn change_credit(state: &AppState, req: &Request, name: &str) -> Result<Response, ApiError> {
+    let name = username(name)?;
+    let change = credit_change(read_object(req)?)?;
+    Ok(Response::json(&users::change_credit(
+        &state.pool,
+        &name,
+        change,
+        ACTOR,
+    )?))
+}
+
+fn rotate(state: &AppState, name: &str) -> Result<Response, ApiError> {
+    let name = username(name)?;
+    let token = users::rotate(&state.pool, &name)?;
+    Ok(Response::json(
+        &json!({ "username": name.as_str(), "token": token }),
+    ))
+}
+
+fn job_action(state: &AppState, id: &str, action: &str) -> Result<Response, ApiError> {
+    let view = match action {
+        "pause" => state.jobs.pause(id),
+        "resume" => state.jobs.resume(id),
+        _ => state.jobs.run_now(id),
+    };
+    Ok(Response::json(
+        &view.ok_or_else(|| ApiError::UnknownJob(id.to_string()))?,
+    ))
+}
+
 fn username(raw: &str) -> Result<Username, ApiError> {
-    Username::parse(raw).map_err(|_| ApiError::InvalidUsername)
+    Username::parse(raw).map_err(ApiError::InvalidUsername)
 }
 
 /// The request body as a JSON object: at most 64 KiB, `application/json`.
@@ -197,12 +198,18 @@ fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// A credit amount: a JSON integer within i64. Floats, strings, null and
+/// A number to add: a JSON integer within i64. Floats, strings, null and
 /// overflows are refused.
 fn credit_number(field: &str, v: &Value) -> Result<i64, ApiError> {
     v.as_i64().ok_or_else(|| {
         ApiError::InvalidCredit(format!("{field} must be a whole number within i64"))
     })
+}
+
+/// A credit amount: a JSON integer from 0 to i64's maximum.
+fn credit_amount(field: &str, v: &Value) -> Result<Credit, ApiError> {
+    Credit::new(credit_number(field, v)?)
+        .map_err(|e| ApiError::InvalidCredit(format!("{field}: {e}")))
 }
 
 fn refuse_unknown_fields(body: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
@@ -236,15 +243,21 @@ fn new_user(body: Map<String, Value>) -> Result<NewUser, ApiError> {
     )?;
     let name = match body.get("username") {
         Some(Value::String(s)) => username(s)?,
-        _ => return Err(ApiError::InvalidUsername),
+        _ => {
+            return Err(ApiError::InvalidUsername(crate::model::ParseError(
+                "username is required, as a string".into(),
+            )))
+        }
     };
+    // `"credit": null` is refused (a user has a balance); a null
+    // `monthly_credit` means no allowance.
     let credit = body
         .get("credit")
-        .map(|v| credit_number("credit", v))
+        .map(|v| credit_amount("credit", v))
         .transpose()?;
     let monthly_credit = match body.get("monthly_credit") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(credit_number("monthly_credit", v)?),
+        Some(v) => Some(credit_amount("monthly_credit", v)?),
     };
     let refill_day = match body.get("refill_day") {
         None | Some(Value::Null) => RefillDay::default(),
@@ -255,18 +268,19 @@ fn new_user(body: Map<String, Value>) -> Result<NewUser, ApiError> {
                 ApiError::InvalidBody("refill_day must be a whole number from 1 to 31".into())
             })?,
     };
-    let token = optional_string(&body, "token")?;
-    if token.as_deref() == Some("") {
-        return Err(ApiError::InvalidBody(
-            "an imported token must not be empty".into(),
-        ));
-    }
+    let invalid = |e: crate::model::ParseError| ApiError::InvalidBody(e.to_string());
+    let token = optional_string(&body, "token")?
+        .map(|t| ImportedToken::parse(&t).map_err(invalid))
+        .transpose()?;
+    let email = optional_string(&body, "email")?
+        .map(|e| Email::parse(&e).map_err(invalid))
+        .transpose()?;
     Ok(NewUser {
         username: name,
         credit,
         monthly_credit,
         refill_day,
-        email: optional_string(&body, "email")?,
+        email,
         token,
     })
 }
@@ -275,13 +289,7 @@ fn credit_change(body: Map<String, Value>) -> Result<CreditChange, ApiError> {
     refuse_unknown_fields(&body, &["add", "set"])?;
     match (body.get("add"), body.get("set")) {
         (Some(v), None) => Ok(CreditChange::Add(credit_number("add", v)?)),
-        (None, Some(v)) => {
-            let n = credit_number("set", v)?;
-            if n < 0 {
-                return Err(ApiError::InvalidCredit("set must not be negative".into()));
-            }
-            Ok(CreditChange::Set(n))
-        }
+        (None, Some(v)) => Ok(CreditChange::Set(credit_amount("set", v)?)),
         _ => Err(ApiError::InvalidBody(
             "send exactly one of {\"add\": N} or {\"set\": N}".into(),
         )),
@@ -297,10 +305,7 @@ fn usage_filter(req: &Request) -> Result<Filter, ApiError> {
     };
     let day = |name: &str| {
         one(name)
-            .map(|v| {
-                NaiveDate::parse_from_str(&v, "%Y-%m-%d")
-                    .map_err(|_| ApiError::InvalidBody(format!("{name} must be a date YYYY-MM-DD")))
-            })
+            .map(|v| Day::parse(&v).map_err(|e| ApiError::InvalidBody(format!("{name}: {e}"))))
             .transpose()
     };
     Ok(Filter {

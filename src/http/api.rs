@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, AppState, Ctx};
 use crate::credit::{self, Answer, AuthFailure, Charge, ChargeOutcome};
-use crate::db::{self, DbError};
-use crate::model::{BankCode, IdempotencyKey};
+use crate::db;
+use crate::model::{BankCode, IdempotencyKey, ParseError};
 use crate::token::{Credentials, CredentialsError};
 
 pub fn banks_data(
@@ -19,7 +19,7 @@ pub fn banks_data(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(req)?;
     let credentials = credentials(state, req, ctx)?;
-    let bank = BankCode::parse(bank).map_err(|_| ApiError::InvalidBank)?;
+    let bank = BankCode::parse(bank).map_err(ApiError::InvalidBank)?;
     let now = Utc::now();
     let charge = Charge {
         credentials: &credentials,
@@ -27,7 +27,7 @@ pub fn banks_data(
         idempotency_key: key.as_ref(),
         now,
     };
-    match credit::charge(&state.pool, &charge).map_err(|e| db_failed(state, ctx, e))? {
+    match credit::charge(&state.pool, &charge)? {
         ChargeOutcome::Unauthorized(why) => Err(unauthorized(state, req, ctx, &why)),
         ChargeOutcome::Answered { answer, replayed } => {
             let mut response = match answer {
@@ -53,7 +53,7 @@ pub fn banks_data(
                     credit_remaining,
                     next_refill,
                 } => ApiError::InsufficientCredit {
-                    credit: credit_remaining,
+                    credit_remaining,
                     cost,
                     retry_after: next_refill.map(|t| (t - now.timestamp()).max(1) as u64),
                 }
@@ -68,11 +68,10 @@ pub fn banks_data(
     }
 }
 
-pub fn credit(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
+/// `GET /api/v1.0/credit`: the caller's own balance.
+pub fn balance(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
     let credentials = credentials(state, req, ctx)?;
-    match credit::balance(&state.pool, &credentials, Utc::now())
-        .map_err(|e| db_failed(state, ctx, e))?
-    {
+    match credit::balance(&state.pool, &credentials, Utc::now())? {
         Ok(balance) => Ok(Response::json(&balance)),
         Err(why) => Err(unauthorized(state, req, ctx, &why)),
     }
@@ -82,8 +81,8 @@ pub fn health() -> Response {
     Response::json(&json!({ "status": "ok" }))
 }
 
-pub fn ready(state: &AppState, ctx: &mut Ctx) -> Result<Response, ApiError> {
-    db::ping(&state.pool).map_err(|e| db_failed(state, ctx, e))?;
+pub fn ready(state: &AppState) -> Result<Response, ApiError> {
+    db::ping(&state.pool)?;
     Ok(Response::json(&json!({ "status": "ok" })))
 }
 
@@ -111,8 +110,10 @@ fn idempotency_key(req: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
         (None, _) => Ok(None),
         (Some(v), None) => IdempotencyKey::parse(v)
             .map(Some)
-            .map_err(|_| ApiError::InvalidIdempotencyKey),
-        (Some(_), Some(_)) => Err(ApiError::InvalidIdempotencyKey),
+            .map_err(ApiError::InvalidIdempotencyKey),
+        (Some(_), Some(_)) => Err(ApiError::InvalidIdempotencyKey(ParseError(
+            "send one Idempotency-Key, not several".into(),
+        ))),
     }
 }
 
@@ -137,22 +138,4 @@ fn credentials(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Credent
             Err(unauthorized(state, req, ctx, &AuthFailure::NoCredentials))
         }
     }
-}
-
-pub(super) fn db_failed(state: &AppState, ctx: &Ctx, e: DbError) -> ApiError {
-    state.metrics.db_error();
-    if let DbError::CommitUnknown(_) = e {
-        // The one 503 that may have been charged: say so where operators
-        // look, with what they need to refund it.
-        state.metrics.commit_unknown();
-        log::error!(
-            "req={} charge in doubt for user={}: {}",
-            ctx.id,
-            ctx.user.as_deref().map(super::log_safe).unwrap_or_default(),
-            super::error_chain(&e)
-        );
-    } else {
-        log::error!("req={} {}", ctx.id, super::error_chain(&e));
-    }
-    ApiError::Unavailable
 }

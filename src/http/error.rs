@@ -1,36 +1,60 @@
 //! Every error a client can get, mapped to its status, code and headers in
-//! ONE place. Clients get a short message; the cause goes to the log.
+//! ONE place. Domain errors arrive through the `From` impls below, and a
+//! client's message is the domain error's own `Display`, written once where
+//! the rule lives. Database failures reach clients as an opaque 503; their
+//! cause goes to the log (see `http::log_failure`).
 
 use rouille::Response;
 use serde_json::json;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::db::DbError;
+use crate::model::ParseError;
+use crate::users::UserError;
+
+#[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
     AmbiguousCredentials,
     InsufficientCredit {
-        credit: i64,
+        credit_remaining: i64,
         cost: i64,
         retry_after: Option<u64>,
     },
-    InvalidBank,
+    InvalidBank(ParseError),
     UnknownBank,
+    /// Stopping, or nothing to serve with: retry later.
     Unavailable,
+    /// The database failed; clients see `Unavailable`.
+    Database(DbError),
     NotFound,
     MethodNotAllowed,
     HeadersTooLarge,
-    InvalidIdempotencyKey,
+    InvalidIdempotencyKey(ParseError),
     TooManyFailures {
         retry_after: u64,
     },
     AdminDisabled,
-    UserExists(String),
-    UnknownUser(String),
-    InvalidUsername,
+    User(UserError),
+    InvalidUsername(ParseError),
     InvalidCredit(String),
     InvalidBody(String),
     UnknownJob(String),
     Internal,
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        ApiError::Database(e)
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Db(e) => ApiError::Database(e),
+            e => ApiError::User(e),
+        }
+    }
 }
 
 impl ApiError {
@@ -38,23 +62,24 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => 401,
             ApiError::AmbiguousCredentials
-            | ApiError::InvalidBank
-            | ApiError::InvalidIdempotencyKey
-            | ApiError::InvalidUsername
+            | ApiError::InvalidBank(_)
+            | ApiError::InvalidIdempotencyKey(_)
+            | ApiError::InvalidUsername(_)
             | ApiError::InvalidCredit(_)
+            | ApiError::User(UserError::InvalidCredit(_))
             | ApiError::InvalidBody(_) => 400,
             ApiError::InsufficientCredit { .. } => 402,
             ApiError::AdminDisabled => 403,
             ApiError::UnknownBank
             | ApiError::NotFound
-            | ApiError::UnknownUser(_)
+            | ApiError::User(UserError::Unknown(_))
             | ApiError::UnknownJob(_) => 404,
             ApiError::MethodNotAllowed => 405,
-            ApiError::UserExists(_) => 409,
+            ApiError::User(UserError::Exists(_)) => 409,
             ApiError::TooManyFailures { .. } => 429,
             ApiError::HeadersTooLarge => 431,
             ApiError::Internal => 500,
-            ApiError::Unavailable => 503,
+            ApiError::Unavailable | ApiError::Database(_) | ApiError::User(UserError::Db(_)) => 503,
         }
     }
 
@@ -63,19 +88,23 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::AmbiguousCredentials => "ambiguous_credentials",
             ApiError::InsufficientCredit { .. } => "insufficient_credit",
-            ApiError::InvalidBank => "invalid_bank",
+            ApiError::InvalidBank(_) => "invalid_bank",
             ApiError::UnknownBank => "unknown_bank",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable | ApiError::Database(_) | ApiError::User(UserError::Db(_)) => {
+                "unavailable"
+            }
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::HeadersTooLarge => "headers_too_large",
-            ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ApiError::TooManyFailures { .. } => "too_many_failures",
             ApiError::AdminDisabled => "admin_disabled",
-            ApiError::UserExists(_) => "user_exists",
-            ApiError::UnknownUser(_) => "unknown_user",
-            ApiError::InvalidUsername => "invalid_username",
-            ApiError::InvalidCredit(_) => "invalid_credit",
+            ApiError::User(UserError::Exists(_)) => "user_exists",
+            ApiError::User(UserError::Unknown(_)) => "unknown_user",
+            ApiError::InvalidUsername(_) => "invalid_username",
+            ApiError::InvalidCredit(_) | ApiError::User(UserError::InvalidCredit(_)) => {
+                "invalid_credit"
+            }
             ApiError::InvalidBody(_) => "invalid_body",
             ApiError::UnknownJob(_) => "unknown_job",
             ApiError::Internal => "internal",
@@ -91,29 +120,30 @@ impl ApiError {
             ApiError::AmbiguousCredentials => {
                 "credentials were sent in more than one place; send them once".into()
             }
-            ApiError::InsufficientCredit { credit, cost, .. } => {
-                format!("this request costs {cost} credit(s) and {credit} remain")
+            ApiError::InsufficientCredit {
+                credit_remaining,
+                cost,
+                ..
+            } => {
+                format!("this request costs {cost} credit(s) and {credit_remaining} remain")
             }
-            ApiError::InvalidBank => "a bank code is 1 to 16 characters of A-Z a-z 0-9".into(),
+            ApiError::InvalidBank(e)
+            | ApiError::InvalidIdempotencyKey(e)
+            | ApiError::InvalidUsername(e) => e.to_string(),
             ApiError::UnknownBank => "no bank with this code".into(),
-            ApiError::Unavailable => "the service is temporarily unavailable; retry later".into(),
+            ApiError::Unavailable | ApiError::Database(_) | ApiError::User(UserError::Db(_)) => {
+                "the service is temporarily unavailable; retry later".into()
+            }
             ApiError::NotFound => "no such route".into(),
             ApiError::MethodNotAllowed => "this method is not allowed on this route".into(),
             ApiError::HeadersTooLarge => "the request headers exceed 16 KiB".into(),
-            ApiError::InvalidIdempotencyKey => {
-                "an Idempotency-Key is 1 to 128 visible ASCII characters".into()
-            }
             ApiError::TooManyFailures { .. } => {
                 "too many failed authentications from this address; retry later".into()
             }
             ApiError::AdminDisabled => {
                 "the admin API is disabled: CREDITGATE_ADMIN_TOKEN is not set".into()
             }
-            ApiError::UserExists(u) => format!("user {u:?} already exists"),
-            ApiError::UnknownUser(u) => format!("no user {u:?}"),
-            ApiError::InvalidUsername => {
-                "a username is 1 to 64 characters of A-Z a-z 0-9 . _ -".into()
-            }
+            ApiError::User(e) => e.to_string(),
             ApiError::InvalidCredit(m) | ApiError::InvalidBody(m) => m.clone(),
             ApiError::UnknownJob(j) => format!("no job {j:?}"),
             ApiError::Internal => "internal error".into(),
@@ -128,21 +158,52 @@ impl ApiError {
                 r = r.with_additional_header("WWW-Authenticate", "Bearer realm=\"creditgate\"");
             }
             ApiError::InsufficientCredit {
-                credit,
+                credit_remaining,
                 retry_after,
                 ..
             } => {
-                r = r.with_additional_header("X-Credit-Remaining", credit.to_string());
+                r = r.with_additional_header("X-Credit-Remaining", credit_remaining.to_string());
                 if let Some(s) = retry_after {
                     r = r.with_additional_header("Retry-After", s.to_string());
                 }
             }
-            ApiError::Unavailable => r = r.with_additional_header("Retry-After", "2"),
             ApiError::TooManyFailures { retry_after } => {
                 r = r.with_additional_header("Retry-After", retry_after.to_string());
             }
+            _ if self.status() == 503 => r = r.with_additional_header("Retry-After", "2"),
             _ => {}
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_errors_keep_their_own_words() {
+        let e = ApiError::from(UserError::Exists("alice".into()));
+        assert_eq!((e.status(), e.code()), (409, "user_exists"));
+        assert_eq!(e.message(), UserError::Exists("alice".into()).to_string());
+    }
+
+    #[test]
+    fn parse_errors_are_the_message() {
+        let why = crate::model::Username::parse("a b").unwrap_err();
+        let e = ApiError::InvalidUsername(why.clone());
+        assert_eq!(e.message(), why.to_string());
+    }
+
+    #[test]
+    fn database_failures_are_opaque_503s_with_retry_after() {
+        let e = ApiError::from(DbError::MigrationLocked);
+        assert_eq!((e.status(), e.code()), (503, "unavailable"));
+        assert!(!e.message().contains("lock"));
+        let r = e.response();
+        assert!(r
+            .headers
+            .iter()
+            .any(|(k, v)| k == "Retry-After" && v == "2"));
     }
 }

@@ -16,7 +16,8 @@ use rouille::{Request, Response};
 pub use error::ApiError;
 
 use crate::config::Config;
-use crate::db::Pool;
+use crate::db::{DbError, Pool};
+use crate::error::error_chain;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -32,7 +33,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub throttle: Throttle,
     pub shutdown: Shutdown,
-    pub jobs: Option<Arc<Jobs>>,
+    pub jobs: Arc<Jobs>,
     /// Requests inside `handle`; a stop waits for them.
     pub in_flight: AtomicUsize,
 }
@@ -43,7 +44,7 @@ impl AppState {
         pool: Pool,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
-        jobs: Option<Arc<Jobs>>,
+        jobs: Arc<Jobs>,
     ) -> AppState {
         let throttle = Throttle::new(config.auth_fails_per_min);
         AppState {
@@ -158,7 +159,10 @@ fn handle(state: &AppState, req: &Request) -> Response {
             Err(ApiError::Internal)
         })
     };
-    let response = result.unwrap_or_else(|e| e.response());
+    let response = result.unwrap_or_else(|e| {
+        log_failure(state, &ctx, &e);
+        e.response()
+    });
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     state.metrics.request(ctx.route, response.status_code);
     log::info!(
@@ -188,7 +192,7 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
         ["api", "v1.0", "credit"] => {
             ctx.route = "credit";
             allow(method, &["GET"])?;
-            api::credit(state, req, ctx)
+            api::balance(state, req, ctx)
         }
         ["health"] => {
             ctx.route = "health";
@@ -198,7 +202,7 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
         ["ready"] => {
             ctx.route = "ready";
             allow(method, &["GET"])?;
-            api::ready(state, ctx)
+            api::ready(state)
         }
         ["_ah", "warmup"] => {
             ctx.route = "warmup";
@@ -225,6 +229,26 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
             ctx.route = "not_found";
             Err(ApiError::NotFound)
         }
+    }
+}
+
+/// A database failure is counted and logged with its whole cause; the
+/// client only learns that it should retry.
+fn log_failure(state: &AppState, ctx: &Ctx, e: &ApiError) {
+    let ApiError::Database(e) = e else { return };
+    state.metrics.db_error();
+    if let DbError::CommitUnknown(_) = e {
+        // The one 503 that may have been charged: say so where operators
+        // look, with what they need to refund it.
+        state.metrics.commit_unknown();
+        log::error!(
+            "req={} charge in doubt for user={}: {}",
+            ctx.id,
+            ctx.user.as_deref().map(log_safe).unwrap_or_default(),
+            error_chain(e)
+        );
+    } else {
+        log::error!("req={} {}", ctx.id, error_chain(e));
     }
 }
 
@@ -308,21 +332,6 @@ pub fn log_safe(s: &str) -> String {
         out.push('…');
     }
     out
-}
-
-/// `error: cause: cause` on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

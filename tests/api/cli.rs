@@ -2,91 +2,10 @@
 //! goes to stdout (tokens alone, tables, JSON), the one-line reason on stderr
 //! and the exit code of every subcommand.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::helpers::{server_url, spawn_app, TestDb};
-
-/// What one run of the binary left behind.
-#[derive(Debug)]
-pub struct Out {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Out {
-    pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, Some(0), "{self:#?}");
-        self
-    }
-
-    /// Failed, with exactly one line on stderr and nothing on stdout; returns
-    /// that line.
-    pub fn failed(&self) -> &str {
-        assert_ne!(self.code, Some(0), "{self:#?}");
-        assert!(self.code.is_some(), "killed: {self:#?}");
-        assert_eq!(self.stdout, "", "{self:#?}");
-        let line = self.stderr.trim_end_matches('\n');
-        assert!(
-            !line.is_empty() && !line.contains('\n'),
-            "not one line: {self:#?}"
-        );
-        line
-    }
-}
-
-/// The OS user the ledger should name for CLI changes.
-pub const OS_USER: &str = "opsbob";
-
-/// Runs `creditgate ARGS` with `DATABASE_URL = db_url`, for at most 60 s.
-pub fn creditgate(db_url: &str, args: &[&str]) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_creditgate"))
-        .args(args)
-        .env("DATABASE_URL", db_url)
-        .env("USER", OS_USER)
-        .env_remove("SUDO_USER")
-        .env_remove("RUST_LOG")
-        .env_remove("CREDITGATE_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the creditgate binary");
-    // Read both pipes while waiting, so a chatty child cannot block on them.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break child.wait().expect("wait after kill");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Out {
-        code: status.code(),
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
-}
+use crate::helpers::{creditgate, server_url, spawn_app, TestDb};
 
 fn show_json(db: &TestDb, name: &str) -> Value {
     let out = creditgate(&db.url, &["user", "show", name, "--json"]);

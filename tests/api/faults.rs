@@ -12,43 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use creditgate::app::App;
-use creditgate::shutdown::Shutdown;
 use mysql::prelude::Queryable;
 
-use crate::helpers::{in_parallel, request, test_config, TestDb};
+use crate::helpers::{in_parallel, request, TestDb, TestServer};
 use crate::proxy::Proxy;
-
-/// A creditgate `App` (what `creditgate serve` runs) on any database URL,
-/// stopped when dropped.
-struct Server {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    thread: Option<JoinHandle<String>>,
-}
-
-impl Server {
-    fn start(db_url: &str, vars: &[(&str, &str)]) -> Server {
-        let config = test_config(db_url, &creditgate::token::generate(), vars);
-        let shutdown = Shutdown::new();
-        let app = App::build(config, shutdown.clone()).expect("app starts");
-        let addr = app.addr();
-        Server {
-            addr,
-            shutdown,
-            thread: Some(std::thread::spawn(move || app.run())),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.trigger("test over");
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// One answer seen by a client.
 #[derive(Debug, Clone)]
@@ -157,7 +124,7 @@ fn the_database_vanishing_mid_load_costs_only_503s_and_heals_by_itself() {
     let token = db.add_user("alice", START);
     let proxy = Proxy::to_test_server();
     let timeout = Duration::from_millis(1000);
-    let server = Server::start(
+    let server = TestServer::start(
         &proxy.url(&db.name),
         &[
             ("CREDITGATE_THREADS", "8"),
@@ -257,7 +224,7 @@ fn an_exhausted_pool_answers_503_in_time_without_deadlock() {
     const START: i64 = 1_000_000;
     let db = TestDb::new();
     let token = db.add_user("alice", START);
-    let server = Server::start(
+    let server = TestServer::start(
         &db.url,
         &[
             ("CREDITGATE_THREADS", "16"),
@@ -320,8 +287,8 @@ fn two_servers_on_one_database_charge_exactly_the_credit() {
     // one database; 800 requests for a credit of 400.
     let db = TestDb::new();
     let token = db.add_user("alice", 400);
-    let a = Server::start(&db.url, &[]);
-    let b = Server::start(&db.url, &[]);
+    let a = TestServer::start(&db.url, &[]);
+    let b = TestServer::start(&db.url, &[]);
     let (a_addr, b_addr) = (a.addr, b.addr);
     let auth = Arc::new(format!("Bearer alice:{token}"));
     // Act

@@ -7,17 +7,18 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use creditgate::app::App;
 use creditgate::config::Config;
 use creditgate::db::{self, Pool};
 use creditgate::ledger::Reason;
-use creditgate::model::{RefillDay, Username};
+use creditgate::model::{Credit, ImportedToken, RefillDay, Username};
 use creditgate::shutdown::Shutdown;
 use creditgate::users::{self, NewUser};
 use mysql::prelude::Queryable;
@@ -71,11 +72,12 @@ impl TestDb {
     ) -> String {
         let new = NewUser {
             username: Username::parse(name).unwrap(),
-            credit,
-            monthly_credit: monthly,
+            credit: credit.map(|c| Credit::new(c).expect("a test credit is not negative")),
+            monthly_credit: monthly
+                .map(|c| Credit::new(c).expect("a test allowance is not negative")),
             refill_day: RefillDay::default(),
             email: None,
-            token: token.map(str::to_string),
+            token: token.map(|t| ImportedToken::parse(t).expect("a usable test token")),
         };
         users::create(&self.pool, new, Reason::Create, "test", Utc::now())
             .expect("create user")
@@ -111,13 +113,51 @@ impl Drop for TestDb {
 }
 
 /// The real server (the same `App` that `creditgate serve` runs) on a free
-/// port of 127.0.0.1, stopped when dropped.
-pub struct TestApp {
+/// port of 127.0.0.1, on any database URL, stopped when dropped. Several
+/// may share one database.
+pub struct TestServer {
     pub addr: SocketAddr,
     pub admin_token: String,
     pub shutdown: Shutdown,
     thread: Option<JoinHandle<String>>,
+}
+
+impl TestServer {
+    pub fn start(db_url: &str, vars: &[(&str, &str)]) -> TestServer {
+        let admin_token = creditgate::token::generate();
+        let config = test_config(db_url, &admin_token, vars);
+        let shutdown = Shutdown::new();
+        let app = App::build(config, shutdown.clone()).expect("app starts");
+        let addr = app.addr();
+        let thread = std::thread::spawn(move || app.run());
+        TestServer {
+            addr,
+            admin_token,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// A `TestServer` on its own fresh database. Derefs to the server, so
+/// `app.addr` and `app.admin(…)` work; the server stops before the
+/// database is dropped (field order).
+pub struct TestApp {
+    pub server: TestServer,
     pub db: TestDb,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for TestApp {
+    fn deref_mut(&mut self) -> &mut TestServer {
+        &mut self.server
+    }
 }
 
 pub fn spawn_app() -> TestApp {
@@ -132,17 +172,8 @@ pub fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
 /// Like `spawn_app_with`, on a database the test prepared (a `DATABASE_URL`
 /// in `vars` wins, e.g. one through a proxy to `db`).
 pub fn spawn_app_on(db: TestDb, vars: &[(&str, &str)]) -> TestApp {
-    let admin_token = creditgate::token::generate();
-    let config = test_config(&db.url, &admin_token, vars);
-    let shutdown = Shutdown::new();
-    let app = App::build(config, shutdown.clone()).expect("app starts");
-    let addr = app.addr();
-    let thread = std::thread::spawn(move || app.run());
     TestApp {
-        addr,
-        admin_token,
-        shutdown,
-        thread: Some(thread),
+        server: TestServer::start(&db.url, vars),
         db,
     }
 }
@@ -163,7 +194,7 @@ pub fn test_config(db_url: &str, admin_token: &str, vars: &[(&str, &str)]) -> Co
     Config::from_lookup(|k| map.get(k).cloned()).expect("test config is valid")
 }
 
-impl TestApp {
+impl TestServer {
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
         request(self.addr, "GET", path, headers, None)
     }
@@ -199,7 +230,7 @@ impl TestApp {
     }
 }
 
-impl Drop for TestApp {
+impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
     }
@@ -308,4 +339,81 @@ pub fn in_parallel<T: Send + 'static>(
         .into_iter()
         .map(|h| h.join().expect("worker thread"))
         .collect()
+}
+
+/// What one run of the binary left behind.
+#[derive(Debug)]
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, Some(0), "{self:#?}");
+        self
+    }
+
+    /// Failed, with exactly one line on stderr and nothing on stdout; returns
+    /// that line.
+    pub fn failed(&self) -> &str {
+        assert_ne!(self.code, Some(0), "{self:#?}");
+        assert!(self.code.is_some(), "killed: {self:#?}");
+        assert_eq!(self.stdout, "", "{self:#?}");
+        let line = self.stderr.trim_end_matches('\n');
+        assert!(
+            !line.is_empty() && !line.contains('\n'),
+            "not one line: {self:#?}"
+        );
+        line
+    }
+}
+
+/// The OS user the ledger should name for CLI changes.
+pub const OS_USER: &str = "opsbob";
+
+/// Runs `creditgate ARGS` with `DATABASE_URL = db_url`, for at most 60 s.
+pub fn creditgate(db_url: &str, args: &[&str]) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_creditgate"))
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .env("USER", OS_USER)
+        .env_remove("SUDO_USER")
+        .env_remove("RUST_LOG")
+        .env_remove("CREDITGATE_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the creditgate binary");
+    // Read both pipes while waiting, so a chatty child cannot block on them.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait after kill");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Out {
+        code: status.code(),
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
 }

@@ -4,7 +4,7 @@
 
 use mysql::prelude::Queryable;
 
-use crate::cli::creditgate;
+use crate::helpers::creditgate;
 use crate::helpers::{request, spawn_app, TestDb};
 
 /// A second fresh database holding only the sample's `users` table (plus

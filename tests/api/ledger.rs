@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use mysql::prelude::Queryable;
 
-use crate::cli::creditgate;
+use crate::helpers::creditgate;
 use crate::helpers::{request, spawn_app, TestApp};
 use crate::import::legacy_db;
 

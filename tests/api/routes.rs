@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use creditgate::db;
 use creditgate::http::{self, AppState};
+use creditgate::jobs::Jobs;
 use creditgate::metrics::Metrics;
 use creditgate::shutdown::Shutdown;
 
@@ -120,13 +121,9 @@ fn an_unreachable_database_is_503_with_retry_after() {
     let config = test_config(dead_url, "admin", &[("CREDITGATE_DB_TIMEOUT_MS", "300")]);
     let pool = db::pool(dead_url, 2, Duration::from_millis(300)).unwrap();
     let shutdown = Shutdown::new();
-    let state = Arc::new(AppState::new(
-        config,
-        pool,
-        Arc::new(Metrics::default()),
-        shutdown.clone(),
-        None,
-    ));
+    let metrics = Arc::new(Metrics::default());
+    let jobs = Arc::new(Jobs::new(Vec::new(), Arc::clone(&metrics)));
+    let state = Arc::new(AppState::new(config, pool, metrics, shutdown.clone(), jobs));
     let server = http::bind(state).unwrap();
     let addr = server.addr();
     let stopper = shutdown.clone();
