@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod credit;
 pub mod db;
+pub mod gateway;
 pub mod http;
 pub mod import;
 pub mod jobs;
