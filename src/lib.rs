@@ -7,6 +7,7 @@ pub mod config;
 pub mod credit;
 pub mod db;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod import;
 pub mod jobs;
