@@ -61,6 +61,8 @@ pub struct Config {
     pub heartbeat: Duration,
     pub query_token: bool,
     pub auth_fails_per_min: u32,
+    /// The largest request body a gateway route takes (it is buffered).
+    pub max_body_bytes: u64,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/creditgate";
@@ -110,6 +112,8 @@ impl Config {
             )?,
             auth_fails_per_min: number(&var, "CREDITGATE_AUTH_FAILS_PER_MIN", 1, 1_000_000)?
                 .unwrap_or(30) as u32,
+            max_body_bytes: number(&var, "CREDITGATE_MAX_BODY_BYTES", 0, 1 << 30)?
+                .unwrap_or(1_048_576),
         })
     }
 }
@@ -232,6 +236,7 @@ mod tests {
         assert!(c.query_token);
         assert_eq!(c.auth_fails_per_min, 30);
         assert_eq!(c.db_start_wait, Duration::from_secs(20));
+        assert_eq!(c.max_body_bytes, 1_048_576);
     }
 
     #[test]
@@ -244,6 +249,7 @@ mod tests {
             ("CREDITGATE_HEARTBEAT_SECS", "1.5"),
             ("CREDITGATE_QUERY_TOKEN", "maybe"),
             ("CREDITGATE_AUTH_FAILS_PER_MIN", "0"),
+            ("CREDITGATE_MAX_BODY_BYTES", "2GB"),
             ("CREDITGATE_SMTP_URL", "http://x"),
             ("CREDITGATE_ALERT_TO", "ops"),
             ("DATABASE_URL", "postgres://x"),

@@ -71,10 +71,10 @@ impl fmt::Display for AuthFailure {
 }
 
 /// The columns authentication and the credit check need.
-struct Account {
-    id: u64,
+pub(crate) struct Account {
+    pub(crate) id: u64,
     token_hash: String,
-    credit: i64,
+    pub(crate) credit: i64,
     monthly_credit: Option<i64>,
     refill_day: u32,
     credit_period: Option<String>,
@@ -99,7 +99,7 @@ impl Account {
         }
     }
 
-    fn next_refill(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_refill(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.monthly_credit?;
         let day = RefillDay::parse(self.refill_day as i64).unwrap_or_default();
         let period = self
@@ -114,7 +114,7 @@ impl Account {
 /// name that cannot exist must not reach it: `users.username` is ASCII with
 /// a PAD SPACE collation, so MariaDB fails on a non-ASCII name (a 503, not a
 /// miss) and finds `alice` for `alice ` (a token sent as `alice :T` worked).
-fn lookup_name(credentials: &Credentials) -> Result<Username, AuthFailure> {
+pub(crate) fn lookup_name(credentials: &Credentials) -> Result<Username, AuthFailure> {
     Username::parse(&credentials.username).map_err(|_| {
         token::verify_dummy(&credentials.token);
         AuthFailure::UnknownUser
@@ -191,7 +191,7 @@ pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
 }
 
 /// Locks the user's row for the rest of `tx` and authenticates against it.
-fn lock_account(
+pub(crate) fn lock_account(
     tx: &mut impl Queryable,
     name: &Username,
     token: &str,
@@ -235,14 +235,14 @@ fn remember(
 
 /// What taking `cost` from a locked account did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Debit {
+pub(crate) enum Debit {
     Done { credit_remaining: i64 },
     Insufficient,
 }
 
 /// Takes `cost` from the locked account and counts the call under
 /// `endpoint`, or does nothing when the credit is short.
-fn debit(
+pub(crate) fn debit(
     tx: &mut impl Queryable,
     account: &Account,
     cost: i64,

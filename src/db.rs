@@ -110,6 +110,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0006_create_idempotency_keys.sql",
         include_str!("../sql/0006_create_idempotency_keys.sql"),
     ),
+    (
+        7,
+        "0007_create_routes.sql",
+        include_str!("../sql/0007_create_routes.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {

@@ -5,3 +5,5 @@
 //! charge → forward → refund) and the route table cache come on top of these.
 
 pub mod routes;
+pub mod store;
+pub mod billing;

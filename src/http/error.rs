@@ -8,6 +8,7 @@ use rouille::Response;
 use serde_json::json;
 
 use crate::db::DbError;
+use crate::gateway::store::RouteError;
 use crate::model::ParseError;
 use crate::users::UserError;
 
@@ -39,7 +40,27 @@ pub enum ApiError {
     InvalidCredit(String),
     InvalidBody(String),
     UnknownJob(String),
+    Route(RouteError),
+    /// A gateway request body over `CREDITGATE_MAX_BODY_BYTES`.
+    BodyTooLarge {
+        limit: u64,
+    },
+    /// The same Idempotency-Key is still in flight on a gateway route.
+    IdempotencyInProgress,
+    /// A gateway route's upstream could not be reached (refunded).
+    UpstreamUnavailable,
+    /// A gateway route's upstream did not answer in time (refunded).
+    UpstreamTimeout,
     Internal,
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::Db(e) => ApiError::Database(e),
+            e => ApiError::Route(e),
+        }
+    }
 }
 
 impl From<DbError> for ApiError {
@@ -67,19 +88,29 @@ impl ApiError {
             | ApiError::InvalidUsername(_)
             | ApiError::InvalidCredit(_)
             | ApiError::User(UserError::InvalidCredit(_))
+            | ApiError::Route(RouteError::Invalid(_))
             | ApiError::InvalidBody(_) => 400,
             ApiError::InsufficientCredit { .. } => 402,
             ApiError::AdminDisabled => 403,
             ApiError::UnknownBank
             | ApiError::NotFound
             | ApiError::User(UserError::Unknown(_))
+            | ApiError::Route(RouteError::Unknown(_))
             | ApiError::UnknownJob(_) => 404,
             ApiError::MethodNotAllowed => 405,
-            ApiError::User(UserError::Exists(_)) => 409,
+            ApiError::User(UserError::Exists(_))
+            | ApiError::Route(RouteError::Exists(_))
+            | ApiError::IdempotencyInProgress => 409,
+            ApiError::BodyTooLarge { .. } => 413,
             ApiError::TooManyFailures { .. } => 429,
             ApiError::HeadersTooLarge => 431,
             ApiError::Internal => 500,
-            ApiError::Unavailable | ApiError::Database(_) | ApiError::User(UserError::Db(_)) => 503,
+            ApiError::UpstreamUnavailable => 502,
+            ApiError::UpstreamTimeout => 504,
+            ApiError::Unavailable
+            | ApiError::Database(_)
+            | ApiError::User(UserError::Db(_))
+            | ApiError::Route(RouteError::Db(_)) => 503,
         }
     }
 
@@ -90,9 +121,10 @@ impl ApiError {
             ApiError::InsufficientCredit { .. } => "insufficient_credit",
             ApiError::InvalidBank(_) => "invalid_bank",
             ApiError::UnknownBank => "unknown_bank",
-            ApiError::Unavailable | ApiError::Database(_) | ApiError::User(UserError::Db(_)) => {
-                "unavailable"
-            }
+            ApiError::Unavailable
+            | ApiError::Database(_)
+            | ApiError::User(UserError::Db(_))
+            | ApiError::Route(RouteError::Db(_)) => "unavailable",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::HeadersTooLarge => "headers_too_large",
@@ -107,6 +139,13 @@ impl ApiError {
             }
             ApiError::InvalidBody(_) => "invalid_body",
             ApiError::UnknownJob(_) => "unknown_job",
+            ApiError::Route(RouteError::Invalid(_)) => "invalid_route",
+            ApiError::Route(RouteError::Exists(_)) => "route_exists",
+            ApiError::Route(RouteError::Unknown(_)) => "unknown_route",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::IdempotencyInProgress => "idempotency_in_progress",
+            ApiError::UpstreamUnavailable => "upstream_unavailable",
+            ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Internal => "internal",
         }
     }
@@ -131,7 +170,10 @@ impl ApiError {
             | ApiError::InvalidIdempotencyKey(e)
             | ApiError::InvalidUsername(e) => e.to_string(),
             ApiError::UnknownBank => "no bank with this code".into(),
-            ApiError::Unavailable | ApiError::Database(_) | ApiError::User(UserError::Db(_)) => {
+            ApiError::Unavailable
+            | ApiError::Database(_)
+            | ApiError::User(UserError::Db(_))
+            | ApiError::Route(RouteError::Db(_)) => {
                 "the service is temporarily unavailable; retry later".into()
             }
             ApiError::NotFound => "no such route".into(),
@@ -146,6 +188,19 @@ impl ApiError {
             ApiError::User(e) => e.to_string(),
             ApiError::InvalidCredit(m) | ApiError::InvalidBody(m) => m.clone(),
             ApiError::UnknownJob(j) => format!("no job {j:?}"),
+            ApiError::Route(e) => e.to_string(),
+            ApiError::BodyTooLarge { limit } => {
+                format!("the request body is over {limit} bytes; nothing was charged")
+            }
+            ApiError::IdempotencyInProgress => {
+                "a request with this Idempotency-Key is still in flight; retry in a second".into()
+            }
+            ApiError::UpstreamUnavailable => {
+                "the upstream could not be reached; the charge was refunded".into()
+            }
+            ApiError::UpstreamTimeout => {
+                "the upstream did not answer in time; the charge was refunded".into()
+            }
             ApiError::Internal => "internal error".into(),
         }
     }
@@ -170,6 +225,7 @@ impl ApiError {
             ApiError::TooManyFailures { retry_after } => {
                 r = r.with_additional_header("Retry-After", retry_after.to_string());
             }
+            ApiError::IdempotencyInProgress => r = r.with_additional_header("Retry-After", "1"),
             _ if self.status() == 503 => r = r.with_additional_header("Retry-After", "2"),
             _ => {}
         }
