@@ -4,4 +4,5 @@
 //! upstream call and the header rules in and out. The request flow (match →
 //! charge → forward → refund) and the route table cache come on top of these.
 
+pub mod forward;
 pub mod routes;
