@@ -4,6 +4,7 @@
 //! upstream call and the header rules in and out. The request flow (match →
 //! charge → forward → refund) and the route table cache come on top of these.
 
+pub mod forward;
 pub mod routes;
 pub mod store;
 pub mod billing;

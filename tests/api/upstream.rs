@@ -1,0 +1,197 @@
+//! Test support: a real upstream HTTP server for the gateway-route tests,
+//! on tiny_http and a random loopback port. One server serves every
+//! behaviour, chosen by the request path, and records each request it gets
+//! so a test can check what creditgate forwarded:
+//! - `/status/<code>`: that status, a small JSON body;
+//! - `/sleep/<ms>`: waits, then 200;
+//! - `/bytes/<n>`: n bytes generated while they are sent, never held whole,
+//!   with a `Content-Length` (or chunked, with `?chunked`);
+//! - anything else (`/echo…`): 200 with the request described as JSON, plus
+//!   `X-Upstream: yes` and the hop-by-hop `Keep-Alive: timeout=5` creditgate
+//!   must strip. tiny_http refuses to send a `Connection` header of a
+//!   handler's (`Response::add_header`), so stripping that one and the
+//!   headers it names is covered by `gateway::forward`'s unit tests.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use tiny_http::{Header, Request, Response, Server, StatusCode};
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, as sent.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub peer: Option<SocketAddr>,
+}
+
+impl Seen {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    server: Arc<Server>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    accept_loop: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let server = Arc::new(Server::http("127.0.0.1:0").expect("bind the test upstream"));
+        let addr = server.server_addr().to_ip().expect("a TCP address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept_loop = {
+            let (server, seen, stop) = (server.clone(), seen.clone(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match server.recv_timeout(Duration::from_millis(100)) {
+                        // A thread per request, so /sleep does not hold up
+                        // the requests of other tests.
+                        Ok(Some(request)) => {
+                            let seen = seen.clone();
+                            thread::spawn(move || handle(request, &seen));
+                        }
+                        Ok(None) => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        };
+        Upstream {
+            addr,
+            server,
+            seen,
+            stop,
+            accept_loop: Some(accept_loop),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`, for `--upstream`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, in order of arrival.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many TCP connections the requests so far came over. tiny_http
+    /// does not report accepts, so this counts distinct client addresses
+    /// (each connection has its own source port): enough to show that
+    /// keep-alive connections are reused.
+    pub fn connections(&self) -> usize {
+        let peers: HashSet<SocketAddr> = self.seen().iter().filter_map(|s| s.peer).collect();
+        peers.len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        if let Some(t) = self.accept_loop.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn handle(mut request: Request, seen: &Mutex<Vec<Seen>>) {
+    let mut body = Vec::new();
+    let _ = request.as_reader().read_to_end(&mut body);
+    let record = Seen {
+        method: request.method().as_str().to_string(),
+        url: request.url().to_string(),
+        headers: request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_string()))
+            .collect(),
+        body,
+        peer: request.remote_addr().copied(),
+    };
+    seen.lock().unwrap().push(record.clone());
+    let path = record.url.split('?').next().unwrap_or("").to_string();
+    let _ = if let Some(code) = path.strip_prefix("/status/") {
+        let code: u16 = code.parse().unwrap_or(400);
+        let json = serde_json::json!({ "status": code }).to_string();
+        request.respond(json_response(code, json))
+    } else if let Some(ms) = path.strip_prefix("/sleep/") {
+        thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+        request.respond(json_response(200, r#"{"slept":true}"#.to_string()))
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: u64 = n.parse().unwrap_or(0);
+        let chunked = record.url.ends_with("?chunked");
+        let response = Response::new(
+            StatusCode(200),
+            vec![header("Content-Type", "application/octet-stream")],
+            Generated { left: n },
+            (!chunked).then_some(n as usize),
+            None,
+        )
+        // tiny_http sends a body of 32 KiB or more chunked even when its
+        // length is known; here a known length is sent as Content-Length.
+        .with_chunked_threshold(usize::MAX);
+        request.respond(response)
+    } else {
+        request.respond(echo(&record))
+    };
+}
+
+/// The echo answer: the request as JSON, with the headers to strip.
+fn echo(seen: &Seen) -> Response<io::Cursor<Vec<u8>>> {
+    let json = serde_json::json!({
+        "method": seen.method,
+        "url": seen.url,
+        "headers": seen.headers,
+        "body": String::from_utf8_lossy(&seen.body),
+    });
+    json_response(200, json.to_string())
+        .with_header(header("X-Upstream", "yes"))
+        .with_header(header("Keep-Alive", "timeout=5"))
+}
+
+fn json_response(code: u16, body: String) -> Response<io::Cursor<Vec<u8>>> {
+    Response::from_string(body)
+        .with_status_code(code)
+        .with_header(header("Content-Type", "application/json"))
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+}
+
+/// `left` more bytes of a repeating pattern, made as they are read.
+struct Generated {
+    left: u64,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.left.min(64 * 1024) as usize);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = b'a' + (i % 26) as u8;
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
