@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::credit;
 use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
+use crate::gateway::Gateway;
 use crate::http::{self, AppState, BindError, HttpServer};
 use crate::jobs::{Job, Jobs};
 use crate::mail::Mailer;
@@ -52,6 +53,8 @@ impl std::error::Error for StartError {}
 pub struct App {
     server: HttpServer,
     jobs: Arc<Jobs>,
+    gateway: Arc<Gateway>,
+    pool: Pool,
     mailer: Mailer,
     shutdown: Shutdown,
 }
@@ -62,9 +65,16 @@ impl App {
     pub fn build(config: Config, shutdown: Shutdown) -> Result<App, StartError> {
         let mailer = Mailer::start(&config).map_err(StartError::Mail)?;
         match start(config, shutdown.clone(), mailer.clone()) {
-            Ok((server, jobs)) => Ok(App {
+            Ok(Started {
                 server,
                 jobs,
+                gateway,
+                pool,
+            }) => Ok(App {
+                server,
+                jobs,
+                gateway,
+                pool,
                 mailer,
                 shutdown,
             }),
@@ -91,8 +101,12 @@ impl App {
     /// reason.
     pub fn run(self) -> String {
         let schedule = self.jobs.start();
+        let routes = self
+            .gateway
+            .keep_fresh(self.pool.clone(), self.shutdown.clone());
         self.server.run(&self.shutdown, STOP_GRACE);
         schedule.stop();
+        let _ = routes.join();
         let reason = self.shutdown.reason().unwrap_or_else(|| "unknown".into());
         log::info!("stopped: {reason}");
         self.mailer.send_and_wait(
@@ -105,11 +119,15 @@ impl App {
     }
 }
 
-fn start(
-    config: Config,
-    shutdown: Shutdown,
-    mailer: Mailer,
-) -> Result<(HttpServer, Arc<Jobs>), StartError> {
+/// What `start` made.
+struct Started {
+    server: HttpServer,
+    jobs: Arc<Jobs>,
+    gateway: Arc<Gateway>,
+    pool: Pool,
+}
+
+fn start(config: Config, shutdown: Shutdown, mailer: Mailer) -> Result<Started, StartError> {
     let pool = db::pool(
         config.database_url.expose(),
         config.db_pool,
@@ -123,15 +141,24 @@ fn start(
     // A refill missed while the service was down happens before the first
     // request is served.
     jobs.run_now("monthly-refill");
+    // Keep-alive connections per upstream: one per worker thread.
+    let gateway = Arc::new(Gateway::new(config.threads));
+    gateway.reload(&pool).map_err(StartError::Db)?;
     let state = Arc::new(AppState::new(
         config,
-        pool,
+        pool.clone(),
         metrics,
         shutdown,
         Arc::clone(&jobs),
+        Arc::clone(&gateway),
     ));
     let server = http::bind(state).map_err(StartError::Bind)?;
-    Ok((server, jobs))
+    Ok(Started {
+        server,
+        jobs,
+        gateway,
+        pool,
+    })
 }
 
 /// `heartbeat` (the sample's job `main`), `monthly-refill` and

@@ -15,6 +15,8 @@ use crate::config::{Config, ConfigError};
 use crate::credit;
 use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
+use crate::gateway::routes::{NewRoute, Prefix, RawRoute, Route};
+use crate::gateway::store::{self, RouteError};
 use crate::import::{ImportError, Progress};
 use crate::ledger::Reason;
 use crate::model::{
@@ -42,6 +44,9 @@ pub enum Command {
     /// Manage banks, the priced resources.
     #[command(subcommand)]
     Bank(BankCommand),
+    /// Manage gateway routes: other HTTP APIs metered behind creditgate.
+    #[command(subcommand)]
+    Route(RouteCommand),
     /// Run the monthly refill now (for this month, or for --period).
     Refill {
         /// The month to refill, YYYY-MM; users whose refill moment in it has passed.
@@ -137,6 +142,40 @@ pub enum BankCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum RouteCommand {
+    /// Meter requests under PREFIX and forward them to --upstream.
+    Add {
+        /// The path prefix, e.g. /weather (requests to /weather and /weather/…).
+        prefix: String,
+        /// http://host[:port][/base] or https://…
+        #[arg(long)]
+        upstream: String,
+        /// Credits per request (0 = free).
+        #[arg(long, default_value = "1", allow_negative_numbers = true)]
+        cost: String,
+        /// Allowed methods, comma-separated (default: any).
+        #[arg(long, default_value = "")]
+        methods: String,
+        /// Which upstream answers are billed: 2xx, non-5xx or always.
+        #[arg(long, default_value = "2xx")]
+        charge_on: String,
+        /// Connect + whole answer, 1 to 600000 ms.
+        #[arg(long, default_value_t = 30_000, allow_negative_numbers = true)]
+        timeout_ms: i64,
+        /// Forward /prefix/x as /x.
+        #[arg(long)]
+        strip_prefix: bool,
+    },
+    /// List routes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the route with this prefix.
+    Remove { prefix: String },
+}
+
 #[derive(Args, Debug)]
 pub struct UsageArgs {
     /// Only this user.
@@ -176,6 +215,7 @@ cli_error_from!(
     DbError,
     UserError,
     BankError,
+    RouteError,
     ImportError,
     ConfigError,
     crate::app::StartError,
@@ -256,6 +296,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Route(cmd) => route(&connect(&config)?, cmd),
         Command::Refill { period } => {
             let now = Utc::now();
             let period = match period {
@@ -386,6 +427,96 @@ fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
         ),
     }
     Ok(())
+}
+
+fn route(pool: &Pool, cmd: RouteCommand) -> Result<(), CliError> {
+    match cmd {
+        RouteCommand::Add {
+            prefix,
+            upstream,
+            cost,
+            methods,
+            charge_on,
+            timeout_ms,
+            strip_prefix,
+        } => {
+            let raw = RawRoute {
+                prefix,
+                upstream,
+                cost: Some(
+                    Credit::parse(&cost)
+                        .map_err(|e| CliError(format!("--cost: {e}")))?
+                        .get(),
+                ),
+                methods: vec![methods],
+                charge_on: Some(charge_on),
+                timeout_ms: Some(timeout_ms),
+                strip_prefix,
+            };
+            let new = NewRoute::from_raw(&raw).map_err(RouteError::Invalid)?;
+            let r = store::add(pool, new)?;
+            eprintln!(
+                "added route {} -> {} (cost {}, id {}); running servers pick it up within {} s",
+                r.prefix,
+                r.upstream,
+                r.cost,
+                r.id,
+                crate::gateway::REFRESH.as_secs()
+            );
+        }
+        RouteCommand::List { json } => {
+            let list = store::list(pool)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "routes": list }))
+                        .expect("routes serialise")
+                );
+            } else {
+                print!("{}", route_table(&list));
+            }
+        }
+        RouteCommand::Remove { prefix } => {
+            let r = store::remove_prefix(pool, &Prefix::parse(&prefix)?)?;
+            eprintln!("removed route {} -> {}", r.prefix, r.upstream);
+        }
+    }
+    Ok(())
+}
+
+fn route_table(list: &[Route]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.prefix.to_string(),
+                r.upstream.to_string(),
+                r.cost.to_string(),
+                if r.methods.as_slice().is_empty() {
+                    "any".into()
+                } else {
+                    r.methods.as_slice().join(",")
+                },
+                r.charge_on.as_str().into(),
+                r.timeout_ms.to_string(),
+                if r.strip_prefix { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "PREFIX",
+            "UPSTREAM",
+            "COST",
+            "METHODS",
+            "CHARGE_ON",
+            "TIMEOUT_MS",
+            "STRIP",
+        ],
+        &rows,
+    )
 }
 
 /// `import-legacy`: the import reports, this prints. On a terminal the

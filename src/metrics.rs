@@ -5,6 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the upstream latency histogram's buckets.
+const UPSTREAM_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -14,6 +20,11 @@ pub struct Metrics {
     auth_failures: AtomicU64,
     db_errors: AtomicU64,
     commits_unknown: AtomicU64,
+    upstream_requests: Mutex<BTreeMap<(String, String), u64>>,
+    /// Counts per bucket of `UPSTREAM_BUCKETS` (not cumulative), then +Inf.
+    upstream_buckets: Mutex<[u64; UPSTREAM_BUCKETS.len() + 1]>,
+    upstream_micros: AtomicU64,
+    refunds: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Pool figures at scrape time.
@@ -58,15 +69,82 @@ impl Metrics {
         self.commits_unknown.fetch_add(1, Relaxed);
     }
 
+    /// One upstream call of a gateway route: its status (or `timeout`,
+    /// `unavailable`) and how long until the answer's head arrived.
+    pub fn upstream(&self, route: &str, status: &str, took: Duration) {
+        *self
+            .upstream_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((route.to_string(), status.to_string()))
+            .or_insert(0) += 1;
+        let secs = took.as_secs_f64();
+        let bucket = UPSTREAM_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(UPSTREAM_BUCKETS.len());
+        self.upstream_buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())[bucket] += 1;
+        self.upstream_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    pub fn refund(&self, route: &str) {
+        *self
+            .refunds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(route.to_string())
+            .or_insert(0) += 1;
+    }
+
+    /// The histogram's samples: cumulative buckets, then sum and count.
+    fn upstream_histogram(&self) -> (Vec<(String, u64)>, f64, u64) {
+        let counts = *self
+            .upstream_buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut total = 0;
+        let mut samples = Vec::new();
+        for (i, n) in counts.iter().enumerate() {
+            total += n;
+            let le = UPSTREAM_BUCKETS
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".into());
+            samples.push((format!("le=\"{le}\""), total));
+        }
+        let sum = self.upstream_micros.load(Relaxed) as f64 / 1e6;
+        (samples, sum, total)
+    }
+
     /// The exposition text: one entry per metric family, in a fixed order.
     pub fn render(&self, pool: PoolGauges) -> String {
+        let mut families = self.process_families(pool);
+        families.extend(self.job_and_gateway_families());
+        let mut out = String::new();
+        for (name, kind, text, samples) in families {
+            let _ = writeln!(out, "# HELP {name} {text}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {value}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                }
+            }
+        }
+        self.write_upstream_histogram(&mut out);
+        out
+    }
+
+    /// Requests, credits, failures and the pool.
+    fn process_families(&self, pool: PoolGauges) -> Vec<Family> {
         let requests = lines(&self.requests, |(route, status)| {
             format!("route=\"{route}\",status=\"{status}\"")
         });
-        let job_runs = lines(&self.job_runs, |(job, result)| {
-            format!("job=\"{job}\",result=\"{result}\"")
-        });
-        let families: [Family; 9] = [
+        vec![
             (
                 "creditgate_build_info",
                 "gauge",
@@ -118,26 +196,53 @@ impl Metrics {
                 "Configured pool size.",
                 vec![(String::new(), pool.max.into())],
             ),
+        ]
+    }
+
+    /// Scheduled jobs and gateway routes.
+    fn job_and_gateway_families(&self) -> Vec<Family> {
+        let job_runs = lines(&self.job_runs, |(job, result)| {
+            format!("job=\"{job}\",result=\"{result}\"")
+        });
+        let upstream = lines(&self.upstream_requests, |(route, status)| {
+            format!("route=\"{route}\",status=\"{status}\"")
+        });
+        let refunds = lines(&self.refunds, |route| format!("route=\"{route}\""));
+        vec![
             (
                 "creditgate_job_runs_total",
                 "counter",
                 "Scheduled job runs, by job and result.",
                 job_runs,
             ),
-        ];
-        let mut out = String::new();
-        for (name, kind, text, samples) in families {
-            let _ = writeln!(out, "# HELP {name} {text}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {value}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
-                }
-            }
+            (
+                "creditgate_upstream_requests_total",
+                "counter",
+                "Gateway calls to upstreams, by route and status (or timeout, unavailable).",
+                upstream,
+            ),
+            (
+                "creditgate_refunds_total",
+                "counter",
+                "Gateway charges refunded, by route.",
+                refunds,
+            ),
+        ]
+    }
+
+    fn write_upstream_histogram(&self, out: &mut String) {
+        let (buckets, sum, count) = self.upstream_histogram();
+        let name = "creditgate_upstream_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Seconds until an upstream's answer head arrived."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (le, n) in buckets {
+            let _ = writeln!(out, "{name}_bucket{{{le}}} {n}");
         }
-        out
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
     }
 }
 
@@ -167,6 +272,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_upstream_histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.upstream("/w", "200", Duration::from_millis(3));
+        m.upstream("/w", "500", Duration::from_millis(300));
+        m.upstream("/w", "timeout", Duration::from_secs(100));
+        let text = m.render(PoolGauges {
+            in_use: 0,
+            idle: 0,
+            max: 1,
+        });
+        assert!(text.contains("creditgate_upstream_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("creditgate_upstream_seconds_bucket{le=\"0.5\"} 2\n"));
+        assert!(text.contains("creditgate_upstream_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("creditgate_upstream_seconds_count 3\n"));
+        assert!(text
+            .contains("creditgate_upstream_requests_total{route=\"/w\",status=\"timeout\"} 1\n"));
+    }
+
+    #[test]
     fn every_family_has_help_type_and_its_samples() {
         let m = Metrics::default();
         m.request("banks_data", 200);
@@ -183,6 +307,6 @@ mod tests {
         assert!(text.contains("creditgate_credits_charged_total 3\n"));
         assert!(text.contains("creditgate_db_pool_connections{state=\"idle\"} 2\n"));
         assert!(text.contains("creditgate_db_pool_max_connections 8\n"));
-        assert_eq!(text.matches("# HELP ").count(), 9);
+        assert_eq!(text.matches("# HELP ").count(), 12);
     }
 }

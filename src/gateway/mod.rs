@@ -1,10 +1,316 @@
 //! Gateway routes: any HTTP API put behind creditgate's metering (SPEC,
 //! "Gateway routes"). `routes` holds the pure rules (what a route is, which
-//! route a path belongs to, what path the upstream sees); `forward` holds the
-//! upstream call and the header rules in and out. The request flow (match →
-//! charge → forward → refund) and the route table cache come on top of these.
+//! route a path belongs to, what path the upstream sees); `forward` the
+//! upstream call and the header rules; `store` the `routes` table;
+//! `billing` the charge and the refund. This file holds the route table
+//! every request reads (refreshed from the database every `REFRESH`, so a
+//! route added on one instance reaches all of them) and the request flow:
+//! charge → forward → refund when the answer is not billable.
+//!
+//! No HTTP server type appears here: `http::gateway` turns a rouille request
+//! into an `Incoming` and a `Served` into a response.
 
+pub mod billing;
 pub mod forward;
 pub mod routes;
 pub mod store;
-pub mod billing;
+
+use std::fmt;
+use std::io::Cursor;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::credit::AuthFailure;
+use crate::db::{DbError, Pool};
+use crate::error::error_chain;
+use crate::metrics::Metrics;
+use crate::model::IdempotencyKey;
+use crate::shutdown::Shutdown;
+use crate::token::Credentials;
+use billing::{Charged, RouteCharge, Ticket};
+use forward::{Client, ForwardError, Outgoing, RequestBody};
+use routes::Route;
+
+/// How often every instance re-reads the `routes` table. A change reaches
+/// all instances within this (the SPEC allows 5 s).
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// The ledger actor of a refund.
+const REFUND_ACTOR: &str = "gateway";
+
+/// How often a refund is tried when the database fails before its COMMIT.
+const REFUND_TRIES: u32 = 3;
+
+/// The routes and the upstream client, shared by every request thread.
+pub struct Gateway {
+    routes: RwLock<Arc<Vec<Route>>>,
+    client: Client,
+}
+
+/// A request on a route, as the HTTP layer extracted it.
+pub struct Incoming<'a> {
+    pub route: &'a Route,
+    pub method: &'a str,
+    /// The raw (still percent-encoded) path, without the query.
+    pub path: &'a str,
+    pub raw_query: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub credentials: &'a Credentials,
+    pub idempotency_key: Option<&'a IdempotencyKey>,
+    /// `None` when the client sent no body at all.
+    pub body: Option<Vec<u8>>,
+    pub peer: IpAddr,
+    pub request_id: u64,
+    pub now: DateTime<Utc>,
+}
+
+/// The upstream's answer, to stream back.
+pub struct Served {
+    pub answer: forward::Answer,
+    pub credit_remaining: i64,
+    pub replayed: bool,
+}
+
+#[derive(Debug)]
+pub enum GatewayError {
+    Unauthorized(AuthFailure),
+    Insufficient {
+        cost: i64,
+        credit_remaining: i64,
+        next_refill: Option<i64>,
+    },
+    InProgress,
+    /// Refunded; the credit after the refund.
+    Unreachable {
+        credit_remaining: i64,
+    },
+    /// Refunded; the credit after the refund.
+    Timeout {
+        credit_remaining: i64,
+    },
+    Db(DbError),
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GatewayError::Unauthorized(why) => write!(f, "{why}"),
+            GatewayError::Insufficient { .. } => f.write_str("insufficient credit"),
+            GatewayError::InProgress => f.write_str("idempotency key in flight"),
+            GatewayError::Unreachable { .. } => f.write_str("upstream unreachable"),
+            GatewayError::Timeout { .. } => f.write_str("upstream timed out"),
+            GatewayError::Db(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for GatewayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GatewayError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<DbError> for GatewayError {
+    fn from(e: DbError) -> Self {
+        GatewayError::Db(e)
+    }
+}
+
+impl Gateway {
+    /// `idle_per_host`: keep-alive connections kept per upstream.
+    pub fn new(idle_per_host: usize) -> Gateway {
+        Gateway {
+            routes: RwLock::new(Arc::new(Vec::new())),
+            client: Client::new(idle_per_host),
+        }
+    }
+
+    /// The route a request path belongs to, if any.
+    pub fn route_for(&self, path: &str) -> Option<Route> {
+        let routes = Arc::clone(&self.routes.read().unwrap_or_else(|e| e.into_inner()));
+        routes::longest_match(&routes, path).cloned()
+    }
+
+    /// Re-reads the `routes` table; on failure the routes in use stay.
+    pub fn reload(&self, pool: &Pool) -> Result<(), DbError> {
+        let fresh = Arc::new(store::list(pool)?);
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Reloads every `REFRESH` until `shutdown` fires.
+    pub fn keep_fresh(self: &Arc<Self>, pool: Pool, shutdown: Shutdown) -> JoinHandle<()> {
+        let gateway = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("routes".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                let mut failing = false;
+                while !shutdown.is_triggered() {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() < REFRESH {
+                        continue;
+                    }
+                    last = Instant::now();
+                    match gateway.reload(&pool) {
+                        Ok(()) => failing = false,
+                        // Said once per outage, not every 2 s.
+                        Err(e) if !failing => {
+                            failing = true;
+                            log::warn!(
+                                "routes not refreshed, keeping the last ones: {}",
+                                error_chain(&e)
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+            .expect("start the route refresh thread")
+    }
+
+    /// Charges, forwards, and refunds when the answer is not billable.
+    pub fn serve(
+        &self,
+        pool: &Pool,
+        metrics: &Metrics,
+        req: Incoming<'_>,
+    ) -> Result<Served, GatewayError> {
+        let route = req.route;
+        let endpoint = format!("route:{}", route.prefix);
+        let timeout = Duration::from_millis(route.timeout_ms.into());
+        let charge = RouteCharge {
+            credentials: req.credentials,
+            endpoint: &endpoint,
+            cost: route.cost,
+            idempotency_key: req.idempotency_key,
+            now: req.now,
+            in_flight_for: timeout + Duration::from_secs(5),
+        };
+        let ticket = match billing::charge(pool, &charge)? {
+            Charged::Forward(ticket) => ticket,
+            Charged::Insufficient {
+                cost,
+                credit_remaining,
+                next_refill,
+            } => {
+                return Err(GatewayError::Insufficient {
+                    cost,
+                    credit_remaining,
+                    next_refill,
+                })
+            }
+            Charged::InProgress => return Err(GatewayError::InProgress),
+            Charged::Unauthorized(why) => return Err(GatewayError::Unauthorized(why)),
+        };
+        if !ticket.replayed {
+            metrics.credits_charged(ticket.charged);
+        }
+        let started = Instant::now();
+        let sent = self.client.send(outgoing(&req, timeout));
+        let prefix = route.prefix.as_str();
+        match sent {
+            Ok(answer) => {
+                metrics.upstream(prefix, &answer.status.to_string(), started.elapsed());
+                let mut credit_remaining = ticket.credit_remaining;
+                if route.charge_on.billable(answer.status) {
+                    if let Err(e) = billing::settle(pool, &ticket) {
+                        // The key's pending row counts as billed once it
+                        // expires, so this only delays replays.
+                        log::warn!(
+                            "req={} idempotency key not settled: {}",
+                            req.request_id,
+                            error_chain(&e)
+                        );
+                    }
+                } else {
+                    credit_remaining = refund(pool, metrics, &ticket, prefix, req.request_id);
+                }
+                Ok(Served {
+                    answer,
+                    credit_remaining,
+                    replayed: ticket.replayed,
+                })
+            }
+            Err(e) => {
+                let label = match e {
+                    ForwardError::Timeout => "timeout",
+                    _ => "unavailable",
+                };
+                metrics.upstream(prefix, label, started.elapsed());
+                log::warn!("req={} route {prefix}: {e}", req.request_id);
+                let credit_remaining = refund(pool, metrics, &ticket, prefix, req.request_id);
+                Err(match e {
+                    ForwardError::Timeout => GatewayError::Timeout { credit_remaining },
+                    _ => GatewayError::Unreachable { credit_remaining },
+                })
+            }
+        }
+    }
+}
+
+/// The request as the upstream gets it (SPEC, gateway rule 5).
+fn outgoing(req: &Incoming<'_>, timeout: Duration) -> Outgoing {
+    let path = routes::upstream_path(req.route, req.path);
+    let query = forward::forward_query(req.raw_query);
+    // Authorization, when present, is what carried the credentials: with
+    // both it and ?token= the request was refused as ambiguous.
+    let mut headers = forward::request_headers(req.headers, true);
+    headers.extend(forward::added_headers(
+        req.headers,
+        req.peer,
+        &req.credentials.username,
+        &req.request_id.to_string(),
+    ));
+    Outgoing {
+        method: req.method.to_string(),
+        url: req.route.upstream.url_for(&path, &query),
+        headers,
+        body: req.body.clone().map(|b| RequestBody {
+            length: Some(b.len() as u64),
+            reader: Box::new(Cursor::new(b)),
+        }),
+        timeout,
+    }
+}
+
+/// Refunds the ticket, retrying a failure that happened before COMMIT (a
+/// failed COMMIT may have applied: retrying it could refund twice). Returns
+/// the credit after it, or the charged balance when it could not be done.
+fn refund(pool: &Pool, metrics: &Metrics, ticket: &Ticket, prefix: &str, request_id: u64) -> i64 {
+    if ticket.replayed {
+        return ticket.credit_remaining;
+    }
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match billing::refund(pool, ticket, REFUND_ACTOR) {
+            Ok(credit) => {
+                metrics.refund(prefix);
+                return credit;
+            }
+            Err(e) => {
+                metrics.db_error();
+                let in_doubt = matches!(e, DbError::CommitUnknown(_));
+                if in_doubt || tries >= REFUND_TRIES {
+                    log::error!(
+                        "req={request_id} refund of {} credit(s) to user id {} {}: {}",
+                        ticket.charged,
+                        ticket.user_id,
+                        if in_doubt { "in doubt" } else { "failed" },
+                        error_chain(&e)
+                    );
+                    return ticket.credit_remaining;
+                }
+                std::thread::sleep(Duration::from_millis(50 * u64::from(tries)));
+            }
+        }
+    }
+}

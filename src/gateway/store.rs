@@ -113,9 +113,9 @@ pub fn add(pool: &Pool, new: NewRoute) -> Result<Route, RouteError> {
 
 /// Every route, by prefix.
 pub fn list(pool: &Pool) -> Result<Vec<Route>, DbError> {
-    let rows: Vec<RouteRow> = pool
-        .get()?
-        .query(format!("SELECT {ROUTE_COLUMNS} FROM routes ORDER BY prefix"))?;
+    let rows: Vec<RouteRow> = pool.get()?.query(format!(
+        "SELECT {ROUTE_COLUMNS} FROM routes ORDER BY prefix"
+    ))?;
     Ok(rows.into_iter().filter_map(from_row).collect())
 }
 
@@ -136,8 +136,8 @@ fn remove_where<V: Into<mysql::Value> + Clone>(
     shown: impl Fn() -> String,
 ) -> Result<Route, RouteError> {
     let mut conn = pool.get().map_err(DbError::from)?;
-    let route = find(&mut **conn, condition, value.clone())?
-        .ok_or_else(|| RouteError::Unknown(shown()))?;
+    let route =
+        find(&mut **conn, condition, value.clone())?.ok_or_else(|| RouteError::Unknown(shown()))?;
     conn.exec_drop(format!("DELETE FROM routes WHERE {condition}"), (value,))
         .map_err(DbError::from)?;
     if conn.affected_rows() == 0 {

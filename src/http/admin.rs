@@ -11,6 +11,8 @@ use super::{
     allow, authorization_headers, query_values, refuse_if_throttled, unauthorized, ApiError,
     AppState, Ctx,
 };
+use crate::gateway::routes::{InvalidRoute, NewRoute};
+use crate::gateway::store::{self, RouteError};
 use crate::ledger::Reason;
 use crate::model::{Credit, Day, Email, ImportedToken, RefillDay, Username};
 use crate::token;
@@ -108,6 +110,17 @@ pub fn route(
             allow(method, &["POST"])?;
             job_action(state, id, action)
         }
+        ("GET", ["routes"]) => Ok(Response::json(
+            &json!({ "routes": store::list(&state.pool)? }),
+        )),
+        (_, ["routes"]) => {
+            allow(method, &["POST"])?;
+            add_route(state, req)
+        }
+        (_, ["routes", id]) => {
+            allow(method, &["DELETE"])?;
+            remove_route(state, id)
+        }
         _ => Err(ApiError::NotFound),
     }
 }
@@ -142,6 +155,43 @@ fn rotate(state: &AppState, name: &str) -> Result<Response, ApiError> {
     Ok(Response::json(
         &json!({ "username": name.as_str(), "token": token }),
     ))
+}
+
+fn add_route(state: &AppState, req: &Request) -> Result<Response, ApiError> {
+    let body = read_object(req).map_err(|e| match e {
+        // read_object calls an out-of-range number a credit amount; in a
+        // route body it may be any field.
+        ApiError::InvalidCredit(message) => RouteError::Invalid(InvalidRoute {
+            field: "body",
+            message,
+        })
+        .into(),
+        e => e,
+    })?;
+    let new = NewRoute::from_json(&Value::Object(body)).map_err(RouteError::Invalid)?;
+    let route = store::add(&state.pool, new)?;
+    reload_routes(state);
+    Ok(Response::json(&route).with_status_code(201))
+}
+
+fn remove_route(state: &AppState, id: &str) -> Result<Response, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| RouteError::Unknown(format!("{id:?}")))?;
+    let route = store::remove(&state.pool, id)?;
+    reload_routes(state);
+    Ok(Response::json(&route))
+}
+
+/// This instance serves a route change at once; the others within
+/// `gateway::REFRESH`.
+fn reload_routes(state: &AppState) {
+    if let Err(e) = state.gateway.reload(&state.pool) {
+        log::warn!(
+            "routes not reloaded after a change: {}",
+            crate::error::error_chain(&e)
+        );
+    }
 }
 
 fn job_action(state: &AppState, id: &str, action: &str) -> Result<Response, ApiError> {

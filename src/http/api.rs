@@ -101,7 +101,7 @@ pub fn metrics(state: &AppState) -> Response {
 }
 
 /// The optional `Idempotency-Key`; present but malformed (or sent twice) is 400.
-fn idempotency_key(req: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
+pub(super) fn idempotency_key(req: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
     let mut values = req
         .headers()
         .filter(|(k, _)| k.eq_ignore_ascii_case("Idempotency-Key"))
@@ -119,7 +119,11 @@ fn idempotency_key(req: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
 
 /// The caller's credentials from any accepted place; refuses an address that
 /// has failed too often this minute before looking at them.
-fn credentials(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Credentials, ApiError> {
+pub(super) fn credentials(
+    state: &AppState,
+    req: &Request,
+    ctx: &mut Ctx,
+) -> Result<Credentials, ApiError> {
     refuse_if_throttled(state, req)?;
     let headers = authorization_headers(req);
     let query: Vec<String> = if state.config.query_token {

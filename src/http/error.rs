@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::db::DbError;
 use crate::gateway::store::RouteError;
+use crate::gateway::GatewayError;
 use crate::model::ParseError;
 use crate::users::UserError;
 
@@ -48,10 +49,41 @@ pub enum ApiError {
     /// The same Idempotency-Key is still in flight on a gateway route.
     IdempotencyInProgress,
     /// A gateway route's upstream could not be reached (refunded).
-    UpstreamUnavailable,
+    UpstreamUnavailable {
+        credit_remaining: i64,
+    },
     /// A gateway route's upstream did not answer in time (refunded).
-    UpstreamTimeout,
+    UpstreamTimeout {
+        credit_remaining: i64,
+    },
     Internal,
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            // The HTTP layer counts and logs a failed authentication itself.
+            GatewayError::Unauthorized(_) => ApiError::Unauthorized,
+            GatewayError::Insufficient {
+                cost,
+                credit_remaining,
+                next_refill,
+            } => ApiError::InsufficientCredit {
+                credit_remaining,
+                cost,
+                retry_after: next_refill
+                    .map(|t| (t - chrono::Utc::now().timestamp()).max(1) as u64),
+            },
+            GatewayError::InProgress => ApiError::IdempotencyInProgress,
+            GatewayError::Unreachable { credit_remaining } => {
+                ApiError::UpstreamUnavailable { credit_remaining }
+            }
+            GatewayError::Timeout { credit_remaining } => {
+                ApiError::UpstreamTimeout { credit_remaining }
+            }
+            GatewayError::Db(e) => ApiError::Database(e),
+        }
+    }
 }
 
 impl From<RouteError> for ApiError {
@@ -105,8 +137,8 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => 429,
             ApiError::HeadersTooLarge => 431,
             ApiError::Internal => 500,
-            ApiError::UpstreamUnavailable => 502,
-            ApiError::UpstreamTimeout => 504,
+            ApiError::UpstreamUnavailable { .. } => 502,
+            ApiError::UpstreamTimeout { .. } => 504,
             ApiError::Unavailable
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
@@ -144,8 +176,8 @@ impl ApiError {
             ApiError::Route(RouteError::Unknown(_)) => "unknown_route",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
-            ApiError::UpstreamUnavailable => "upstream_unavailable",
-            ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            ApiError::UpstreamTimeout { .. } => "upstream_timeout",
             ApiError::Internal => "internal",
         }
     }
@@ -195,10 +227,10 @@ impl ApiError {
             ApiError::IdempotencyInProgress => {
                 "a request with this Idempotency-Key is still in flight; retry in a second".into()
             }
-            ApiError::UpstreamUnavailable => {
+            ApiError::UpstreamUnavailable { .. } => {
                 "the upstream could not be reached; the charge was refunded".into()
             }
-            ApiError::UpstreamTimeout => {
+            ApiError::UpstreamTimeout { .. } => {
                 "the upstream did not answer in time; the charge was refunded".into()
             }
             ApiError::Internal => "internal error".into(),
@@ -226,6 +258,10 @@ impl ApiError {
                 r = r.with_additional_header("Retry-After", retry_after.to_string());
             }
             ApiError::IdempotencyInProgress => r = r.with_additional_header("Retry-After", "1"),
+            ApiError::UpstreamUnavailable { credit_remaining }
+            | ApiError::UpstreamTimeout { credit_remaining } => {
+                r = r.with_additional_header("X-Credit-Remaining", credit_remaining.to_string());
+            }
             _ if self.status() == 503 => r = r.with_additional_header("Retry-After", "2"),
             _ => {}
         }

@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod error;
+mod gateway;
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -18,6 +19,7 @@ pub use error::ApiError;
 use crate::config::Config;
 use crate::db::{DbError, Pool};
 use crate::error::error_chain;
+use crate::gateway::Gateway;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -34,6 +36,7 @@ pub struct AppState {
     pub throttle: Throttle,
     pub shutdown: Shutdown,
     pub jobs: Arc<Jobs>,
+    pub gateway: Arc<Gateway>,
     /// Requests inside `handle`; a stop waits for them.
     pub in_flight: AtomicUsize,
 }
@@ -45,6 +48,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
         jobs: Arc<Jobs>,
+        gateway: Arc<Gateway>,
     ) -> AppState {
         let throttle = Throttle::new(config.auth_fails_per_min);
         AppState {
@@ -54,6 +58,7 @@ impl AppState {
             throttle,
             shutdown,
             jobs,
+            gateway,
             in_flight: AtomicUsize::new(0),
         }
     }
@@ -225,10 +230,17 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
             let rest = rest.strip_suffix(&[""]).unwrap_or(rest);
             admin::route(state, req, method, rest, ctx)
         }
-        _ => {
-            ctx.route = "not_found";
-            Err(ApiError::NotFound)
-        }
+        // Built-in paths come first; a route cannot shadow them anyway.
+        _ => match state.gateway.route_for(path) {
+            Some(r) => {
+                ctx.route = "gateway";
+                gateway::serve(state, req, &r, ctx)
+            }
+            None => {
+                ctx.route = "not_found";
+                Err(ApiError::NotFound)
+            }
+        },
     }
 }
 

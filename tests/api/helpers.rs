@@ -104,6 +104,24 @@ impl TestDb {
     pub fn conn(&self) -> db::Conn {
         self.pool.get().unwrap()
     }
+
+    /// Users whose credit does not equal their ledger minus their usage, with
+    /// (credit, ledger, usage): the invariant every credit path keeps.
+    pub fn ledger_mismatches(&self) -> Vec<(String, i64, i64, i64)> {
+        self.conn()
+            .query(
+                "SELECT u.username, u.credit, \
+                    (SELECT CAST(COALESCE(SUM(delta), 0) AS SIGNED) FROM credit_events e WHERE e.user_id = u.id), \
+                    (SELECT CAST(COALESCE(SUM(credits), 0) AS SIGNED) FROM usage_daily d WHERE d.user_id = u.id) \
+                 FROM users u ORDER BY u.username",
+            )
+            .unwrap()
+            .into_iter()
+            .filter(|(_, credit, ledger, usage): &(String, i64, i64, i64)| {
+                *credit != ledger - usage
+            })
+            .collect()
+    }
 }
 
 impl Drop for TestDb {

@@ -5,6 +5,7 @@ mod daemon;
 mod helpers;
 mod proxy;
 mod smtp;
+mod upstream;
 
 mod admin;
 mod auth;
@@ -12,6 +13,7 @@ mod bruteforce;
 mod charge;
 mod cli;
 mod faults;
+mod gateway;
 mod hostile;
 mod import;
 mod jobs;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use creditgate::db;
+use creditgate::gateway::Gateway;
 use creditgate::http::{self, AppState};
 use creditgate::jobs::Jobs;
 use creditgate::metrics::Metrics;
@@ -123,7 +124,15 @@ fn an_unreachable_database_is_503_with_retry_after() {
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::default());
     let jobs = Arc::new(Jobs::new(Vec::new(), Arc::clone(&metrics)));
-    let state = Arc::new(AppState::new(config, pool, metrics, shutdown.clone(), jobs));
+    let gateway = Arc::new(Gateway::new(2));
+    let state = Arc::new(AppState::new(
+        config,
+        pool,
+        metrics,
+        shutdown.clone(),
+        jobs,
+        gateway,
+    ));
     let server = http::bind(state).unwrap();
     let addr = server.addr();
     let stopper = shutdown.clone();
