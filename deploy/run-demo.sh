@@ -17,6 +17,9 @@ else
     token=$("$bin" user add demo --credit 100 --monthly 100 2>/dev/null)
     note="new demo user with 100 credits and a monthly allowance of 100"
 fi
+# A gateway route to whatever listens on 127.0.0.1:8080 (start one below).
+upstream=${CREDITGATE_DEMO_UPSTREAM:-http://127.0.0.1:8080}
+"$bin" route add /files --upstream "$upstream" --cost 1 --strip-prefix >/dev/null 2>&1 || true
 base="http://$CREDITGATE_BIND"
 cat <<MSG
 
@@ -26,6 +29,15 @@ cat <<MSG
   Try (each call costs 1 credit; watch credit_remaining, then 402 when it is spent):
     curl -s -H 'Authorization: Bearer demo:$token' $base/api/v1.0/banks_data/BOFA/
     curl -s -u 'demo:$token' $base/api/v1.0/credit
+
+  Meter your own API: the route /files forwards to $upstream (cost 1,
+  refunded unless the upstream answers 2xx). Start any upstream, e.g.
+    python3 -m http.server 8080 --bind 127.0.0.1
+  then:
+    curl -si -u 'demo:$token' $base/files/            # 200, charged: see X-Credit-Remaining
+    curl -si -u 'demo:$token' $base/files/missing     # the upstream's 404, refunded
+    (without an upstream: 502 upstream_unavailable, refunded)
+    $bin route list
 
   Admin token for this run: $CREDITGATE_ADMIN_TOKEN
     curl -s -H 'Authorization: Bearer $CREDITGATE_ADMIN_TOKEN' $base/admin/v1/users
