@@ -8,13 +8,16 @@
 //!   client threads (the load generator is below, in this file).
 //!
 //! Both for users spread over the table and for one hot user, at 8 and 32
-//! connections. Only ratios measured in the same run mean anything here.
+//! connections. Then the gateway rows: the same paid transaction through a
+//! route to a trivial loopback upstream (in this process) against the
+//! built-in bank route. Only ratios measured in the same run mean anything.
 //!
 //! Environment: CREDITGATE_BENCH_DATABASE_URL (server, no database name),
 //! BENCH_QUICK=1 (one short row, a smoke test), BENCH_SECS (default 10),
 //! BENCH_USERS (default 1000), BENCH_GROWTH=1 (spread throughput at 1k, 100k
 //! and 1M users instead of the table), BENCH_BIN (another creditgate binary),
-//! BENCH_CREDITGATE_THREADS / BENCH_CREDITGATE_DB_POOL (server settings).
+//! BENCH_CREDITGATE_THREADS / BENCH_CREDITGATE_DB_POOL (server settings),
+//! BENCH_ONLY=spread|hot|gateway (only those rows).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -104,6 +107,12 @@ fn main() {
     insert_users(&pool, 0, users);
     let mut server = start_server(&url);
 
+    if only_gateway() {
+        gateway_rows(&pool, &server, users, quick, warmup, run);
+        server.stop();
+        let _ = creditgate::db::drop_database(&url);
+        return;
+    }
     let rows: Vec<(Users, usize)> = if quick {
         vec![(Users::Spread(users), 8)]
     } else {
@@ -135,7 +144,7 @@ fn main() {
     for (users, conns) in rows {
         let ceiling = measure(warmup, run, conns, None, |_| ceiling_worker(&url, users));
         let cg = measure(warmup, run, conns, Some(server.pid), |_| {
-            http_worker(server.addr, users)
+            http_worker(server.addr, users, BANK_PATH)
         });
         for (side, s) in [("ceiling", &ceiling), ("creditgate", &cg)] {
             println!(
@@ -156,8 +165,98 @@ fn main() {
             );
         }
     }
+    if only.is_empty() {
+        gateway_rows(&pool, &server, users, quick, warmup, run);
+    }
     server.stop();
     let _ = creditgate::db::drop_database(&url);
+}
+
+const BANK_PATH: &str = "/api/v1.0/banks_data/BOFA/";
+const GATEWAY_PATH: &str = "/up/item";
+
+fn only_gateway() -> bool {
+    std::env::var("BENCH_ONLY").is_ok_and(|v| v == "gateway")
+}
+
+/// The gateway against the bank route, side by side: one cost-1 charge
+/// each, the gateway's plus a forward to a trivial upstream.
+fn gateway_rows(
+    pool: &creditgate::db::Pool,
+    server: &Server,
+    users: u64,
+    quick: bool,
+    warmup: Duration,
+    run: Duration,
+) {
+    let upstream = trivial_upstream();
+    let raw = creditgate::gateway::routes::RawRoute {
+        prefix: "/up".into(),
+        upstream: format!("http://{upstream}"),
+        cost: Some(1),
+        ..Default::default()
+    };
+    let route = creditgate::gateway::routes::NewRoute::from_raw(&raw).unwrap();
+    creditgate::gateway::store::add(pool, route).expect("add the bench route");
+    // Every instance re-reads its routes within this.
+    std::thread::sleep(creditgate::gateway::REFRESH + Duration::from_millis(500));
+    let conns_list: &[usize] = if quick { &[8] } else { &[8, 32] };
+    println!(
+        "
+gateway route (to a trivial loopback upstream) against the bank route
+"
+    );
+    println!(
+        "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &conns in conns_list {
+        let users = Users::Spread(users);
+        let bank = measure(warmup, run, conns, Some(server.pid), |_| {
+            http_worker(server.addr, users, BANK_PATH)
+        });
+        let gw = measure(warmup, run, conns, Some(server.pid), |_| {
+            http_worker(server.addr, users, GATEWAY_PATH)
+        });
+        for (side, s) in [("bank route", &bank), ("gateway route", &gw)] {
+            println!(
+                "| {} | {conns} | {side} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+                users.label(),
+                s.rps(),
+                s.pct(0.50),
+                s.pct(0.99),
+                s.non2xx,
+                s.peak_rss_kb
+                    .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+                    .unwrap_or_else(|| "-".into()),
+                if side == "gateway route" {
+                    format!(
+                        "{:.2} (p50 +{:.2} ms)",
+                        gw.rps() / bank.rps(),
+                        gw.pct(0.5) - bank.pct(0.5)
+                    )
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+}
+
+/// An upstream that answers every request at once with a small JSON body,
+/// on four threads, for the life of the process.
+fn trivial_upstream() -> SocketAddr {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind the upstream"));
+    let addr = server.server_addr().to_ip().expect("a TCP address");
+    for _ in 0..4 {
+        let server = Arc::clone(&server);
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                let _ = request.respond(tiny_http::Response::from_string(r#"{"ok":true}"#));
+            }
+        });
+    }
+    addr
 }
 
 /// Spread throughput as the user table grows: nothing in the request path
@@ -177,7 +276,7 @@ fn growth(url: &str, pool: &creditgate::db::Pool, warmup: Duration, run: Duratio
         have = n;
         let mut server = start_server(url);
         let s = measure(warmup, run, 32, Some(server.pid), |_| {
-            http_worker(server.addr, Users::Spread(n))
+            http_worker(server.addr, Users::Spread(n), BANK_PATH)
         });
         println!("| {n} | 32 | {:.0} | {:.2} |", s.rps(), s.pct(0.99));
         server.stop();
@@ -397,7 +496,7 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
 }
 
 /// One keep-alive HTTP/1.1 connection sending paid requests.
-fn http_worker(addr: SocketAddr, users: Users) -> Worker {
+fn http_worker(addr: SocketAddr, users: Users, path: &'static str) -> Worker {
     let mut stream = BufReader::new(TcpStream::connect(addr).unwrap());
     stream.get_ref().set_nodelay(true).unwrap();
     let mut rng =
@@ -406,7 +505,7 @@ fn http_worker(addr: SocketAddr, users: Users) -> Worker {
     Box::new(move || {
         let user = users.pick(&mut rng);
         let req = format!(
-            "GET /api/v1.0/banks_data/BOFA/ HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer u{user}:{TOKEN}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer u{user}:{TOKEN}\r\n\r\n"
         );
         stream.get_mut().write_all(req.as_bytes()).expect("send");
         line.clear();

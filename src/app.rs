@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Mutex;
+
+use crate::cluster::{self, Instance, Watch};
 use crate::config::Config;
 use crate::credit;
 use crate::db::{self, DbError, Pool};
@@ -55,6 +59,7 @@ pub struct App {
     jobs: Arc<Jobs>,
     gateway: Arc<Gateway>,
     pool: Pool,
+    me: Instance,
     mailer: Mailer,
     shutdown: Shutdown,
 }
@@ -70,11 +75,13 @@ impl App {
                 jobs,
                 gateway,
                 pool,
+                me,
             }) => Ok(App {
                 server,
                 jobs,
                 gateway,
                 pool,
+                me,
                 mailer,
                 shutdown,
             }),
@@ -107,6 +114,9 @@ impl App {
         self.server.run(&self.shutdown, STOP_GRACE);
         schedule.stop();
         let _ = routes.join();
+        if let Err(e) = cluster::leave(&self.pool, &self.me) {
+            log::warn!("instance row not removed: {}", error_chain(&e));
+        }
         let reason = self.shutdown.reason().unwrap_or_else(|| "unknown".into());
         log::info!("stopped: {reason}");
         self.mailer.send_and_wait(
@@ -125,6 +135,7 @@ struct Started {
     jobs: Arc<Jobs>,
     gateway: Arc<Gateway>,
     pool: Pool,
+    me: Instance,
 }
 
 fn start(config: Config, shutdown: Shutdown, mailer: Mailer) -> Result<Started, StartError> {
@@ -133,11 +144,16 @@ fn start(config: Config, shutdown: Shutdown, mailer: Mailer) -> Result<Started, 
         config.db_pool,
         config.db_timeout,
     )
-    .map_err(StartError::Db)?;
+    .map_err(StartError::Db)?
+    .with_retry(db::Retry {
+        attempts: config.db_retries,
+        budget: config.db_timeout,
+    });
     db::wait_until_ready(&pool, config.db_start_wait).map_err(StartError::Db)?;
     db::check_schema(&pool).map_err(StartError::Db)?;
     let metrics = Arc::new(Metrics::default());
-    let jobs = Arc::new(standard_jobs(&config, &pool, &mailer, &metrics));
+    let me = Instance::this_process();
+    let jobs = Arc::new(standard_jobs(&config, &pool, &mailer, &metrics, &me));
     // A refill missed while the service was down happens before the first
     // request is served.
     jobs.run_now("monthly-refill");
@@ -158,6 +174,7 @@ fn start(config: Config, shutdown: Shutdown, mailer: Mailer) -> Result<Started, 
         jobs,
         gateway,
         pool,
+        me,
     })
 }
 
@@ -168,12 +185,20 @@ pub fn standard_jobs(
     pool: &Pool,
     mailer: &Mailer,
     metrics: &Arc<Metrics>,
+    me: &Instance,
 ) -> Jobs {
     let heartbeat = {
-        let pool = pool.clone();
-        let mailer = mailer.clone();
-        let was_up = std::sync::atomic::AtomicBool::new(true);
-        Box::new(move || heartbeat(&pool, &mailer, &was_up)) as crate::jobs::JobFn
+        let beat = Heartbeat {
+            pool: pool.clone(),
+            mailer: mailer.clone(),
+            metrics: Arc::clone(metrics),
+            me: me.clone(),
+            // Three missed beats and an instance no longer counts as live.
+            live_within: config.heartbeat * 3 + Duration::from_secs(1),
+            was_up: AtomicBool::new(true),
+            watch: Mutex::new(Watch::default()),
+        };
+        Box::new(move || beat.run()) as crate::jobs::JobFn
     };
     let refill = {
         let pool = pool.clone();
@@ -209,32 +234,79 @@ pub fn standard_jobs(
     )
 }
 
-/// Pings the database; mails once when it goes down and once when it is
-/// back, not on every tick.
-fn heartbeat(
-    pool: &Pool,
-    mailer: &Mailer,
-    was_up: &std::sync::atomic::AtomicBool,
-) -> Result<String, String> {
-    use std::sync::atomic::Ordering::SeqCst;
-    match db::ping(pool) {
-        Ok(()) => {
-            if !was_up.swap(true, SeqCst) {
-                log::warn!("database is reachable again");
-                mailer.send("database back", "The database answers again.");
+/// The `heartbeat` job's state.
+struct Heartbeat {
+    pool: Pool,
+    mailer: Mailer,
+    metrics: Arc<Metrics>,
+    me: Instance,
+    live_within: Duration,
+    was_up: AtomicBool,
+    watch: Mutex<Watch>,
+}
+
+impl Heartbeat {
+    /// Pings the database and records this instance as live; mails once
+    /// when the database goes down and once when it is back, and once when
+    /// live instances start writing through more than one Galera node.
+    fn run(&self) -> Result<String, String> {
+        match db::ping(&self.pool) {
+            Ok(()) => {
+                if !self.was_up.swap(true, SeqCst) {
+                    log::warn!("database is reachable again");
+                    self.mailer
+                        .send("database back", "The database answers again.");
+                }
+                self.watch_writers();
+                Ok("database up".into())
             }
-            Ok("database up".into())
+            Err(e) => {
+                let why = error_chain(&e);
+                if self.was_up.swap(false, SeqCst) {
+                    log::error!("database is unreachable: {why}");
+                    self.mailer.send(
+                        "database down",
+                        &format!("The database does not answer: {why}"),
+                    );
+                }
+                Err(format!("database down: {why}"))
+            }
         }
-        Err(e) => {
-            let why = error_chain(&e);
-            if was_up.swap(false, SeqCst) {
-                log::error!("database is unreachable: {why}");
-                mailer.send(
-                    "database down",
-                    &format!("The database does not answer: {why}"),
-                );
+    }
+
+    fn watch_writers(&self) {
+        let nodes = match cluster::beat(&self.pool, &self.me, self.live_within) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("heartbeat not recorded: {}", error_chain(&e));
+                return;
             }
-            Err(format!("database down: {why}"))
+        };
+        self.metrics.cluster_writer_nodes(nodes);
+        if nodes > Some(1) {
+            log::error!(
+                "live instances write through {} Galera nodes: multi-writer is not exact,                  send every instance to one node (HAProxy balance first)",
+                nodes.unwrap_or_default()
+            );
+        }
+        let change = self
+            .watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(nodes);
+        match change {
+            Some(cluster::Change::MultiWriter(n)) => self.mailer.send(
+                "multi-writer cluster",
+                &format!(
+                    "Live creditgate instances write through {n} Galera nodes. Galera loses \
+                     updates on a hot row written from several nodes: send every instance to \
+                     one node (HAProxy balance first)."
+                ),
+            ),
+            Some(cluster::Change::SingleWriter) => {
+                log::warn!("live instances write through one Galera node again");
+            }
+            None => {}
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Configuration from the environment: raw strings first, then one validated
 //! `Config`. Every error names the variable and what it accepts. Secrets are
-//! wrapped so that `Debug` (and so any log line) never shows them. Std and
-//! `model` only.
+//! wrapped so that `Debug` (and so any log line) never shows them. Std,
+//! `model` and the database's default retries only.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -51,6 +51,9 @@ pub struct Config {
     pub db_pool: u32,
     /// How long a request waits for a pooled connection before 503.
     pub db_timeout: Duration,
+    /// How often a transaction the database rolled back is run again
+    /// (within `db_timeout`).
+    pub db_retries: u32,
     /// How long `serve` waits for the database at start before giving up.
     pub db_start_wait: Duration,
     pub admin_token: Option<Secret>,
@@ -90,6 +93,8 @@ impl Config {
             db_timeout: Duration::from_millis(
                 number(&var, "CREDITGATE_DB_TIMEOUT_MS", 10, 600_000)?.unwrap_or(3000),
             ),
+            db_retries: number(&var, "CREDITGATE_DB_RETRIES", 0, 100)?
+                .unwrap_or(crate::db::DEFAULT_RETRIES.into()) as u32,
             db_start_wait: Duration::from_secs(
                 number(&var, "CREDITGATE_DB_START_WAIT_SECS", 0, 3600)?.unwrap_or(20),
             ),
@@ -237,6 +242,7 @@ mod tests {
         assert_eq!(c.auth_fails_per_min, 30);
         assert_eq!(c.db_start_wait, Duration::from_secs(20));
         assert_eq!(c.max_body_bytes, 1_048_576);
+        assert_eq!(c.db_retries, 5);
     }
 
     #[test]
@@ -250,6 +256,7 @@ mod tests {
             ("CREDITGATE_QUERY_TOKEN", "maybe"),
             ("CREDITGATE_AUTH_FAILS_PER_MIN", "0"),
             ("CREDITGATE_MAX_BODY_BYTES", "2GB"),
+            ("CREDITGATE_DB_RETRIES", "101"),
             ("CREDITGATE_SMTP_URL", "http://x"),
             ("CREDITGATE_ALERT_TO", "ops"),
             ("DATABASE_URL", "postgres://x"),

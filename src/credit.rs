@@ -142,8 +142,13 @@ fn authenticate(row: Option<AccountRow>, token: &str) -> Result<Account, AuthFai
     }
 }
 
-/// Charges one paid bank lookup, exactly once, or nothing.
+/// Charges one paid bank lookup, exactly once, or nothing. A transaction
+/// the database rolled back (a conflict) is run again from the start.
 pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
+    pool.retrying(|| charge_once(pool, req))
+}
+
+fn charge_once(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
     let name = match lookup_name(req.credentials) {
         Ok(name) => name,
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
@@ -182,7 +187,7 @@ pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
     // A connection lost during COMMIT leaves the charge in doubt: the client
     // gets 503, and only a retry with the same Idempotency-Key can tell
     // (it replays the answer if the charge was applied).
-    tx.commit().map_err(DbError::CommitUnknown)?;
+    tx.commit().map_err(db::commit_failed)?;
     db::trust(&mut conn);
     Ok(ChargeOutcome::Answered {
         answer,
@@ -243,7 +248,7 @@ pub(crate) enum Debit {
 /// Takes `cost` from the locked account and counts the call under
 /// `endpoint`, or does nothing when the credit is short.
 pub(crate) fn debit(
-    tx: &mut impl Queryable,
+    tx: &mut mysql::Transaction<'_>,
     account: &Account,
     cost: i64,
     endpoint: &str,
@@ -254,10 +259,22 @@ pub(crate) fn debit(
     }
     let credit_remaining = account.credit - cost;
     if cost > 0 {
+        // Relative and guarded: under the row lock it always applies; if it
+        // does not, the row changed under us (a multi-writer cluster), and
+        // the transaction is retried from the start.
         tx.exec_drop(
-            "UPDATE users SET credit = ? WHERE id = ?",
-            (credit_remaining, account.id),
+            "UPDATE users SET credit = credit - ? WHERE id = ? AND credit >= ?",
+            (cost, account.id, cost),
         )?;
+        if tx.affected_rows() != 1 {
+            return Err(DbError::Conflict(mysql::Error::MySqlError(
+                mysql::MySqlError {
+                    state: "40001".into(),
+                    code: 1213,
+                    message: "the credit changed under the row lock".into(),
+                },
+            )));
+        }
     }
     usage::record(tx, account.id, now.date_naive(), endpoint, cost)?;
     Ok(Debit::Done { credit_remaining })
@@ -337,36 +354,44 @@ pub fn refill(
         if period.refill_moment(day) > now {
             continue;
         }
-        let mut conn = pool.get()?;
-        let mut tx = conn.start_transaction(TxOpts::default())?;
-        let row: Option<(i64, Option<i64>, Option<String>)> = tx.exec_first(
-            "SELECT credit, monthly_credit, credit_period FROM users WHERE id = ? FOR UPDATE",
-            (user_id,),
-        )?;
-        let Some((credit, Some(monthly), done)) = row else {
-            continue;
-        };
-        if done.is_some_and(|d| d >= p) {
-            continue; // another instance was first
+        if pool.retrying(|| refill_one(pool, user_id, &p, actor))? {
+            refilled += 1;
         }
-        let new = credit.max(monthly);
-        tx.exec_drop(
-            "UPDATE users SET credit = ?, credit_period = ? WHERE id = ?",
-            (new, &p, user_id),
-        )?;
-        ledger::record(
-            &mut tx,
-            &Event {
-                user_id,
-                delta: new - credit,
-                balance_after: new,
-                reason: Reason::MonthlyRefill,
-                period: Some(p.clone()),
-                actor,
-            },
-        )?;
-        tx.commit()?;
-        refilled += 1;
     }
     Ok(refilled)
+}
+
+/// Refills one user in one transaction, re-checked under the row lock;
+/// false when there was nothing to do (another instance was first).
+fn refill_one(pool: &Pool, user_id: u64, p: &str, actor: &str) -> Result<bool, DbError> {
+    let mut conn = pool.get()?;
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let row: Option<(i64, Option<i64>, Option<String>)> = tx.exec_first(
+        "SELECT credit, monthly_credit, credit_period FROM users WHERE id = ? FOR UPDATE",
+        (user_id,),
+    )?;
+    let Some((credit, Some(monthly), done)) = row else {
+        return Ok(false);
+    };
+    if done.is_some_and(|d| d.as_str() >= p) {
+        return Ok(false); // another instance was first
+    }
+    let new = credit.max(monthly);
+    tx.exec_drop(
+        "UPDATE users SET credit = GREATEST(credit, ?), credit_period = ? WHERE id = ?",
+        (monthly, p, user_id),
+    )?;
+    ledger::record(
+        &mut tx,
+        &Event {
+            user_id,
+            delta: new - credit,
+            balance_after: new,
+            reason: Reason::MonthlyRefill,
+            period: Some(p.to_string()),
+            actor,
+        },
+    )?;
+    tx.commit().map_err(db::commit_failed)?;
+    Ok(true)
 }

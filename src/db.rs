@@ -9,8 +9,95 @@ use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder};
 use r2d2_mysql::MySqlConnectionManager;
 
-pub type Pool = r2d2::Pool<Manager>;
 pub type Conn = r2d2::PooledConnection<Manager>;
+
+/// The connection pool, and how its users retry a transaction the database
+/// rolled back (a deadlock, a lock wait timeout, a Galera certification
+/// conflict). Derefs to the r2d2 pool.
+#[derive(Clone)]
+pub struct Pool {
+    inner: r2d2::Pool<Manager>,
+    retry: Retry,
+}
+
+impl std::ops::Deref for Pool {
+    type Target = r2d2::Pool<Manager>;
+    fn deref(&self) -> &r2d2::Pool<Manager> {
+        &self.inner
+    }
+}
+
+/// At most `attempts` retries of a transaction, all within `budget`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub attempts: u32,
+    pub budget: Duration,
+}
+
+/// Default retries of a rolled-back transaction (`CREDITGATE_DB_RETRIES`).
+pub const DEFAULT_RETRIES: u32 = 5;
+
+/// An error that may be the database's "rolled back, try again".
+pub trait Retryable {
+    fn is_conflict(&self) -> bool;
+}
+
+impl Retryable for DbError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, DbError::Conflict(_))
+    }
+}
+
+impl Pool {
+    /// The same pool with another retry policy.
+    pub fn with_retry(mut self, retry: Retry) -> Pool {
+        self.retry = retry;
+        self
+    }
+
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    /// Runs `transaction` and runs it again, after a jittered pause, while
+    /// it fails with a conflict — the database rolled it back, so running
+    /// it again cannot apply it twice — at most `retry.attempts` times and
+    /// not past `retry.budget`. Anything else (and the last conflict) is
+    /// returned as it is.
+    pub fn retrying<T, E: Retryable>(
+        &self,
+        mut transaction: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let deadline = Instant::now() + self.retry.budget;
+        let mut attempt = 0;
+        loop {
+            match transaction() {
+                Err(e) if e.is_conflict() && attempt < self.retry.attempts => {
+                    attempt += 1;
+                    let pause = backoff(attempt);
+                    if Instant::now() + pause >= deadline {
+                        return Err(e);
+                    }
+                    log::debug!("transaction rolled back by a conflict; retry {attempt}");
+                    std::thread::sleep(pause);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Full jitter: a random pause below 2^attempt ms, at most 64 ms, so that
+/// transactions that collided do not collide again in step.
+fn backoff(attempt: u32) -> Duration {
+    let cap_us = 1000u64 << attempt.min(6);
+    let mut bytes = [0u8; 8];
+    let random = match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => Instant::now().elapsed().subsec_nanos() as u64,
+    };
+    Duration::from_micros(random % cap_us + 100)
+}
 
 /// How long after a transaction committed a pooled connection is taken as
 /// healthy without a ping.
@@ -115,6 +202,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0007_create_routes.sql",
         include_str!("../sql/0007_create_routes.sql"),
     ),
+    (
+        8,
+        "0008_create_instances.sql",
+        include_str!("../sql/0008_create_instances.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {
@@ -135,6 +227,11 @@ pub enum DbError {
     /// COMMIT failed, mostly because the connection broke while it ran:
     /// whether the database applied it cannot be known from here.
     CommitUnknown(mysql::Error),
+    /// The database rolled the transaction back (ER_LOCK_DEADLOCK 1213, a
+    /// lock wait timeout 1205; Galera reports its certification conflicts
+    /// as 1213, also at COMMIT): nothing of it was applied, it may be run
+    /// again (`Pool::retrying`).
+    Conflict(mysql::Error),
     BadUrl(String),
     SchemaTooOld {
         have: u32,
@@ -158,6 +255,7 @@ impl fmt::Display for DbError {
             DbError::Query(e) => write!(f, "database query failed: {e}"),
             DbError::Duplicate(e) => write!(f, "duplicate row: {e}"),
             DbError::UnknownDatabase(e) => write!(f, "no such database: {e}"),
+            DbError::Conflict(e) => write!(f, "transaction rolled back by a conflict: {e}"),
             DbError::CommitUnknown(e) => write!(
                 f,
                 "COMMIT failed, so whether it was applied is unknown: {e}"
@@ -184,6 +282,7 @@ impl std::error::Error for DbError {
             DbError::Query(e)
             | DbError::Duplicate(e)
             | DbError::UnknownDatabase(e)
+            | DbError::Conflict(e)
             | DbError::CommitUnknown(e)
             | DbError::Migration { source: e, .. } => Some(e),
             _ => None,
@@ -195,14 +294,32 @@ impl std::error::Error for DbError {
 /// is classified here and nowhere else.
 const ER_DUP_ENTRY: u16 = 1062;
 const ER_BAD_DB_ERROR: u16 = 1049;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
+fn is_conflict(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(m) if m.code == ER_LOCK_DEADLOCK || m.code == ER_LOCK_WAIT_TIMEOUT)
+}
 
 impl From<mysql::Error> for DbError {
     fn from(e: mysql::Error) -> Self {
         match &e {
+            _ if is_conflict(&e) => DbError::Conflict(e),
             mysql::Error::MySqlError(m) if m.code == ER_DUP_ENTRY => DbError::Duplicate(e),
             mysql::Error::MySqlError(m) if m.code == ER_BAD_DB_ERROR => DbError::UnknownDatabase(e),
             _ => DbError::Query(e),
         }
+    }
+}
+
+/// A failed COMMIT: a conflict the server reported was rolled back; any
+/// other failure (mostly a connection lost while it ran) leaves it unknown
+/// whether it was applied.
+pub fn commit_failed(e: mysql::Error) -> DbError {
+    if is_conflict(&e) {
+        DbError::Conflict(e)
+    } else {
+        DbError::CommitUnknown(e)
     }
 }
 
@@ -232,13 +349,21 @@ pub fn pool(url: &str, max_size: u32, checkout_timeout: Duration) -> Result<Pool
     let manager = Manager {
         inner: MySqlConnectionManager::new(opts(url)?),
     };
-    Ok(r2d2::Pool::builder()
+    let inner = r2d2::Pool::builder()
         .max_size(max_size)
         .min_idle(Some(0))
         .connection_timeout(checkout_timeout)
         // r2d2 logs every failed connect attempt itself; ours say it once.
         .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(manager))
+        .build_unchecked(manager);
+    Ok(Pool {
+        inner,
+        // Retries share the wait a request accepts for a connection.
+        retry: Retry {
+            attempts: DEFAULT_RETRIES,
+            budget: checkout_timeout,
+        },
+    })
 }
 
 /// Waits until the database answers, for at most `limit`.
@@ -356,4 +481,100 @@ fn apply_missing(conn: &mut Conn) -> Result<Vec<&'static str>, DbError> {
         applied.push(file);
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16) -> mysql::Error {
+        mysql::Error::MySqlError(mysql::MySqlError {
+            state: "40001".into(),
+            message: "test".into(),
+            code,
+        })
+    }
+
+    #[test]
+    fn deadlocks_and_lock_timeouts_are_conflicts_also_at_commit() {
+        assert!(matches!(
+            DbError::from(server_error(1213)),
+            DbError::Conflict(_)
+        ));
+        assert!(matches!(
+            DbError::from(server_error(1205)),
+            DbError::Conflict(_)
+        ));
+        assert!(matches!(
+            commit_failed(server_error(1213)),
+            DbError::Conflict(_)
+        ));
+        assert!(matches!(
+            DbError::from(server_error(1062)),
+            DbError::Duplicate(_)
+        ));
+        let lost = mysql::Error::IoError(std::io::Error::other("reset"));
+        assert!(matches!(commit_failed(lost), DbError::CommitUnknown(_)));
+    }
+
+    fn lazy_pool(retry: Retry) -> Pool {
+        pool(
+            "mysql://root@127.0.0.1:9/none",
+            1,
+            Duration::from_millis(10),
+        )
+        .unwrap()
+        .with_retry(retry)
+    }
+
+    #[test]
+    fn conflicts_are_retried_at_most_the_given_times() {
+        let pool = lazy_pool(Retry {
+            attempts: 3,
+            budget: Duration::from_secs(5),
+        });
+        let mut runs = 0;
+        let r: Result<(), DbError> = pool.retrying(|| {
+            runs += 1;
+            Err(DbError::Conflict(server_error(1213)))
+        });
+        assert!(matches!(r, Err(DbError::Conflict(_))));
+        assert_eq!(runs, 4, "one run and three retries");
+    }
+
+    #[test]
+    fn a_retry_that_succeeds_returns_its_value_and_other_errors_are_not_retried() {
+        let pool = lazy_pool(Retry {
+            attempts: 5,
+            budget: Duration::from_secs(5),
+        });
+        let mut runs = 0;
+        let r = pool.retrying(|| {
+            runs += 1;
+            if runs < 3 {
+                Err(DbError::Conflict(server_error(1205)))
+            } else {
+                Ok(runs)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        let mut other = 0;
+        let r: Result<(), DbError> = pool.retrying(|| {
+            other += 1;
+            Err(DbError::MigrationLocked)
+        });
+        assert!(r.is_err());
+        assert_eq!(other, 1);
+    }
+
+    #[test]
+    fn retries_stop_at_the_budget() {
+        let pool = lazy_pool(Retry {
+            attempts: 1000,
+            budget: Duration::from_millis(30),
+        });
+        let started = Instant::now();
+        let _: Result<(), DbError> = pool.retrying(|| Err(DbError::Conflict(server_error(1213))));
+        assert!(started.elapsed() < Duration::from_millis(200));
+    }
 }

@@ -25,6 +25,8 @@ pub struct Metrics {
     upstream_buckets: Mutex<[u64; UPSTREAM_BUCKETS.len() + 1]>,
     upstream_micros: AtomicU64,
     refunds: Mutex<BTreeMap<String, u64>>,
+    /// Distinct Galera writer nodes of the live instances; `None` off Galera.
+    writer_nodes: Mutex<Option<u64>>,
 }
 
 /// Pool figures at scrape time.
@@ -90,6 +92,10 @@ impl Metrics {
             .fetch_add(took.as_micros() as u64, Relaxed);
     }
 
+    pub fn cluster_writer_nodes(&self, nodes: Option<u64>) {
+        *self.writer_nodes.lock().unwrap_or_else(|e| e.into_inner()) = nodes;
+    }
+
     pub fn refund(&self, route: &str) {
         *self
             .refunds
@@ -123,6 +129,15 @@ impl Metrics {
     pub fn render(&self, pool: PoolGauges) -> String {
         let mut families = self.process_families(pool);
         families.extend(self.job_and_gateway_families());
+        // Absent off Galera, where it means nothing.
+        if let Some(n) = *self.writer_nodes.lock().unwrap_or_else(|e| e.into_inner()) {
+            families.push((
+                "creditgate_cluster_writer_nodes",
+                "gauge",
+                "Distinct Galera nodes the live instances write through; above 1 is not exact.",
+                vec![(String::new(), n)],
+            ));
+        }
         let mut out = String::new();
         for (name, kind, text, samples) in families {
             let _ = writeln!(out, "# HELP {name} {text}");

@@ -74,6 +74,12 @@ impl std::error::Error for UserError {
     }
 }
 
+impl crate::db::Retryable for UserError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, UserError::Db(DbError::Conflict(_)))
+    }
+}
+
 impl From<DbError> for UserError {
     fn from(e: DbError) -> Self {
         UserError::Db(e)
@@ -201,8 +207,17 @@ pub fn list(pool: &Pool) -> Result<Vec<User>, UserError> {
 }
 
 /// Adds to or sets a user's credit. A result below 0 (or beyond i64) is
-/// refused and changes nothing.
+/// refused and changes nothing. Run again when the database rolled it back.
 pub fn change_credit(
+    pool: &Pool,
+    username: &Username,
+    change: CreditChange,
+    actor: &str,
+) -> Result<User, UserError> {
+    pool.retrying(|| change_credit_once(pool, username, change, actor))
+}
+
+fn change_credit_once(
     pool: &Pool,
     username: &Username,
     change: CreditChange,
@@ -228,7 +243,11 @@ pub fn change_credit(
         }
         None => return Err(UserError::InvalidCredit("credit would overflow".into())),
     };
-    tx.exec_drop("UPDATE users SET credit = ? WHERE id = ?", (new, user_id))?;
+    // Relative, so that the change is what the ledger row says it is.
+    tx.exec_drop(
+        "UPDATE users SET credit = credit + ? WHERE id = ?",
+        (new - old, user_id),
+    )?;
     ledger::record(
         &mut tx,
         &Event {
@@ -241,7 +260,7 @@ pub fn change_credit(
         },
     )?;
     let user = fetch(&mut tx, username)?;
-    tx.commit()?;
+    tx.commit().map_err(crate::db::commit_failed)?;
     Ok(user)
 }
 

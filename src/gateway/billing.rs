@@ -78,8 +78,13 @@ enum KeyState {
 }
 
 /// Authenticates, then charges the route's cost (or replays a billed key),
-/// in one transaction that commits before anything is forwarded.
+/// in one transaction that commits before anything is forwarded; run again
+/// when the database rolled it back.
 pub fn charge(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
+    pool.retrying(|| charge_once(pool, req))
+}
+
+fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     let name = match credit::lookup_name(req.credentials) {
         Ok(name) => name,
         Err(why) => return Ok(Charged::Unauthorized(why)),
@@ -128,7 +133,7 @@ pub fn charge(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
         let until = req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64;
         start_key(&mut tx, account.id, key, until)?;
     }
-    tx.commit().map_err(DbError::CommitUnknown)?;
+    tx.commit().map_err(db::commit_failed)?;
     db::trust(&mut conn);
     Ok(Charged::Forward(ticket))
 }
@@ -154,6 +159,11 @@ pub fn refund(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError>
         // Nothing was taken, and the first request's billing stands.
         return Ok(ticket.credit_remaining);
     }
+    // A conflict rolled the refund back, so running it again gives back once.
+    pool.retrying(|| refund_once(pool, ticket, actor))
+}
+
+fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError> {
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let credit: Option<i64> = tx.exec_first(
@@ -163,8 +173,8 @@ pub fn refund(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError>
     let credit = credit.unwrap_or(0) + ticket.charged;
     if ticket.charged > 0 {
         tx.exec_drop(
-            "UPDATE users SET credit = ? WHERE id = ?",
-            (credit, ticket.user_id),
+            "UPDATE users SET credit = credit + ? WHERE id = ?",
+            (ticket.charged, ticket.user_id),
         )?;
         tx.exec_drop(
             "UPDATE usage_daily SET credits = credits - ? \
@@ -194,7 +204,7 @@ pub fn refund(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError>
             (ticket.user_id, key.as_str()),
         )?;
     }
-    tx.commit().map_err(DbError::CommitUnknown)?;
+    tx.commit().map_err(db::commit_failed)?;
     Ok(credit)
 }
 

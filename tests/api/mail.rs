@@ -64,7 +64,13 @@ fn the_heartbeat_mails_once_when_the_database_goes_down_and_once_when_it_is_back
     let config = test_config(&db_url, "unused", &mail_vars(&url));
     let pool = creditgate::db::pool(&db_url, 2, Duration::from_millis(500)).unwrap();
     let mailer = Mailer::start(&config).unwrap();
-    let jobs = standard_jobs(&config, &pool, &mailer, &Arc::new(Metrics::default()));
+    let jobs = standard_jobs(
+        &config,
+        &pool,
+        &mailer,
+        &Arc::new(Metrics::default()),
+        &creditgate::cluster::Instance::this_process(),
+    );
     let beat = || {
         jobs.run_now("heartbeat")
             .unwrap()

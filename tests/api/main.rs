@@ -12,6 +12,7 @@ mod auth;
 mod bruteforce;
 mod charge;
 mod cli;
+mod conflicts;
 mod faults;
 mod gateway;
 mod hostile;
