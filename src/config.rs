@@ -64,6 +64,8 @@ pub struct Config {
     pub heartbeat: Duration,
     pub query_token: bool,
     pub auth_fails_per_min: u32,
+    /// The bank route answers as the Flask sample did (201 and its bodies).
+    pub legacy_answers: bool,
     /// The largest request body a gateway route takes (it is buffered).
     pub max_body_bytes: u64,
 }
@@ -117,6 +119,11 @@ impl Config {
             )?,
             auth_fails_per_min: number(&var, "CREDITGATE_AUTH_FAILS_PER_MIN", 1, 1_000_000)?
                 .unwrap_or(30) as u32,
+            legacy_answers: switch(
+                "CREDITGATE_LEGACY_ANSWERS",
+                var("CREDITGATE_LEGACY_ANSWERS"),
+                false,
+            )?,
             max_body_bytes: number(&var, "CREDITGATE_MAX_BODY_BYTES", 0, 1 << 30)?
                 .unwrap_or(1_048_576),
         })
@@ -243,6 +250,7 @@ mod tests {
         assert_eq!(c.db_start_wait, Duration::from_secs(20));
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert_eq!(c.db_retries, 5);
+        assert!(!c.legacy_answers);
     }
 
     #[test]
@@ -257,6 +265,7 @@ mod tests {
             ("CREDITGATE_AUTH_FAILS_PER_MIN", "0"),
             ("CREDITGATE_MAX_BODY_BYTES", "2GB"),
             ("CREDITGATE_DB_RETRIES", "101"),
+            ("CREDITGATE_LEGACY_ANSWERS", "yes please"),
             ("CREDITGATE_SMTP_URL", "http://x"),
             ("CREDITGATE_ALERT_TO", "ops"),
             ("DATABASE_URL", "postgres://x"),

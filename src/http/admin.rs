@@ -60,7 +60,7 @@ pub fn stop(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, 
     log::info!("req={} stop requested by the admin API", ctx.id);
     state.shutdown.trigger("admin /stopServer");
     Ok(
-        Response::json(&json!({ "success": true, "message": "Server is stopping..." }))
+        Response::json(&json!({ "success": true, "message": "Server is Stopping..." }))
             .with_status_code(202),
     )
 }

@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod error;
 mod gateway;
+mod legacy;
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -192,7 +193,12 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
         ["api", "v1.0", "banks_data", bank] | ["api", "v1.0", "banks_data", bank, ""] => {
             ctx.route = "banks_data";
             allow(method, &["GET"])?;
-            api::banks_data(state, req, bank, ctx)
+            let answer = api::banks_data(state, req, bank, ctx);
+            if state.config.legacy_answers {
+                legacy::answer(answer)
+            } else {
+                answer
+            }
         }
         ["api", "v1.0", "credit"] => {
             ctx.route = "credit";

@@ -91,7 +91,7 @@ fn stop_server_answers_202_and_stops_for_get_and_post() {
         assert_eq!(r.status, 202, "{method}: {}", r.body);
         assert_eq!(
             r.json(),
-            json!({"success": true, "message": "Server is stopping..."})
+            json!({"success": true, "message": "Server is Stopping..."})
         );
         assert_eq!(app.stop(), "admin /stopServer");
     }

@@ -19,6 +19,7 @@ mod hostile;
 mod import;
 mod jobs;
 mod ledger;
+mod legacy;
 mod lifecycle;
 mod mail;
 mod metrics;
