@@ -46,13 +46,19 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new() -> TestDb {
+        TestDb::on(&server_url(), "")
+    }
+
+    /// A fresh database on another server (`mysql://user@host:port`), with
+    /// `query` (e.g. `?prefer_socket=false`) appended to its URL.
+    pub fn on(server: &str, query: &str) -> TestDb {
         let name = format!(
             "cg_test_{}_{}_{}",
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::SeqCst),
             Utc::now().timestamp_subsec_nanos()
         );
-        let url = format!("{}/{name}", server_url());
+        let url = format!("{server}/{name}{query}");
         db::create_database_if_missing(&url).expect("create the test database");
         let pool = db::pool(&url, 4, Duration::from_secs(10)).expect("pool");
         db::migrate(&pool).expect("migrate");
