@@ -80,12 +80,15 @@ live_pid() {
 node_pid() { live_pid "$dir/$1/node.pid" "--datadir=$dir/$1/data"; }
 haproxy_pid() { live_pid "$dir/haproxy/haproxy.pid" "$dir/haproxy/haproxy.cfg"; }
 
-# Wait up to $2 seconds for pid $1 to exit.
+# Wait up to $2 seconds for pid $1 to exit. A zombie counts as gone: our
+# nodes are not our children, and here PID 1 takes ~1.5 s to reap them.
 wait_exit() {
-    local pid=$1 i
-    for ((i = 0; i < $2 * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
+    local pid=$1 i stat
+    for ((i = 0; i < $2 * 20; i++)); do
+        { stat=$(cat "/proc/$pid/stat"); } 2>/dev/null || return 0
+        stat=${stat##*) }
+        [ "${stat%% *}" = Z ] && return 0
+        sleep 0.05
     done
     return 1
 }
@@ -312,7 +315,7 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local n pid pids=() rsync_pid
+    local n p i pid pids=() rsync_pid
     if pid=$(haproxy_pid); then
         kill "$pid" 2>/dev/null || true
         wait_exit "$pid" 5 || { say "HAProxy did not exit; killing it"; kill -9 "$pid" 2>/dev/null || true; }
@@ -331,6 +334,10 @@ cmd_stop() {
         if rsync_pid=$(live_pid "$dir/$n/data/rsync_sst.pid" rsync); then kill "$rsync_pid" 2>/dev/null || true; fi
     done
     [ ${#pids[@]} -gt 0 ] || say "no cluster node was running"
+    # Give PID 1 a moment to reap them, so that `pgrep mariadbd` is clean.
+    for p in "${pids[@]}"; do
+        for ((i = 0; i < 50; i++)); do [ -e "/proc/${p#*:}" ] || break; sleep 0.1; done
+    done
 }
 
 cmd_kill() {
