@@ -193,8 +193,23 @@ node_up() { alive_or_die "$1"; answers "$1"; }
 node_synced() { alive_or_die "$1"; synced "$1"; }
 haproxy_answers() { [ -n "$(writer || true)" ]; }
 
+# Fail early, and clearly, when another program holds one of our ports.
+check_ports() {
+    local n p busy=()
+    for p in "$haproxy_port" "$stats_port"; do
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && busy+=("$p")
+    done
+    for n in "${nodes[@]}"; do
+        for p in "$(sql_port "$n")" "$(gcomm_port "$n")" "$(ist_port "$n")" "$(sst_port "$n")"; do
+            (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && busy+=("$p")
+        done
+    done
+    [ ${#busy[@]} -eq 0 ] || die "port(s) ${busy[*]} on 127.0.0.1 already in use; pick other ports with CREDITGATE_GALERA_PORT_BASE (now $base)"
+}
+
 init_cluster() {
     case "$dir" in */target/galera) ;; *) die "refusing to wipe $dir" ;; esac
+    check_ports
     rm -rf "$dir"
     mkdir -p "$dir/n1/data" "$dir/n2/data" "$dir/n3/data" "$dir/haproxy"
     chown -R mysql:mysql "$dir/n1" "$dir/n2" "$dir/n3"
