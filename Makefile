@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint migrate bench bench-growth db db-stop build release
+.PHONY: run test test-cluster lint migrate bench bench-growth db db-stop build release
 
 build:
 	$(CARGO) build
@@ -19,6 +19,18 @@ run: release
 test:
 	@server=$$(deploy/dev-db.sh) && \
 	CREDITGATE_TEST_DATABASE_URL=$$server $(CARGO) test
+
+## Run tests/cluster against a private 3-node Galera cluster behind HAProxy
+## (deploy/galera-cluster.sh), then stop the cluster, pass or fail.
+test-cluster:
+	@trap 'deploy/galera-cluster.sh stop' EXIT; \
+	endpoints=$$(deploy/galera-cluster.sh start) || exit $$?; \
+	CREDITGATE_CLUSTER_HAPROXY_URL=$$(awk '$$1 == "haproxy" { print $$2 }' <<<"$$endpoints"); \
+	CREDITGATE_CLUSTER_NODE_URLS=$$(awk '$$1 ~ /^n[0-9]+$$/ { print $$2 }' <<<"$$endpoints" | paste -sd, -); \
+	CREDITGATE_CLUSTER_SCRIPT=$$PWD/deploy/galera-cluster.sh; \
+	export CREDITGATE_CLUSTER_HAPROXY_URL CREDITGATE_CLUSTER_NODE_URLS CREDITGATE_CLUSTER_SCRIPT; \
+	echo "cluster: HAProxy $$CREDITGATE_CLUSTER_HAPROXY_URL, nodes $$CREDITGATE_CLUSTER_NODE_URLS" >&2; \
+	rc=0; $(CARGO) test --test cluster -- --test-threads=1 || rc=$$?; exit $$rc
 
 lint:
 	$(CARGO) fmt --check
