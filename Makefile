@@ -35,6 +35,7 @@ test-cluster:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --test cluster -- -D warnings
 
 migrate: build
 	@server=$$(deploy/dev-db.sh) && \

@@ -44,7 +44,10 @@ fn nodes() -> Vec<String> {
 /// deploy/galera-cluster.sh ARGS; its stdout.
 fn cluster(args: &[&str]) -> String {
     let script = std::env::var("CREDITGATE_CLUSTER_SCRIPT").expect("CREDITGATE_CLUSTER_SCRIPT");
-    let out = Command::new(script).args(args).output().expect("run the cluster script");
+    let out = Command::new(script)
+        .args(args)
+        .output()
+        .expect("run the cluster script");
     assert!(
         out.status.success(),
         "galera-cluster.sh {args:?}: {}",
@@ -100,8 +103,14 @@ fn load(servers: &[SocketAddr], token: &str, conns: usize, requests: usize) -> (
         let addr = servers[i % servers.len()];
         (0..per_client)
             .map(|_| {
-                request(addr, "GET", "/api/v1.0/banks_data/bofa/", &[("Authorization", &auth)], None)
-                    .status
+                request(
+                    addr,
+                    "GET",
+                    "/api/v1.0/banks_data/bofa/",
+                    &[("Authorization", &auth)],
+                    None,
+                )
+                .status
             })
             .collect::<Vec<u16>>()
     })
@@ -203,7 +212,10 @@ fn losing_the_writer_node_over_grants_nothing_and_recovers_within_3_s() {
         assert_eq!(*bad, 0, "ledger on node {}", i + 1);
     }
     let taken = credit - per_node[0].0;
-    assert!(ok <= taken, "{ok} answers 200 but only {taken} credits taken");
+    assert!(
+        ok <= taken,
+        "{ok} answers 200 but only {taken} credits taken"
+    );
     // Recovery: the first failure after the kill, and the first 200 after it.
     let failed_from = answers
         .iter()
@@ -223,7 +235,10 @@ fn losing_the_writer_node_over_grants_nothing_and_recovers_within_3_s() {
              answers again {outage:?} after the kill",
             ok, taken
         );
-        assert!(outage <= Duration::from_secs(3), "answered again only after {outage:?}");
+        assert!(
+            outage <= Duration::from_secs(3),
+            "answered again only after {outage:?}"
+        );
     }
 }
 
@@ -242,7 +257,10 @@ fn a_refill_with_three_instances_happens_once_per_user() {
         db.scalar("SELECT COUNT(*) FROM credit_events WHERE reason = 'monthly-refill'"),
         50
     );
-    assert_eq!(db.scalar("SELECT COUNT(*) FROM users WHERE credit = 100"), 50);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM users WHERE credit = 100"),
+        50
+    );
     assert_eq!(db.ledger_mismatches(), vec![]);
 }
 
@@ -251,7 +269,11 @@ fn writer_nodes(addr: SocketAddr) -> Option<u64> {
     request(addr, "GET", "/metrics", &[], None)
         .body
         .lines()
-        .find_map(|l| l.strip_prefix("creditgate_cluster_writer_nodes ")?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("creditgate_cluster_writer_nodes ")?
+                .parse()
+                .ok()
+        })
 }
 
 fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
@@ -269,13 +291,13 @@ fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
 fn instances_writing_through_two_nodes_are_detected_and_mailed_once() {
     let db = cluster_db();
     let mail = smtp::SmtpServer::start();
+    let smtp_url = mail.url();
     let vars = [
         ("CREDITGATE_HEARTBEAT_SECS", "1"),
-        ("CREDITGATE_SMTP_URL", mail.url()),
-        ("CREDITGATE_MAIL_FROM", "cg@example.org".to_string()),
-        ("CREDITGATE_ALERT_TO", "ops@example.org".to_string()),
+        ("CREDITGATE_SMTP_URL", smtp_url.as_str()),
+        ("CREDITGATE_MAIL_FROM", "cg@example.org"),
+        ("CREDITGATE_ALERT_TO", "ops@example.org"),
     ];
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let nodes = nodes();
     let on_node = |i: usize| format!("{}/{}{NO_SOCKET}", nodes[i], db.name);
     // Arrange: one instance on node 1.
@@ -301,7 +323,10 @@ fn instances_writing_through_two_nodes_are_detected_and_mailed_once() {
             .filter(|m| m.subject().contains("multi-writer"))
             .count()
     };
-    assert!(wait_for(Duration::from_secs(10), || alerts() >= 1), "no alert mail");
+    assert!(
+        wait_for(Duration::from_secs(10), || alerts() >= 1),
+        "no alert mail"
+    );
     // Back to one node: b stops, a sees 1 once b's beats are stale.
     drop(b);
     assert!(
