@@ -2,6 +2,7 @@
 //! request, and stops gracefully. No SQL and no business rule here.
 
 mod admin;
+mod admin_keys;
 mod api;
 mod error;
 mod gateway;
@@ -22,6 +23,7 @@ use crate::db::{DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::Gateway;
 use crate::jobs::Jobs;
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::throttle::Throttle;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     pub jobs: Arc<Jobs>,
     pub gateway: Arc<Gateway>,
+    /// Low-credit notices go out through it.
+    pub mailer: Mailer,
     /// Requests inside `handle`; a stop waits for them.
     pub in_flight: AtomicUsize,
 }
@@ -50,6 +54,7 @@ impl AppState {
         shutdown: Shutdown,
         jobs: Arc<Jobs>,
         gateway: Arc<Gateway>,
+        mailer: Mailer,
     ) -> AppState {
         let throttle = Throttle::new(config.auth_fails_per_min);
         AppState {
@@ -60,6 +65,7 @@ impl AppState {
             shutdown,
             jobs,
             gateway,
+            mailer,
             in_flight: AtomicUsize::new(0),
         }
     }
