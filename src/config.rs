@@ -66,6 +66,8 @@ pub struct Config {
     pub auth_fails_per_min: u32,
     /// The bank route answers as the Flask sample did (201 and its bodies).
     pub legacy_answers: bool,
+    /// Charge one user's waiting requests together (see `coalesce`).
+    pub coalesce: bool,
     /// The largest request body a gateway route takes (it is buffered).
     pub max_body_bytes: u64,
 }
@@ -119,6 +121,7 @@ impl Config {
             )?,
             auth_fails_per_min: number(&var, "CREDITGATE_AUTH_FAILS_PER_MIN", 1, 1_000_000)?
                 .unwrap_or(30) as u32,
+            coalesce: switch("CREDITGATE_COALESCE", var("CREDITGATE_COALESCE"), false)?,
             legacy_answers: switch(
                 "CREDITGATE_LEGACY_ANSWERS",
                 var("CREDITGATE_LEGACY_ANSWERS"),
@@ -251,6 +254,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert_eq!(c.db_retries, 5);
         assert!(!c.legacy_answers);
+        assert!(!c.coalesce);
     }
 
     #[test]
@@ -266,6 +270,7 @@ mod tests {
             ("CREDITGATE_MAX_BODY_BYTES", "2GB"),
             ("CREDITGATE_DB_RETRIES", "101"),
             ("CREDITGATE_LEGACY_ANSWERS", "yes please"),
+            ("CREDITGATE_COALESCE", "sometimes"),
             ("CREDITGATE_SMTP_URL", "http://x"),
             ("CREDITGATE_ALERT_TO", "ops"),
             ("DATABASE_URL", "postgres://x"),

@@ -12,7 +12,7 @@ use crate::account::{self, Account, Debit, LowCredit, RateState};
 use crate::banks::{self, Bank};
 use crate::db::{self, DbError, Pool};
 use crate::ledger::{self, Event, Reason};
-use crate::model::{BankCode, IdempotencyKey, Period, RefillDay};
+use crate::model::{BankCode, IdempotencyKey, Period, RefillDay, Username};
 use crate::token::Credentials;
 
 pub use crate::account::AuthFailure;
@@ -75,12 +75,31 @@ fn charge_once(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> 
     };
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let account = match account::lock(&mut tx, &name, &req.credentials.token, true)? {
+    let outcome = charge_in(&mut tx, &name, req)?;
+    // A connection lost during COMMIT leaves the charge in doubt: the client
+    // gets 503, and only a retry with the same Idempotency-Key can tell
+    // (it replays the answer if the charge was applied).
+    tx.commit().map_err(db::commit_failed)?;
+    db::trust(&mut conn);
+    Ok(outcome)
+}
+
+/// One paid lookup inside `tx`, which the caller commits: lock and
+/// authenticate, replay, rate limit, charge, remember. Nothing is written
+/// before the request is known to be charged or counted, so an early answer
+/// (401, replay, 429) leaves `tx` as it was — which lets a coalesced batch
+/// (`coalesce`) decide several requests in one transaction.
+pub(crate) fn charge_in(
+    tx: &mut mysql::Transaction<'_>,
+    name: &Username,
+    req: &Charge<'_>,
+) -> Result<ChargeOutcome, DbError> {
+    let account = match account::lock(tx, name, &req.credentials.token, true)? {
         Ok(a) => a,
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
     if let Some(key) = req.idempotency_key {
-        if let Some(answer) = remembered(&mut tx, account.id, key)? {
+        if let Some(answer) = remembered(tx, account.id, key)? {
             return Ok(ChargeOutcome::Answered {
                 answer,
                 replayed: true,
@@ -93,16 +112,11 @@ fn charge_once(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> 
         Ok(rate) => rate,
         Err(refused) => return Ok(ChargeOutcome::RateLimited(refused)),
     };
-    account::touch_key(&mut tx, &account)?;
-    let (answer, low_credit) = decide(&mut tx, &account, req, rate.as_ref())?;
+    account::touch_key(tx, &account)?;
+    let (answer, low_credit) = decide(tx, &account, req, rate.as_ref())?;
     if let Some(key) = req.idempotency_key {
-        remember(&mut tx, account.id, key, &answer)?;
+        remember(tx, account.id, key, &answer)?;
     }
-    // A connection lost during COMMIT leaves the charge in doubt: the client
-    // gets 503, and only a retry with the same Idempotency-Key can tell
-    // (it replays the answer if the charge was applied).
-    tx.commit().map_err(db::commit_failed)?;
-    db::trust(&mut conn);
     Ok(ChargeOutcome::Answered {
         answer,
         replayed: false,

@@ -5,6 +5,7 @@ pub mod app;
 pub mod banks;
 pub mod cli;
 pub mod cluster;
+pub mod coalesce;
 pub mod config;
 pub mod credit;
 pub mod db;

@@ -25,6 +25,8 @@ pub struct Metrics {
     upstream_buckets: Mutex<[u64; UPSTREAM_BUCKETS.len() + 1]>,
     upstream_micros: AtomicU64,
     refunds: Mutex<BTreeMap<String, u64>>,
+    coalesced_batches: AtomicU64,
+    coalesced_requests: AtomicU64,
     /// Distinct Galera writer nodes of the live instances; `None` off Galera.
     writer_nodes: Mutex<Option<u64>>,
 }
@@ -90,6 +92,12 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())[bucket] += 1;
         self.upstream_micros
             .fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// One coalesced transaction that decided `requests` requests.
+    pub fn coalesced_batch(&self, requests: usize) {
+        self.coalesced_batches.fetch_add(1, Relaxed);
+        self.coalesced_requests.fetch_add(requests as u64, Relaxed);
     }
 
     pub fn cluster_writer_nodes(&self, nodes: Option<u64>) {
@@ -242,6 +250,18 @@ impl Metrics {
                 "Gateway charges refunded, by route.",
                 refunds,
             ),
+            (
+                "creditgate_coalesced_batches_total",
+                "counter",
+                "Coalesced charge transactions (CREDITGATE_COALESCE=on).",
+                single(&self.coalesced_batches),
+            ),
+            (
+                "creditgate_coalesced_requests_total",
+                "counter",
+                "Requests decided in coalesced charge transactions.",
+                single(&self.coalesced_requests),
+            ),
         ]
     }
 
@@ -322,6 +342,6 @@ mod tests {
         assert!(text.contains("creditgate_credits_charged_total 3\n"));
         assert!(text.contains("creditgate_db_pool_connections{state=\"idle\"} 2\n"));
         assert!(text.contains("creditgate_db_pool_max_connections 8\n"));
-        assert_eq!(text.matches("# HELP ").count(), 12);
+        assert_eq!(text.matches("# HELP ").count(), 14);
     }
 }

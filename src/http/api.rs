@@ -8,6 +8,7 @@ use serde_json::json;
 use super::error::with_rate;
 use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, AppState, Ctx};
 use crate::account::LowCredit;
+use crate::coalesce;
 use crate::credit::{self, Answer, AuthFailure, Charge, ChargeOutcome};
 use crate::db;
 use crate::model::{BankCode, IdempotencyKey, ParseError};
@@ -29,7 +30,20 @@ pub fn banks_data(
         idempotency_key: key.as_ref(),
         now,
     };
-    match credit::charge(&state.pool, &charge)? {
+    let outcome = match &state.coalescer {
+        None => credit::charge(&state.pool, &charge)?,
+        Some(c) => c.charge(
+            &state.pool,
+            &state.metrics,
+            coalesce::Request {
+                credentials: credentials.clone(),
+                bank: bank.clone(),
+                idempotency_key: key.clone(),
+                now,
+            },
+        )?,
+    };
+    match outcome {
         ChargeOutcome::Unauthorized(why) => Err(unauthorized(state, req, ctx, &why)),
         ChargeOutcome::RateLimited(rate) => Err(ApiError::RateLimited(rate)),
         ChargeOutcome::Answered {

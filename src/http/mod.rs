@@ -18,6 +18,7 @@ use rouille::{Request, Response};
 
 pub use error::ApiError;
 
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::db::{DbError, Pool};
 use crate::error::error_chain;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// Low-credit notices go out through it.
     pub mailer: Mailer,
+    /// With CREDITGATE_COALESCE=on: one user's waiting charges together.
+    pub coalescer: Option<Coalescer>,
     /// Requests inside `handle`; a stop waits for them.
     pub in_flight: AtomicUsize,
 }
@@ -57,6 +60,7 @@ impl AppState {
         mailer: Mailer,
     ) -> AppState {
         let throttle = Throttle::new(config.auth_fails_per_min);
+        let coalescer = config.coalesce.then(Coalescer::new);
         AppState {
             config,
             pool,
@@ -66,6 +70,7 @@ impl AppState {
             jobs,
             gateway,
             mailer,
+            coalescer,
             in_flight: AtomicUsize::new(0),
         }
     }

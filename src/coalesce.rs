@@ -1,0 +1,215 @@
+//! Coalesced charging (`CREDITGATE_COALESCE=on`, off by default): requests
+//! of one user that wait for that user's row are charged together, in ONE
+//! `SELECT … FOR UPDATE` transaction, each decided in arrival order by the
+//! same steps as a single request (`credit::charge_in`: its own
+//! authentication, idempotency key, rate limit, usage and answer), then one
+//! COMMIT answers them all. One user is otherwise held to one transaction —
+//! one lock hold and one log flush — per request.
+//!
+//! The first request of a user leads: it opens a batch, then waits for the
+//! row lock; requests that arrive meanwhile join the batch (at most
+//! `MAX_BATCH`) and wait for its answer instead of for the lock. Once the
+//! leader holds the lock it closes the batch, so later arrivals form the
+//! next one, whose leader waits for this one's commit — no request waits
+//! longer than it would have for the lock itself. A batch holds one user's
+//! requests only. A failed transaction fails (or, on a conflict, retries)
+//! every request in it, as it would have failed or retried each alone.
+//!
+//! With coalescing off, `credit::charge` is called directly and none of
+//! this runs.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use mysql::prelude::Queryable;
+use mysql::TxOpts;
+
+use crate::account;
+use crate::credit::{self, Charge, ChargeOutcome};
+use crate::db::{self, DbError, Pool};
+use crate::metrics::Metrics;
+use crate::model::{BankCode, IdempotencyKey, Username};
+use crate::token::Credentials;
+
+/// The most requests one transaction decides.
+pub const MAX_BATCH: usize = 64;
+
+/// A request's charge, owned, so that another thread (the leader) can run it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub credentials: Credentials,
+    pub bank: BankCode,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub now: DateTime<Utc>,
+}
+
+impl Request {
+    fn charge(&self) -> Charge<'_> {
+        Charge {
+            credentials: &self.credentials,
+            bank: &self.bank,
+            idempotency_key: self.idempotency_key.as_ref(),
+            now: self.now,
+        }
+    }
+}
+
+/// DbError is not Clone; every request of a failed batch gets its text and
+/// whether it may be retried.
+type Reply = Result<ChargeOutcome, DbError>;
+
+struct Entry {
+    request: Request,
+    reply: Sender<Reply>,
+}
+
+#[derive(Default)]
+struct Batch {
+    entries: Vec<Entry>,
+    /// The leader holds the lock: no one joins any more.
+    closed: bool,
+}
+
+/// The open batches, one per user at most.
+#[derive(Default)]
+pub struct Coalescer {
+    open: Mutex<HashMap<String, Arc<Mutex<Batch>>>>,
+}
+
+/// How this request takes part.
+enum Role {
+    Leader(Arc<Mutex<Batch>>, Receiver<Reply>),
+    Follower(Receiver<Reply>),
+}
+
+impl Coalescer {
+    pub fn new() -> Coalescer {
+        Coalescer::default()
+    }
+
+    /// Charges `request` together with the other waiting requests of its
+    /// user; answers as `credit::charge` would have.
+    pub fn charge(&self, pool: &Pool, metrics: &Metrics, request: Request) -> Reply {
+        let name = match account::lookup_name(&request.credentials) {
+            Ok(name) => name,
+            Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
+        };
+        match self.join(&name, request) {
+            Role::Follower(answer) => answer.recv().unwrap_or_else(|_| Err(lost())),
+            Role::Leader(batch, answer) => {
+                let size = self.lead(pool, &name, &batch);
+                metrics.coalesced_batch(size);
+                answer.recv().unwrap_or_else(|_| Err(lost()))
+            }
+        }
+    }
+
+    /// Joins the user's open batch, or opens one and leads it.
+    fn join(&self, name: &Username, request: Request) -> Role {
+        let (reply, answer) = mpsc::channel();
+        let entry = Entry { request, reply };
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(batch) = open.get(name.as_str()) {
+            let mut b = batch.lock().unwrap_or_else(|e| e.into_inner());
+            if !b.closed && b.entries.len() < MAX_BATCH {
+                b.entries.push(entry);
+                return Role::Follower(answer);
+            }
+        }
+        let batch = Arc::new(Mutex::new(Batch {
+            entries: vec![entry],
+            closed: false,
+        }));
+        open.insert(name.to_string(), Arc::clone(&batch));
+        Role::Leader(batch, answer)
+    }
+
+    /// Closes the batch once the row is locked and decides every entry;
+    /// retried whole on a conflict, like a single transaction.
+    /// Returns how many requests the batch held.
+    fn lead(&self, pool: &Pool, name: &Username, batch: &Arc<Mutex<Batch>>) -> usize {
+        let mut entries: Vec<Entry> = Vec::new();
+        let result = pool.retrying(|| {
+            let mut conn = pool.get()?;
+            let mut tx = conn.start_transaction(TxOpts::default())?;
+            // Waiting here is what the followers would have done alone.
+            tx.exec_drop(
+                "SELECT id FROM users WHERE username = ? FOR UPDATE",
+                (name.as_str(),),
+            )?;
+            if entries.is_empty() {
+                entries = self.close(name, batch);
+            }
+            let mut outcomes = Vec::with_capacity(entries.len());
+            for e in &entries {
+                outcomes.push(credit::charge_in(&mut tx, name, &e.request.charge())?);
+            }
+            tx.commit().map_err(db::commit_failed)?;
+            db::trust(&mut conn);
+            Ok(outcomes)
+        });
+        if entries.is_empty() {
+            // The first attempt failed before the lock: close it now so
+            // that every entry gets the error.
+            entries = self.close(name, batch);
+        }
+        let size = entries.len();
+        match result {
+            Ok(outcomes) => {
+                for (e, outcome) in entries.into_iter().zip(outcomes) {
+                    let _ = e.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for entry in entries {
+                    let _ = entry.reply.send(Err(copy(&e)));
+                }
+            }
+        }
+        size
+    }
+
+    /// Takes the entries and stops others from joining.
+    fn close(&self, name: &Username, batch: &Arc<Mutex<Batch>>) -> Vec<Entry> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = batch.lock().unwrap_or_else(|e| e.into_inner());
+        b.closed = true;
+        if open
+            .get(name.as_str())
+            .is_some_and(|current| Arc::ptr_eq(current, batch))
+        {
+            open.remove(name.as_str());
+        }
+        std::mem::take(&mut b.entries)
+    }
+}
+
+/// The leader went away without answering (it panicked): nothing was
+/// committed for this request by a transaction it can know of.
+fn lost() -> DbError {
+    DbError::Query(mysql::Error::MySqlError(mysql::MySqlError {
+        state: "HY000".into(),
+        code: 0,
+        message: "the coalesced batch ended without an answer".into(),
+    }))
+}
+
+/// The same failure for each request of a failed batch, keeping the class
+/// that decides the answer: in doubt stays in doubt, a conflict a conflict.
+fn copy(e: &DbError) -> DbError {
+    let inner = |code: u16| {
+        mysql::Error::MySqlError(mysql::MySqlError {
+            state: "HY000".into(),
+            code,
+            message: e.to_string(),
+        })
+    };
+    match e {
+        DbError::CommitUnknown(_) => DbError::CommitUnknown(inner(0)),
+        DbError::Conflict(_) => DbError::Conflict(inner(1213)),
+        DbError::Unavailable(_) => DbError::Query(inner(2013)),
+        _ => DbError::Query(inner(0)),
+    }
+}
