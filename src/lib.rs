@@ -5,6 +5,7 @@ pub mod banks;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod credit;
 pub mod db;
 pub mod error;
