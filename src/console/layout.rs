@@ -31,6 +31,7 @@ h1{font-size:22px;margin:4px 0 14px}
 h2{font-size:16px;margin:0 0 10px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px;margin-bottom:16px}
 .grid{display:grid;gap:16px;grid-template-columns:1fr}
+.grid>*{min-width:0}
 @media(min-width:900px){.grid.two{grid-template-columns:1fr 1fr}}
 .stats{display:flex;flex-wrap:wrap;gap:10px 28px;margin:0}
 .stats div{min-width:110px}
@@ -62,6 +63,7 @@ input:focus,select:focus,button:focus{outline:2px solid #9db4ee;outline-offset:1
 button{cursor:pointer;background:var(--accent);border-color:var(--accent);color:#fff}
 button.quiet{background:#fff;color:var(--fg);border-color:#c9ced8}
 button.danger{background:#fff;color:var(--err);border-color:#e9a39c}
+.buttons{display:flex;gap:6px}
 .actions{display:flex;flex-wrap:wrap;gap:16px 28px}
 .actions section{min-width:240px}
 figure.chart{margin:0 0 8px}
@@ -74,7 +76,7 @@ svg .bar{fill:var(--bar)}
 .login{max-width:380px;margin:12vh auto 0}
 .login form{display:flex;flex-direction:column;gap:12px}
 .login input{width:100%}
-@media(max-width:600px){main{padding:10px}.card{padding:12px}h1{font-size:20px}.stats dd{font-size:19px}.actions section{min-width:0;width:100%}}
+@media(max-width:600px){svg .axis{font-size:19px}.bar-top{gap:6px 10px;padding:8px 10px}nav{order:3;flex:1 1 100%}header form{margin-left:auto}main{padding:10px}.card{padding:12px}h1{font-size:20px}.stats dd{font-size:19px}.actions section{min-width:0;width:100%}}
 "#;
 
 /// The `Content-Security-Policy` of every console page: nothing may load,

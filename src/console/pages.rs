@@ -122,11 +122,11 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
             section.card #jobs {
                 h2 { "Jobs" }
                 div.scroll { table {
-                    thead { tr { th { "Job" } th { "State" } th { "Last run" } th { "Last result" } } }
+                    thead { tr { th { "Job" } th { "State" } th { "Last run (UTC)" } th { "Last result" } } }
                     tbody { @for j in &o.jobs { tr {
                         td { (j.id) }
                         td { (job_state(j)) }
-                        td { (j.last_run.as_deref().unwrap_or("never")) }
+                        td { (when(j.last_run.as_deref(), "never")) }
                         td.wrap { (j.last_result.as_deref().unwrap_or("—")) }
                     } } }
                 } }
@@ -189,7 +189,7 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
             p.muted {
                 "Token " code { (u.token_prefix) "…" }
                 " · e-mail " (u.email.as_deref().unwrap_or("none"))
-                " · created " (u.created_at)
+                " · created " (when(Some(&u.created_at), "")) " UTC"
             }
         }
         section.card.actions {
@@ -220,14 +220,14 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
         }
         section.card #usage { (charts(&d.days)) }
         section.card #ledger {
-            h2 { "Ledger (last " (d.ledger.len()) ")" }
+            h2 { "Ledger, latest " (d.ledger.len()) " rows" }
             div.scroll { table {
                 thead { tr {
                     th { "Time (UTC)" } th.num { "Change" } th.num { "Balance" }
                     th { "Reason" } th { "Actor" }
                 } }
                 tbody { @for r in &d.ledger { tr {
-                    td { (r.at) }
+                    td { (when(Some(&r.at), "")) }
                     td.num { (signed(r.delta)) }
                     td.num { (r.balance_after) }
                     td { (r.reason) @if let Some(p) = &r.period { " " span.muted { (p) } } }
@@ -294,8 +294,8 @@ pub fn jobs(frame: &Frame<'_>, jobs: &[JobView]) -> Markup {
         section.card {
             div.scroll { table #jobs {
                 thead { tr {
-                    th { "Job" } th { "Schedule" } th { "State" } th { "Last run" }
-                    th { "Last result" } th { "Next run" } th {}
+                    th { "Job" } th { "Schedule" } th { "State" } th { "Last run (UTC)" }
+                    th { "Last result" } th { "Next run (UTC)" } th {}
                 } }
                 tbody { @for j in jobs {
                     @let base = format!("/console/jobs/{}", j.id);
@@ -303,24 +303,32 @@ pub fn jobs(frame: &Frame<'_>, jobs: &[JobView]) -> Markup {
                         td { (j.id) }
                         td { (j.schedule) }
                         td { (job_state(j)) }
-                        td { (j.last_run.as_deref().unwrap_or("never")) }
+                        td { (when(j.last_run.as_deref(), "never")) }
                         td.wrap { (j.last_result.as_deref().unwrap_or("—")) }
-                        td { (j.next_run.as_deref().unwrap_or("—")) }
-                        td {
+                        td { (when(j.next_run.as_deref(), "—")) }
+                        td { div.buttons {
                             @if j.paused {
                                 (button(frame.csrf, &format!("{base}/resume"), "Resume", ""))
                             } @else {
                                 (button(frame.csrf, &format!("{base}/pause"), "Pause", "quiet"))
                             }
-                            " "
                             (button(frame.csrf, &format!("{base}/run"), "Run now", "quiet"))
-                        }
+                        } }
                     }
                 } }
             } }
         }
     };
     page("Jobs", Some(Nav::Jobs), frame, body)
+}
+
+/// An RFC 3339 UTC time as `2026-12-01 21:02:51`: shorter in a table, and
+/// the column says UTC.
+fn when(t: Option<&str>, none: &str) -> String {
+    match t {
+        Some(t) => t.replacen('T', " ", 1).trim_end_matches('Z').to_string(),
+        None => none.to_string(),
+    }
 }
 
 fn user_link(name: &str) -> Markup {
