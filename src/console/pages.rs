@@ -174,7 +174,6 @@ pub fn users(frame: &Frame<'_>, list: &UserList) -> Markup {
 
 pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
     let u = &d.user;
-    let base = format!("/console/users/{}", u.username);
     let body = html! {
         p { a href="/console/users" { "← Users" } }
         h1 { (u.username) " " (disabled_tag(u.disabled)) }
@@ -192,6 +191,17 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
                 " · created " (when(Some(&u.created_at), "")) " UTC"
             }
         }
+        (user_actions(frame, u))
+        section.card #usage { (charts(&d.days)) }
+        (ledger_table(&d.ledger))
+    };
+    page(&u.username, Some(Nav::Users), frame, body)
+}
+
+/// The user page's forms: credit, token, access.
+fn user_actions(frame: &Frame<'_>, u: &User) -> Markup {
+    let base = format!("/console/users/{}", u.username);
+    html! {
         section.card.actions {
             section {
                 h2 { "Credit" }
@@ -218,15 +228,19 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
                 }
             }
         }
-        section.card #usage { (charts(&d.days)) }
+    }
+}
+
+fn ledger_table(ledger: &[LedgerRow]) -> Markup {
+    html! {
         section.card #ledger {
-            h2 { "Ledger, latest " (d.ledger.len()) " rows" }
+            h2 { "Ledger, latest " (ledger.len()) " rows" }
             div.scroll { table {
                 thead { tr {
                     th { "Time (UTC)" } th.num { "Change" } th.num { "Balance" }
                     th { "Reason" } th { "Actor" }
                 } }
-                tbody { @for r in &d.ledger { tr {
+                tbody { @for r in ledger { tr {
                     td { (when(Some(&r.at), "")) }
                     td.num { (signed(r.delta)) }
                     td.num { (r.balance_after) }
@@ -235,8 +249,7 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
                 } } }
             } }
         }
-    };
-    page(&u.username, Some(Nav::Users), frame, body)
+    }
 }
 
 pub fn routes(frame: &Frame<'_>, routes: &[Route]) -> Markup {
