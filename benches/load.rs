@@ -298,12 +298,16 @@ fn insert_users(pool: &creditgate::db::Pool, from: u64, to: u64) {
     let mut i = from;
     while i < to {
         let end = (i + 5000).min(to);
-        let values: Vec<String> = (i..end)
-            .map(|n| format!("('u{n}', '{hash}', '{prefix}', {CREDIT})"))
-            .collect();
+        let values: Vec<String> = (i..end).map(|n| format!("('u{n}', {CREDIT})")).collect();
         conn.query_drop(format!(
-            "INSERT INTO users (username, token_hash, token_prefix, credit) VALUES {}",
+            "INSERT INTO users (username, credit) VALUES {}",
             values.join(",")
+        ))
+        .unwrap();
+        // Every user's one key, as `user add` makes it.
+        conn.query_drop(format!(
+            "INSERT INTO api_keys (user_id, label, token_hash, prefix) \
+             SELECT id, 'bench', '{hash}', '{prefix}' FROM users WHERE id NOT IN (SELECT user_id FROM api_keys)"
         ))
         .unwrap();
         i = end;
@@ -460,18 +464,28 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
         .date_naive()
         .format("%Y-%m-%d")
         .to_string();
+    let hash = creditgate::token::hash(TOKEN);
     Box::new(move || {
         let name = format!("u{}", users.pick(&mut rng));
         let mut tx = conn.start_transaction(mysql::TxOpts::default()).unwrap();
         // The same columns creditgate reads, taken as a raw row.
+        // The same query creditgate's charge runs (account::lock): the user's
+        // row, the key joined by the token's hash, the database's clock.
         let row: Option<mysql::Row> = tx
             .exec_first(
-                "SELECT id, token_hash, credit, monthly_credit, refill_day, credit_period, disabled FROM users WHERE username = ? FOR UPDATE",
-                (&name,),
+                "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
+                 u.disabled, u.email, u.rate_quota, u.rate_window_secs, u.rate_tat, u.low_credit, \
+                 u.low_credit_notified, k.id, k.token_hash, \
+                 (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > NOW(3))), \
+                 (k.last_used_at IS NULL OR k.last_used_at < NOW(3) - INTERVAL 1 MINUTE), \
+                 CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) \
+                 FROM users u LEFT JOIN api_keys k ON k.user_id = u.id AND k.token_hash = ? \
+                 WHERE u.username = ? FOR UPDATE",
+                (&hash, &name),
             )
             .unwrap();
         let row = row.expect("user exists");
-        let (id, credit): (u64, i64) = (row.get(0).unwrap(), row.get(2).unwrap());
+        let (id, credit): (u64, i64) = (row.get(0).unwrap(), row.get(1).unwrap());
         let bank: Option<mysql::Row> = tx
             .exec_first(
                 "SELECT code, name, country, bic, cost, data FROM banks WHERE code = ?",
@@ -480,10 +494,12 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
             .unwrap();
         let cost: i64 = bank.expect("bank").get(4).unwrap();
         tx.exec_drop(
-            "UPDATE users SET credit = ? WHERE id = ?",
-            (credit - cost, id),
+            "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
+             low_credit_notified = low_credit_notified OR ? WHERE id = ? AND credit >= ?",
+            (cost, None::<i64>, false, id, cost),
         )
         .unwrap();
+        let _ = credit;
         tx.exec_drop(
             "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, 1, ?) \
              ON DUPLICATE KEY UPDATE calls = calls + 1, credits = credits + VALUES(credits)",

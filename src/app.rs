@@ -167,6 +167,7 @@ fn start(config: Config, shutdown: Shutdown, mailer: Mailer) -> Result<Started, 
         shutdown,
         Arc::clone(&jobs),
         Arc::clone(&gateway),
+        mailer.clone(),
     ));
     let server = http::bind(state).map_err(StartError::Bind)?;
     Ok(Started {

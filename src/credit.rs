@@ -3,19 +3,19 @@
 //! count the usage, remember the idempotent answer, commit — or roll back and
 //! charge nothing. No state is shared between requests but the pool.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
+use crate::account::{self, Account, Debit, LowCredit, RateState};
 use crate::banks::{self, Bank};
 use crate::db::{self, DbError, Pool};
 use crate::ledger::{self, Event, Reason};
-use crate::model::{next_refill, BankCode, IdempotencyKey, Period, RefillDay, Username};
-use crate::token::{self, Credentials};
-use crate::usage;
+use crate::model::{BankCode, IdempotencyKey, Period, RefillDay};
+use crate::token::Credentials;
+
+pub use crate::account::AuthFailure;
 
 /// The endpoint name that paid bank lookups are counted under.
 pub const BANKS_ENDPOINT: &str = "banks_data";
@@ -44,102 +44,22 @@ pub enum Answer {
     UnknownBank,
 }
 
+// Made once per request and matched at once, never stored: boxing the
+// large variant would only add an allocation to the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChargeOutcome {
-    Answered { answer: Answer, replayed: bool },
+    Answered {
+        answer: Answer,
+        replayed: bool,
+        /// The user's rate limit, for the headers; `None` without one.
+        rate: Option<RateState>,
+        /// This charge crossed the user's low-credit threshold.
+        low_credit: Option<LowCredit>,
+    },
+    /// Refused by the user's rate limit: nothing charged, nothing counted.
+    RateLimited(RateState),
     Unauthorized(AuthFailure),
-}
-
-/// Why authentication failed: for the log only; clients all get one answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    NoCredentials,
-    UnknownUser,
-    WrongToken,
-    Disabled,
-}
-
-impl fmt::Display for AuthFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AuthFailure::NoCredentials => "no or malformed credentials",
-            AuthFailure::UnknownUser => "unknown user",
-            AuthFailure::WrongToken => "wrong token",
-            AuthFailure::Disabled => "user disabled",
-        })
-    }
-}
-
-/// The columns authentication and the credit check need.
-pub(crate) struct Account {
-    pub(crate) id: u64,
-    token_hash: String,
-    pub(crate) credit: i64,
-    monthly_credit: Option<i64>,
-    refill_day: u32,
-    credit_period: Option<String>,
-    disabled: bool,
-}
-
-type AccountRow = (u64, String, i64, Option<i64>, u32, Option<String>, bool);
-
-const ACCOUNT_COLUMNS: &str =
-    "id, token_hash, credit, monthly_credit, refill_day, credit_period, disabled";
-
-impl Account {
-    fn from_row(r: AccountRow) -> Account {
-        Account {
-            id: r.0,
-            token_hash: r.1,
-            credit: r.2,
-            monthly_credit: r.3,
-            refill_day: r.4,
-            credit_period: r.5,
-            disabled: r.6,
-        }
-    }
-
-    pub(crate) fn next_refill(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.monthly_credit?;
-        let day = RefillDay::parse(self.refill_day as i64).unwrap_or_default();
-        let period = self
-            .credit_period
-            .as_deref()
-            .and_then(|p| Period::parse(p).ok());
-        Some(next_refill(now, day, period))
-    }
-}
-
-/// The name to look up, or `UnknownUser` without asking the database. A
-/// name that cannot exist must not reach it: `users.username` is ASCII with
-/// a PAD SPACE collation, so MariaDB fails on a non-ASCII name (a 503, not a
-/// miss) and finds `alice` for `alice ` (a token sent as `alice :T` worked).
-pub(crate) fn lookup_name(credentials: &Credentials) -> Result<Username, AuthFailure> {
-    Username::parse(&credentials.username).map_err(|_| {
-        token::verify_dummy(&credentials.token);
-        AuthFailure::UnknownUser
-    })
-}
-
-/// Same work for every failure, so that timing does not tell an unknown user
-/// from a wrong token.
-fn authenticate(row: Option<AccountRow>, token: &str) -> Result<Account, AuthFailure> {
-    match row {
-        None => {
-            token::verify_dummy(token);
-            Err(AuthFailure::UnknownUser)
-        }
-        Some(r) => {
-            let account = Account::from_row(r);
-            if !token::verify(token, &account.token_hash) {
-                Err(AuthFailure::WrongToken)
-            } else if account.disabled {
-                Err(AuthFailure::Disabled)
-            } else {
-                Ok(account)
-            }
-        }
-    }
 }
 
 /// Charges one paid bank lookup, exactly once, or nothing. A transaction
@@ -149,13 +69,13 @@ pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
 }
 
 fn charge_once(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
-    let name = match lookup_name(req.credentials) {
+    let name = match account::lookup_name(req.credentials) {
         Ok(name) => name,
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let account = match lock_account(&mut tx, &name, &req.credentials.token)? {
+    let account = match account::lock(&mut tx, &name, &req.credentials.token, true)? {
         Ok(a) => a,
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
@@ -164,23 +84,17 @@ fn charge_once(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> 
             return Ok(ChargeOutcome::Answered {
                 answer,
                 replayed: true,
+                rate: account.rate_now(),
+                low_credit: None,
             });
         }
     }
-    let answer = match banks::find(&mut tx, req.bank)? {
-        None => Answer::UnknownBank,
-        Some(bank) => match debit(&mut tx, &account, bank.cost, BANKS_ENDPOINT, req.now)? {
-            Debit::Done { credit_remaining } => Answer::Charged {
-                bank,
-                credit_remaining,
-            },
-            Debit::Insufficient => Answer::InsufficientCredit {
-                cost: bank.cost,
-                credit_remaining: account.credit,
-                next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
-            },
-        },
+    let rate = match account.rate_check() {
+        Ok(rate) => rate,
+        Err(refused) => return Ok(ChargeOutcome::RateLimited(refused)),
     };
+    account::touch_key(&mut tx, &account)?;
+    let (answer, low_credit) = decide(&mut tx, &account, req, rate.as_ref())?;
     if let Some(key) = req.idempotency_key {
         remember(&mut tx, account.id, key, &answer)?;
     }
@@ -192,20 +106,44 @@ fn charge_once(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> 
     Ok(ChargeOutcome::Answered {
         answer,
         replayed: false,
+        rate,
+        low_credit,
     })
 }
 
-/// Locks the user's row for the rest of `tx` and authenticates against it.
-pub(crate) fn lock_account(
-    tx: &mut impl Queryable,
-    name: &Username,
-    token: &str,
-) -> Result<Result<Account, AuthFailure>, DbError> {
-    let row: Option<AccountRow> = tx.exec_first(
-        format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = ? FOR UPDATE"),
-        (name.as_str(),),
-    )?;
-    Ok(authenticate(row, token))
+/// The bank lookup's answer, charged when it is a 200.
+fn decide(
+    tx: &mut mysql::Transaction<'_>,
+    account: &Account,
+    req: &Charge<'_>,
+    rate: Option<&RateState>,
+) -> Result<(Answer, Option<LowCredit>), DbError> {
+    let Some(bank) = banks::find(tx, req.bank)? else {
+        account::save_rate(tx, account, rate.map(|r| r.decision.new_tat))?;
+        return Ok((Answer::UnknownBank, None));
+    };
+    Ok(
+        match account::debit(tx, account, bank.cost, BANKS_ENDPOINT, req.now, rate)? {
+            Debit::Done {
+                credit_remaining,
+                low_credit,
+            } => (
+                Answer::Charged {
+                    bank,
+                    credit_remaining,
+                },
+                low_credit,
+            ),
+            Debit::Insufficient => (
+                Answer::InsufficientCredit {
+                    cost: bank.cost,
+                    credit_remaining: account.credit,
+                    next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
+                },
+                None,
+            ),
+        },
+    )
 }
 
 /// The answer remembered for this key in the last 24 h. Read under the row
@@ -238,48 +176,6 @@ fn remember(
     Ok(())
 }
 
-/// What taking `cost` from a locked account did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Debit {
-    Done { credit_remaining: i64 },
-    Insufficient,
-}
-
-/// Takes `cost` from the locked account and counts the call under
-/// `endpoint`, or does nothing when the credit is short.
-pub(crate) fn debit(
-    tx: &mut mysql::Transaction<'_>,
-    account: &Account,
-    cost: i64,
-    endpoint: &str,
-    now: DateTime<Utc>,
-) -> Result<Debit, DbError> {
-    if account.credit < cost {
-        return Ok(Debit::Insufficient);
-    }
-    let credit_remaining = account.credit - cost;
-    if cost > 0 {
-        // Relative and guarded: under the row lock it always applies; if it
-        // does not, the row changed under us (a multi-writer cluster), and
-        // the transaction is retried from the start.
-        tx.exec_drop(
-            "UPDATE users SET credit = credit - ? WHERE id = ? AND credit >= ?",
-            (cost, account.id, cost),
-        )?;
-        if tx.affected_rows() != 1 {
-            return Err(DbError::Conflict(mysql::Error::MySqlError(
-                mysql::MySqlError {
-                    state: "40001".into(),
-                    code: 1213,
-                    message: "the credit changed under the row lock".into(),
-                },
-            )));
-        }
-    }
-    usage::record(tx, account.id, now.date_naive(), endpoint, cost)?;
-    Ok(Debit::Done { credit_remaining })
-}
-
 /// What `GET /api/v1.0/credit` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Balance {
@@ -296,15 +192,16 @@ pub fn balance(
     credentials: &Credentials,
     now: DateTime<Utc>,
 ) -> Result<Result<Balance, AuthFailure>, DbError> {
-    let name = match lookup_name(credentials) {
+    let name = match account::lookup_name(credentials) {
         Ok(name) => name,
         Err(why) => return Ok(Err(why)),
     };
-    let row: Option<AccountRow> = pool.get()?.exec_first(
-        format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = ?"),
-        (name.as_str(),),
-    )?;
-    Ok(authenticate(row, &credentials.token).map(|a| Balance {
+    let mut conn = pool.get()?;
+    let found = account::lock(&mut **conn, &name, &credentials.token, false)?;
+    if let Ok(a) = &found {
+        account::touch_key(&mut **conn, a)?;
+    }
+    Ok(found.map(|a| Balance {
         username: credentials.username.clone(),
         credit: a.credit,
         monthly_credit: a.monthly_credit,
@@ -378,7 +275,10 @@ fn refill_one(pool: &Pool, user_id: u64, p: &str, actor: &str) -> Result<bool, D
     }
     let new = credit.max(monthly);
     tx.exec_drop(
-        "UPDATE users SET credit = GREATEST(credit, ?), credit_period = ? WHERE id = ?",
+        format!(
+            "UPDATE users SET credit = GREATEST(credit, ?), credit_period = ?, {} WHERE id = ?",
+            account::REARM_LOW_CREDIT
+        ),
         (monthly, p, user_id),
     )?;
     ledger::record(

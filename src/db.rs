@@ -207,6 +207,31 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0008_create_instances.sql",
         include_str!("../sql/0008_create_instances.sql"),
     ),
+    (
+        9,
+        "0009_create_api_keys.sql",
+        include_str!("../sql/0009_create_api_keys.sql"),
+    ),
+    (
+        10,
+        "0010_move_tokens_to_api_keys.sql",
+        include_str!("../sql/0010_move_tokens_to_api_keys.sql"),
+    ),
+    (
+        11,
+        "0011_drop_users_token.sql",
+        include_str!("../sql/0011_drop_users_token.sql"),
+    ),
+    (
+        12,
+        "0012_add_users_rate_limit.sql",
+        include_str!("../sql/0012_add_users_rate_limit.sql"),
+    ),
+    (
+        13,
+        "0013_add_users_low_credit.sql",
+        include_str!("../sql/0013_add_users_low_credit.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {

@@ -153,5 +153,7 @@ fn new_user(name: &Value, token: &Value, credit: &Value) -> Result<NewUser, Stri
         refill_day: RefillDay::default(),
         email: None,
         token: Some(token),
+        rate_limit: None,
+        low_credit: None,
     })
 }

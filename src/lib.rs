@@ -1,5 +1,6 @@
 //! creditgate: a credit-metered HTTP API service. See README.md.
 
+pub mod account;
 pub mod app;
 pub mod banks;
 pub mod cli;
@@ -13,10 +14,12 @@ pub mod gateway;
 pub mod http;
 pub mod import;
 pub mod jobs;
+pub mod keys;
 pub mod ledger;
 pub mod mail;
 pub mod metrics;
 pub mod model;
+pub mod ratelimit;
 pub mod shutdown;
 pub mod throttle;
 pub mod token;

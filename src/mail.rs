@@ -18,6 +18,8 @@ pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
 struct Mail {
     subject: String,
     body: String,
+    /// Also to this address (a user's own notice), besides the alert list.
+    also_to: Option<String>,
     /// Reported back once the mail is sent or has failed.
     done: Option<Sender<()>>,
 }
@@ -87,21 +89,33 @@ impl Mailer {
 
     /// Queues a mail and returns at once.
     pub fn send(&self, subject: &str, body: &str) {
-        self.enqueue(subject, body, None);
+        self.enqueue(subject, body, None, None);
+    }
+
+    /// Like `send`, to `also_to` as well as to the alert list.
+    pub fn send_also_to(&self, also_to: Option<&str>, subject: &str, body: &str) {
+        self.enqueue(subject, body, also_to.map(str::to_string), None);
     }
 
     /// Queues a mail and waits until it is sent or failed, at most `limit`.
     /// Returns whether it was handled in time.
     pub fn send_and_wait(&self, subject: &str, body: &str, limit: Duration) -> bool {
         let (tx, rx) = mpsc::channel();
-        self.enqueue(subject, body, Some(tx));
+        self.enqueue(subject, body, None, Some(tx));
         rx.recv_timeout(limit).is_ok()
     }
 
-    fn enqueue(&self, subject: &str, body: &str, done: Option<Sender<()>>) {
+    fn enqueue(
+        &self,
+        subject: &str,
+        body: &str,
+        also_to: Option<String>,
+        done: Option<Sender<()>>,
+    ) {
         let mail = Mail {
             subject: format!("{}{subject}", self.prefix),
             body: body.to_string(),
+            also_to,
             done,
         };
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,6 +165,16 @@ fn deliver_all(outbox: Outbox, rx: Receiver<Mail>) {
                     .subject(mail.subject.clone());
                 for r in to {
                     builder = builder.to(r.clone());
+                }
+                // Addresses were checked when stored (model::Email).
+                if let Some(extra) = mail
+                    .also_to
+                    .as_deref()
+                    .and_then(|a| a.parse::<Mailbox>().ok())
+                {
+                    if !to.contains(&extra) {
+                        builder = builder.to(extra);
+                    }
                 }
                 let sent = builder
                     .header(ContentType::TEXT_PLAIN)

@@ -338,6 +338,113 @@ impl fmt::Debug for ImportedToken {
     }
 }
 
+/// A length of time typed by an operator: a whole number and a unit, `45s`,
+/// `90m`, `12h`, `30d` (`--ttl`, `--grace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(std::time::Duration);
+
+impl Span {
+    pub fn parse(s: &str) -> Result<Span, ParseError> {
+        let bad = || {
+            ParseError(format!(
+                "a duration is a whole number and s, m, h or d (45s, 90m, 12h, 30d), not {s:?}"
+            ))
+        };
+        let unit = s.chars().last().ok_or_else(bad)?;
+        let per: u64 = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = s[..s.len() - 1]
+            .parse()
+            .ok()
+            .filter(|_| s.len() > 1 && s.as_bytes()[0].is_ascii_digit())
+            .ok_or_else(bad)?;
+        // Ten years is plenty, and keeps date arithmetic far from overflow.
+        let secs = n
+            .checked_mul(per)
+            .filter(|&t| t <= 10 * 366 * 86_400)
+            .ok_or_else(|| ParseError(format!("{s:?} is longer than ten years")))?;
+        Ok(Span(std::time::Duration::from_secs(secs)))
+    }
+
+    pub fn from_secs(secs: u64) -> Span {
+        Span(std::time::Duration::from_secs(secs))
+    }
+
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+/// A rate limit: `quota` requests per `window_secs`, as GCRA with burst =
+/// quota. Typed `10/s`, `600/min`, `5/h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RateLimit {
+    pub quota: u32,
+    pub window_secs: u32,
+}
+
+impl RateLimit {
+    pub fn parse(s: &str) -> Result<RateLimit, ParseError> {
+        let bad = || {
+            ParseError(format!(
+                "a rate is N/s, N/min or N/h (e.g. 600/min), not {s:?}"
+            ))
+        };
+        let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let window_secs = match unit {
+            "s" => 1,
+            "min" => 60,
+            "h" => 3600,
+            _ => return Err(bad()),
+        };
+        let quota: i64 = n.parse().map_err(|_| bad())?;
+        RateLimit::new(quota, window_secs)
+    }
+
+    /// From the admin API's numbers: a quota of 1 to 1,000,000 per a window
+    /// of 1 s to 1 day.
+    pub fn new(quota: i64, window_secs: i64) -> Result<RateLimit, ParseError> {
+        if !(1..=1_000_000).contains(&quota) {
+            return err(format!(
+                "a rate quota is 1 to 1000000 requests, not {quota}"
+            ));
+        }
+        if !(1..=86_400).contains(&window_secs) {
+            return err(format!(
+                "a rate window is 1 to 86400 seconds, not {window_secs}"
+            ));
+        }
+        Ok(RateLimit {
+            quota: quota as u32,
+            window_secs: window_secs as u32,
+        })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.window_secs {
+            1 => write!(f, "{}/s", self.quota),
+            60 => write!(f, "{}/min", self.quota),
+            3600 => write!(f, "{}/h", self.quota),
+            w => write!(f, "{}/{w}s", self.quota),
+        }
+    }
+}
+
+/// A key's label: up to 64 printable characters.
+pub fn parse_label(s: &str) -> Result<String, ParseError> {
+    if s.chars().count() > 64 || s.chars().any(char::is_control) {
+        return err("a key label is at most 64 characters, without control characters");
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,5 +597,40 @@ mod tests {
     fn imported_tokens_do_not_show_in_debug() {
         let t = ImportedToken::parse("s3cret-legacy").unwrap();
         assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn spans_are_a_number_and_a_unit() {
+        assert_eq!(Span::parse("45s").unwrap().get().as_secs(), 45);
+        assert_eq!(Span::parse("90m").unwrap().get().as_secs(), 5400);
+        assert_eq!(Span::parse("12h").unwrap().get().as_secs(), 43_200);
+        assert_eq!(Span::parse("30d").unwrap().get().as_secs(), 2_592_000);
+        assert_eq!(Span::parse("0s").unwrap().get().as_secs(), 0);
+        for bad in [
+            "",
+            "s",
+            "10",
+            "1.5h",
+            "-1s",
+            "+1s",
+            "10 s",
+            "3w",
+            "99999999999d",
+        ] {
+            assert!(Span::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn rates_are_a_quota_per_second_minute_or_hour() {
+        let r = RateLimit::parse("600/min").unwrap();
+        assert_eq!((r.quota, r.window_secs), (600, 60));
+        assert_eq!(RateLimit::parse("10/s").unwrap().window_secs, 1);
+        assert_eq!(RateLimit::parse("5/h").unwrap().to_string(), "5/h");
+        for bad in ["", "10", "0/s", "-1/s", "10/day", "x/min", "1000001/s"] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(RateLimit::new(10, 0).is_err());
+        assert!(RateLimit::new(10, 86_401).is_err());
     }
 }

@@ -10,8 +10,9 @@ use mysql::TxOpts;
 use serde::Serialize;
 
 use crate::db::{DbError, Pool};
+use crate::keys;
 use crate::ledger::{self, Event, Reason};
-use crate::model::{Credit, Email, ImportedToken, Period, RefillDay, Username};
+use crate::model::{Credit, Email, ImportedToken, Period, RateLimit, RefillDay, Username};
 use crate::token;
 
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub struct NewUser {
     pub email: Option<Email>,
     /// An existing token to import; `None` makes a new one.
     pub token: Option<ImportedToken>,
+    pub rate_limit: Option<RateLimit>,
+    pub low_credit: Option<Credit>,
 }
 
 /// A user as shown to operators: never the token or its hash.
@@ -37,6 +40,8 @@ pub struct User {
     pub email: Option<String>,
     pub disabled: bool,
     pub created_at: String,
+    pub rate_limit: Option<RateLimit>,
+    pub low_credit: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +105,12 @@ impl From<r2d2::Error> for UserError {
     }
 }
 
-const USER_COLUMNS: &str =
-    "username, token_prefix, credit, monthly_credit, refill_day, credit_period, email, \
-     disabled, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ')";
+/// `token_prefix` is the prefix of the user's newest key that is not revoked.
+const USER_COLUMNS: &str = "username, \
+     COALESCE((SELECT k.prefix FROM api_keys k WHERE k.user_id = users.id AND k.revoked_at IS NULL \
+               ORDER BY k.id DESC LIMIT 1), ''), \
+     credit, monthly_credit, refill_day, credit_period, email, \
+     disabled, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ'), rate_quota, rate_window_secs, low_credit";
 
 type UserRow = (
     String,
@@ -114,6 +122,9 @@ type UserRow = (
     Option<String>,
     bool,
     String,
+    Option<u32>,
+    Option<u32>,
+    Option<i64>,
 );
 
 fn from_row(r: UserRow) -> User {
@@ -127,6 +138,11 @@ fn from_row(r: UserRow) -> User {
         email: r.6,
         disabled: r.7,
         created_at: r.8,
+        rate_limit: match (r.9, r.10) {
+            (Some(quota), Some(window_secs)) => Some(RateLimit { quota, window_secs }),
+            _ => None,
+        },
+        low_credit: r.11,
     }
 }
 
@@ -153,17 +169,18 @@ pub fn create(
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let inserted = tx.exec_drop(
-        "INSERT INTO users (username, token_hash, token_prefix, credit, monthly_credit, refill_day, credit_period, email) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO users (username, credit, monthly_credit, refill_day, credit_period, email, \
+         rate_quota, rate_window_secs, low_credit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.username.as_str(),
-            token::hash(&token),
-            token::prefix(&token),
             credit,
             monthly_credit,
             new.refill_day.get(),
             &period,
             new.email.as_ref().map(Email::as_str),
+            new.rate_limit.map(|r| r.quota),
+            new.rate_limit.map(|r| r.window_secs),
+            new.low_credit.map(Credit::get),
         ),
     );
     match inserted.map_err(DbError::from) {
@@ -171,6 +188,7 @@ pub fn create(
         other => other?,
     }
     let user_id = tx.last_insert_id().expect("insert has an id");
+    keys::insert(&mut tx, user_id, Some("first"), None, &token)?;
     ledger::record(
         &mut tx,
         &Event {
@@ -288,7 +306,10 @@ fn change_credit_once(
     };
     // Relative, so that the change is what the ledger row says it is.
     tx.exec_drop(
-        "UPDATE users SET credit = credit + ? WHERE id = ?",
+        format!(
+            "UPDATE users SET credit = credit + ?, {} WHERE id = ?",
+            crate::account::REARM_LOW_CREDIT
+        ),
         (new - old, user_id),
     )?;
     ledger::record(
@@ -307,30 +328,52 @@ fn change_credit_once(
     Ok(user)
 }
 
-/// Gives a user a new token; the old one stops working with the commit.
-pub fn rotate(pool: &Pool, username: &Username) -> Result<String, UserError> {
-    let token = token::generate();
-    let mut conn = pool.get()?;
-    conn.exec_drop(
-        "UPDATE users SET token_hash = ?, token_prefix = ? WHERE username = ?",
-        (
-            token::hash(&token),
-            token::prefix(&token),
-            username.as_str(),
-        ),
-    )?;
-    if conn.affected_rows() == 0 {
-        return Err(UserError::Unknown(username.to_string()));
-    }
-    Ok(token)
-}
-
 pub fn set_disabled(pool: &Pool, username: &Username, disabled: bool) -> Result<User, UserError> {
     let mut conn = pool.get()?;
     // affected_rows is 0 when nothing changes, so existence is read back.
     conn.exec_drop(
         "UPDATE users SET disabled = ? WHERE username = ?",
         (disabled, username.as_str()),
+    )?;
+    fetch(&mut **conn, username)
+}
+
+/// Sets or removes (`None`) a user's rate limit. A new limit starts with a
+/// full bucket.
+pub fn set_rate_limit(
+    pool: &Pool,
+    username: &Username,
+    limit: Option<RateLimit>,
+) -> Result<User, UserError> {
+    let mut conn = pool.get()?;
+    conn.exec_drop(
+        "UPDATE users SET rate_quota = ?, rate_window_secs = ?, rate_tat = NULL WHERE username = ?",
+        (
+            limit.map(|l| l.quota),
+            limit.map(|l| l.window_secs),
+            username.as_str(),
+        ),
+    )?;
+    fetch(&mut **conn, username)
+}
+
+/// Sets or removes (`None`) a user's low-credit threshold; it is armed when
+/// the credit is at or above it now.
+pub fn set_low_credit(
+    pool: &Pool,
+    username: &Username,
+    threshold: Option<Credit>,
+) -> Result<User, UserError> {
+    let mut conn = pool.get()?;
+    conn.exec_drop(
+        "UPDATE users SET low_credit = ?, low_credit_notified = (? IS NOT NULL AND credit < ?) \
+         WHERE username = ?",
+        (
+            threshold.map(Credit::get),
+            threshold.map(Credit::get),
+            threshold.map(Credit::get),
+            username.as_str(),
+        ),
     )?;
     fetch(&mut **conn, username)
 }

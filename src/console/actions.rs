@@ -77,7 +77,7 @@ fn act(state: &AppState, rest: &[&str], form: &Form) -> Result<Done, ConsoleErro
         ["users", name, "credit"] => change_credit(state, &username(name)?, form)?,
         ["users", name, "rotate"] => {
             let name = username(name)?;
-            let token = users::rotate(&state.pool, &name)?;
+            let token = crate::keys::rotate(&state.pool, &name, crate::model::Span::from_secs(0))?;
             Flash::ok(format!(
                 "New token for {name}; the old one no longer works."
             ))

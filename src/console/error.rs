@@ -7,6 +7,7 @@ use std::fmt;
 
 use crate::db::DbError;
 use crate::gateway::store::RouteError;
+use crate::keys::KeyError;
 use crate::model::ParseError;
 use crate::users::UserError;
 
@@ -88,6 +89,18 @@ impl From<UserError> for ConsoleError {
             UserError::Unknown(_) => ConsoleError::NotFound(e.to_string()),
             UserError::Exists(_) => ConsoleError::Conflict(e.to_string()),
             UserError::InvalidCredit(_) => ConsoleError::BadInput(e.to_string()),
+        }
+    }
+}
+
+impl From<KeyError> for ConsoleError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Db(e) => ConsoleError::Db(e),
+            KeyError::UnknownUser(_) | KeyError::UnknownKey(_) => {
+                ConsoleError::NotFound(e.to_string())
+            }
+            KeyError::TooMany => ConsoleError::BadInput(e.to_string()),
         }
     }
 }

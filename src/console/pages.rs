@@ -395,6 +395,8 @@ mod tests {
             email: Some("<b>@x".into()),
             disabled: false,
             created_at: "2026-12-01T00:00:00Z".into(),
+            rate_limit: None,
+            low_credit: None,
         }
     }
 

@@ -22,7 +22,7 @@ use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
-use crate::credit::{self, AuthFailure, Debit};
+use crate::account::{self, AuthFailure, Debit, LowCredit, RateState};
 use crate::db::{self, DbError, Pool};
 use crate::ledger::{self, Event, Reason};
 use crate::model::IdempotencyKey;
@@ -50,9 +50,12 @@ pub enum Charged {
         cost: i64,
         credit_remaining: i64,
         next_refill: Option<i64>,
+        rate: Option<RateState>,
     },
     /// The same key is still in flight.
     InProgress,
+    /// Refused by the user's rate limit: nothing charged or counted.
+    RateLimited(RateState),
     Unauthorized(AuthFailure),
 }
 
@@ -64,6 +67,10 @@ pub struct Ticket {
     pub charged: i64,
     pub credit_remaining: i64,
     pub replayed: bool,
+    /// The user's rate limit, for the answer's headers.
+    pub rate: Option<RateState>,
+    /// The charge crossed the user's low-credit threshold.
+    pub low_credit: Option<LowCredit>,
     day: NaiveDate,
     endpoint: String,
     key: Option<IdempotencyKey>,
@@ -85,13 +92,13 @@ pub fn charge(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
 }
 
 fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
-    let name = match credit::lookup_name(req.credentials) {
+    let name = match account::lookup_name(req.credentials) {
         Ok(name) => name,
         Err(why) => return Ok(Charged::Unauthorized(why)),
     };
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let account = match credit::lock_account(&mut tx, &name, &req.credentials.token)? {
+    let account = match account::lock(&mut tx, &name, &req.credentials.token, true)? {
         Ok(a) => a,
         Err(why) => return Ok(Charged::Unauthorized(why)),
     };
@@ -100,6 +107,8 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
         charged: 0,
         credit_remaining: account.credit,
         replayed: false,
+        rate: account.rate_now(),
+        low_credit: None,
         day: req.now.date_naive(),
         endpoint: req.endpoint.to_string(),
         key: req.idempotency_key.cloned(),
@@ -116,26 +125,43 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
             None => {}
         }
     }
-    match credit::debit(&mut tx, &account, req.cost, req.endpoint, req.now)? {
-        Debit::Insufficient => {
-            return Ok(Charged::Insufficient {
-                cost: req.cost,
-                credit_remaining: account.credit,
-                next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
-            })
-        }
-        Debit::Done { credit_remaining } => {
+    ticket.rate = match account.rate_check() {
+        Ok(rate) => rate,
+        Err(refused) => return Ok(Charged::RateLimited(refused)),
+    };
+    account::touch_key(&mut tx, &account)?;
+    let charged = match account::debit(
+        &mut tx,
+        &account,
+        req.cost,
+        req.endpoint,
+        req.now,
+        ticket.rate.as_ref(),
+    )? {
+        // Committed: the request still counts against the limit.
+        Debit::Insufficient => Charged::Insufficient {
+            cost: req.cost,
+            credit_remaining: account.credit,
+            next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
+            rate: ticket.rate,
+        },
+        Debit::Done {
+            credit_remaining,
+            low_credit,
+        } => {
             ticket.charged = req.cost;
             ticket.credit_remaining = credit_remaining;
+            ticket.low_credit = low_credit;
+            if let Some(key) = req.idempotency_key {
+                let until = req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64;
+                start_key(&mut tx, account.id, key, until)?;
+            }
+            Charged::Forward(ticket)
         }
-    }
-    if let Some(key) = req.idempotency_key {
-        let until = req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64;
-        start_key(&mut tx, account.id, key, until)?;
-    }
+    };
     tx.commit().map_err(db::commit_failed)?;
     db::trust(&mut conn);
-    Ok(Charged::Forward(ticket))
+    Ok(charged)
 }
 
 /// The answer was billable: a retry with the same key is now a replay.
@@ -173,7 +199,10 @@ fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError
     let credit = credit.unwrap_or(0) + ticket.charged;
     if ticket.charged > 0 {
         tx.exec_drop(
-            "UPDATE users SET credit = credit + ? WHERE id = ?",
+            format!(
+                "UPDATE users SET credit = credit + ?, {} WHERE id = ?",
+                crate::account::REARM_LOW_CREDIT
+            ),
             (ticket.charged, ticket.user_id),
         )?;
         tx.exec_drop(

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::credit::AuthFailure;
+use crate::account::{AuthFailure, LowCredit, RateState};
 use crate::db::{DbError, Pool};
 use crate::error::error_chain;
 use crate::metrics::Metrics;
@@ -73,6 +73,10 @@ pub struct Served {
     pub answer: forward::Answer,
     pub credit_remaining: i64,
     pub replayed: bool,
+    /// The user's rate limit, for the headers.
+    pub rate: Option<RateState>,
+    /// The charge crossed the user's low-credit threshold.
+    pub low_credit: Option<LowCredit>,
 }
 
 #[derive(Debug)]
@@ -82,7 +86,9 @@ pub enum GatewayError {
         cost: i64,
         credit_remaining: i64,
         next_refill: Option<i64>,
+        rate: Option<RateState>,
     },
+    RateLimited(RateState),
     InProgress,
     /// Refunded; the credit after the refund.
     Unreachable {
@@ -101,6 +107,7 @@ impl fmt::Display for GatewayError {
             GatewayError::Unauthorized(why) => write!(f, "{why}"),
             GatewayError::Insufficient { .. } => f.write_str("insufficient credit"),
             GatewayError::InProgress => f.write_str("idempotency key in flight"),
+            GatewayError::RateLimited(_) => f.write_str("rate limited"),
             GatewayError::Unreachable { .. } => f.write_str("upstream unreachable"),
             GatewayError::Timeout { .. } => f.write_str("upstream timed out"),
             GatewayError::Db(e) => write!(f, "{e}"),
@@ -200,21 +207,37 @@ impl Gateway {
                 cost,
                 credit_remaining,
                 next_refill,
+                rate,
             } => {
                 return Err(GatewayError::Insufficient {
                     cost,
                     credit_remaining,
                     next_refill,
+                    rate,
                 })
             }
             Charged::InProgress => return Err(GatewayError::InProgress),
+            Charged::RateLimited(rate) => return Err(GatewayError::RateLimited(rate)),
             Charged::Unauthorized(why) => return Err(GatewayError::Unauthorized(why)),
         };
         if !ticket.replayed {
             metrics.credits_charged(ticket.charged);
         }
+        self.forward(pool, metrics, &req, ticket, timeout)
+    }
+
+    /// Forwards a charged request and settles or refunds it by the answer.
+    fn forward(
+        &self,
+        pool: &Pool,
+        metrics: &Metrics,
+        req: &Incoming<'_>,
+        ticket: Ticket,
+        timeout: Duration,
+    ) -> Result<Served, GatewayError> {
+        let route = req.route;
         let started = Instant::now();
-        let sent = self.client.send(outgoing(&req, timeout));
+        let sent = self.client.send(outgoing(req, timeout));
         let prefix = route.prefix.as_str();
         match sent {
             Ok(answer) => {
@@ -237,6 +260,8 @@ impl Gateway {
                     answer,
                     credit_remaining,
                     replayed: ticket.replayed,
+                    rate: ticket.rate,
+                    low_credit: ticket.low_credit,
                 })
             }
             Err(e) => {

@@ -8,8 +8,8 @@ use rouille::{Request, Response};
 use serde_json::{json, Map, Value};
 
 use super::{
-    allow, authorization_headers, query_values, refuse_if_throttled, unauthorized, ApiError,
-    AppState, Ctx,
+    admin_keys, allow, authorization_headers, query_values, refuse_if_throttled, unauthorized,
+    ApiError, AppState, Ctx,
 };
 use crate::gateway::routes::{InvalidRoute, NewRoute};
 use crate::gateway::store::{self, RouteError};
@@ -88,9 +88,8 @@ pub fn route(
             allow(method, &["POST"])?;
             change_credit(state, req, name)
         }
-        (_, ["users", name, "rotate"]) => {
-            allow(method, &["POST"])?;
-            rotate(state, name)
+        (_, ["users", name, sub @ ("rotate" | "keys" | "limit" | "notify"), rest @ ..]) => {
+            admin_keys::route(state, req, method, name, sub, rest)
         }
         (_, ["users", name, action @ ("disable" | "enable")]) => {
             allow(method, &["POST"])?;
@@ -149,14 +148,6 @@ fn change_credit(state: &AppState, req: &Request, name: &str) -> Result<Response
     )?))
 }
 
-fn rotate(state: &AppState, name: &str) -> Result<Response, ApiError> {
-    let name = username(name)?;
-    let token = users::rotate(&state.pool, &name)?;
-    Ok(Response::json(
-        &json!({ "username": name.as_str(), "token": token }),
-    ))
-}
-
 fn add_route(state: &AppState, req: &Request) -> Result<Response, ApiError> {
     let body = read_object(req).map_err(|e| match e {
         // read_object calls an out-of-range number a credit amount; in a
@@ -205,12 +196,12 @@ fn job_action(state: &AppState, id: &str, action: &str) -> Result<Response, ApiE
     ))
 }
 
-fn username(raw: &str) -> Result<Username, ApiError> {
+pub(super) fn username(raw: &str) -> Result<Username, ApiError> {
     Username::parse(raw).map_err(ApiError::InvalidUsername)
 }
 
 /// The request body as a JSON object: at most 64 KiB, `application/json`.
-fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError> {
     if let Some(ct) = req.header("Content-Type") {
         if !ct
             .trim()
@@ -250,19 +241,22 @@ fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError> {
 
 /// A number to add: a JSON integer within i64. Floats, strings, null and
 /// overflows are refused.
-fn credit_number(field: &str, v: &Value) -> Result<i64, ApiError> {
+pub(super) fn credit_number(field: &str, v: &Value) -> Result<i64, ApiError> {
     v.as_i64().ok_or_else(|| {
         ApiError::InvalidCredit(format!("{field} must be a whole number within i64"))
     })
 }
 
 /// A credit amount: a JSON integer from 0 to i64's maximum.
-fn credit_amount(field: &str, v: &Value) -> Result<Credit, ApiError> {
+pub(super) fn credit_amount(field: &str, v: &Value) -> Result<Credit, ApiError> {
     Credit::new(credit_number(field, v)?)
         .map_err(|e| ApiError::InvalidCredit(format!("{field}: {e}")))
 }
 
-fn refuse_unknown_fields(body: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+pub(super) fn refuse_unknown_fields(
+    body: &Map<String, Value>,
+    known: &[&str],
+) -> Result<(), ApiError> {
     match body.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(ApiError::InvalidBody(format!(
             "unknown field {k:?}; expected one of {known:?}"
@@ -271,7 +265,10 @@ fn refuse_unknown_fields(body: &Map<String, Value>, known: &[&str]) -> Result<()
     }
 }
 
-fn optional_string(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+pub(super) fn optional_string(
+    body: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -289,6 +286,8 @@ fn new_user(body: Map<String, Value>) -> Result<NewUser, ApiError> {
             "refill_day",
             "email",
             "token",
+            "rate_limit",
+            "low_credit",
         ],
     )?;
     let name = match body.get("username") {
@@ -325,6 +324,19 @@ fn new_user(body: Map<String, Value>) -> Result<NewUser, ApiError> {
     let email = optional_string(&body, "email")?
         .map(|e| Email::parse(&e).map_err(invalid))
         .transpose()?;
+    let rate_limit = match body.get("rate_limit") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(r)) => admin_keys::rate_limit(r)?,
+        Some(_) => {
+            return Err(ApiError::InvalidRate(
+                "rate_limit is {\"quota\": N, \"window_secs\": W} or null".into(),
+            ))
+        }
+    };
+    let low_credit = match body.get("low_credit") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(credit_amount("low_credit", v)?),
+    };
     Ok(NewUser {
         username: name,
         credit,
@@ -332,6 +344,8 @@ fn new_user(body: Map<String, Value>) -> Result<NewUser, ApiError> {
         refill_day,
         email,
         token,
+        rate_limit,
+        low_credit,
     })
 }
 

@@ -5,7 +5,9 @@ use chrono::Utc;
 use rouille::{Request, Response};
 use serde_json::json;
 
+use super::error::with_rate;
 use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, AppState, Ctx};
+use crate::account::LowCredit;
 use crate::credit::{self, Answer, AuthFailure, Charge, ChargeOutcome};
 use crate::db;
 use crate::model::{BankCode, IdempotencyKey, ParseError};
@@ -29,43 +31,83 @@ pub fn banks_data(
     };
     match credit::charge(&state.pool, &charge)? {
         ChargeOutcome::Unauthorized(why) => Err(unauthorized(state, req, ctx, &why)),
-        ChargeOutcome::Answered { answer, replayed } => {
-            let mut response = match answer {
-                Answer::Charged {
-                    bank,
-                    credit_remaining,
-                } => {
-                    if !replayed {
-                        state.metrics.credits_charged(bank.cost);
-                    }
-                    Response::json(&json!({
-                        "bank": bank.code,
-                        "name": bank.name,
-                        "country": bank.country,
-                        "bic": bank.bic,
-                        "data": bank.data,
-                        "credit_remaining": credit_remaining,
-                    }))
-                    .with_additional_header("X-Credit-Remaining", credit_remaining.to_string())
-                }
-                Answer::InsufficientCredit {
-                    cost,
-                    credit_remaining,
-                    next_refill,
-                } => ApiError::InsufficientCredit {
-                    credit_remaining,
-                    cost,
-                    retry_after: next_refill.map(|t| (t - now.timestamp()).max(1) as u64),
-                }
-                .response(),
-                Answer::UnknownBank => ApiError::UnknownBank.response(),
-            };
+        ChargeOutcome::RateLimited(rate) => Err(ApiError::RateLimited(rate)),
+        ChargeOutcome::Answered {
+            answer,
+            replayed,
+            rate,
+            low_credit,
+        } => {
+            if let Some(low) = low_credit {
+                notify_low_credit(state, &low);
+            }
+            let mut response = answer_response(state, answer, replayed, now);
             if replayed {
                 response = response.with_additional_header("Idempotency-Replayed", "true");
             }
-            Ok(response)
+            Ok(with_rate(response, rate.as_ref()))
         }
     }
+}
+
+/// The response for a decided (or replayed) bank lookup.
+fn answer_response(
+    state: &AppState,
+    answer: Answer,
+    replayed: bool,
+    now: chrono::DateTime<Utc>,
+) -> Response {
+    match answer {
+        Answer::Charged {
+            bank,
+            credit_remaining,
+        } => {
+            if !replayed {
+                state.metrics.credits_charged(bank.cost);
+            }
+            Response::json(&json!({
+                "bank": bank.code,
+                "name": bank.name,
+                "country": bank.country,
+                "bic": bank.bic,
+                "data": bank.data,
+                "credit_remaining": credit_remaining,
+            }))
+            .with_additional_header("X-Credit-Remaining", credit_remaining.to_string())
+        }
+        Answer::InsufficientCredit {
+            cost,
+            credit_remaining,
+            next_refill,
+        } => ApiError::InsufficientCredit {
+            credit_remaining,
+            cost,
+            retry_after: next_refill.map(|t| (t - now.timestamp()).max(1) as u64),
+            rate: None,
+        }
+        .response(),
+        Answer::UnknownBank => ApiError::UnknownBank.response(),
+    }
+}
+
+/// The one mail of a low-credit notice: to the user and the alert list,
+/// queued for the mailer thread (the request does not wait for it).
+pub(super) fn notify_low_credit(state: &AppState, low: &LowCredit) {
+    log::info!(
+        "user={} credit {} fell below the low-credit threshold {}",
+        super::log_safe(&low.username),
+        low.credit,
+        low.threshold
+    );
+    state.mailer.send_also_to(
+        low.email.as_deref(),
+        &format!("low credit: {}", low.username),
+        &format!(
+            "The credit of {} is {}, below its low-credit threshold of {}.\n\
+             Top up with: creditgate user credit {} --add N",
+            low.username, low.credit, low.threshold, low.username
+        ),
+    );
 }
 
 /// `GET /api/v1.0/credit`: the caller's own balance.

@@ -7,10 +7,13 @@
 use rouille::Response;
 use serde_json::json;
 
+use crate::account::RateState;
 use crate::db::DbError;
 use crate::gateway::store::RouteError;
 use crate::gateway::GatewayError;
+use crate::keys::KeyError;
 use crate::model::ParseError;
+use crate::ratelimit;
 use crate::users::UserError;
 
 #[derive(Debug)]
@@ -21,7 +24,13 @@ pub enum ApiError {
         credit_remaining: i64,
         cost: i64,
         retry_after: Option<u64>,
+        /// A limited user's 402 still carries the RateLimit headers.
+        rate: Option<RateState>,
     },
+    /// Over the user's rate limit: 429 with Retry-After and RateLimit*.
+    RateLimited(RateState),
+    Key(KeyError),
+    InvalidRate(String),
     InvalidBank(ParseError),
     UnknownBank,
     /// Stopping, or nothing to serve with: retry later.
@@ -59,6 +68,15 @@ pub enum ApiError {
     Internal,
 }
 
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Db(e) => ApiError::Database(e),
+            e => ApiError::Key(e),
+        }
+    }
+}
+
 impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> Self {
         match e {
@@ -68,12 +86,15 @@ impl From<GatewayError> for ApiError {
                 cost,
                 credit_remaining,
                 next_refill,
+                rate,
             } => ApiError::InsufficientCredit {
                 credit_remaining,
                 cost,
                 retry_after: next_refill
                     .map(|t| (t - chrono::Utc::now().timestamp()).max(1) as u64),
+                rate,
             },
+            GatewayError::RateLimited(rate) => ApiError::RateLimited(rate),
             GatewayError::InProgress => ApiError::IdempotencyInProgress,
             GatewayError::Unreachable { credit_remaining } => {
                 ApiError::UpstreamUnavailable { credit_remaining }
@@ -121,6 +142,8 @@ impl ApiError {
             | ApiError::InvalidCredit(_)
             | ApiError::User(UserError::InvalidCredit(_))
             | ApiError::Route(RouteError::Invalid(_))
+            | ApiError::Key(KeyError::TooMany)
+            | ApiError::InvalidRate(_)
             | ApiError::InvalidBody(_) => 400,
             ApiError::InsufficientCredit { .. } => 402,
             ApiError::AdminDisabled => 403,
@@ -128,13 +151,15 @@ impl ApiError {
             | ApiError::NotFound
             | ApiError::User(UserError::Unknown(_))
             | ApiError::Route(RouteError::Unknown(_))
+            | ApiError::Key(KeyError::UnknownUser(_))
+            | ApiError::Key(KeyError::UnknownKey(_))
             | ApiError::UnknownJob(_) => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::User(UserError::Exists(_))
             | ApiError::Route(RouteError::Exists(_))
             | ApiError::IdempotencyInProgress => 409,
             ApiError::BodyTooLarge { .. } => 413,
-            ApiError::TooManyFailures { .. } => 429,
+            ApiError::TooManyFailures { .. } | ApiError::RateLimited(_) => 429,
             ApiError::HeadersTooLarge => 431,
             ApiError::Internal => 500,
             ApiError::UpstreamUnavailable { .. } => 502,
@@ -142,7 +167,8 @@ impl ApiError {
             ApiError::Unavailable
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
-            | ApiError::Route(RouteError::Db(_)) => 503,
+            | ApiError::Route(RouteError::Db(_))
+            | ApiError::Key(KeyError::Db(_)) => 503,
         }
     }
 
@@ -156,7 +182,13 @@ impl ApiError {
             ApiError::Unavailable
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
-            | ApiError::Route(RouteError::Db(_)) => "unavailable",
+            | ApiError::Route(RouteError::Db(_))
+            | ApiError::Key(KeyError::Db(_)) => "unavailable",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Key(KeyError::TooMany) => "too_many_keys",
+            ApiError::Key(KeyError::UnknownKey(_)) => "unknown_key",
+            ApiError::Key(KeyError::UnknownUser(_)) => "unknown_user",
+            ApiError::InvalidRate(_) => "invalid_rate",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::HeadersTooLarge => "headers_too_large",
@@ -205,9 +237,16 @@ impl ApiError {
             ApiError::Unavailable
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
-            | ApiError::Route(RouteError::Db(_)) => {
+            | ApiError::Route(RouteError::Db(_))
+            | ApiError::Key(KeyError::Db(_)) => {
                 "the service is temporarily unavailable; retry later".into()
             }
+            ApiError::RateLimited(r) => format!(
+                "over this user's rate limit of {}; retry after {} s",
+                r.limit, r.decision.retry_after_secs
+            ),
+            ApiError::Key(e) => e.to_string(),
+            ApiError::InvalidRate(m) => m.clone(),
             ApiError::NotFound => "no such route".into(),
             ApiError::MethodNotAllowed => "this method is not allowed on this route".into(),
             ApiError::HeadersTooLarge => "the request headers exceed 16 KiB".into(),
@@ -247,12 +286,21 @@ impl ApiError {
             ApiError::InsufficientCredit {
                 credit_remaining,
                 retry_after,
+                rate,
                 ..
             } => {
                 r = r.with_additional_header("X-Credit-Remaining", credit_remaining.to_string());
                 if let Some(s) = retry_after {
                     r = r.with_additional_header("Retry-After", s.to_string());
                 }
+                r = with_rate(r, rate.as_ref());
+            }
+            ApiError::RateLimited(rate) => {
+                r = r.with_additional_header(
+                    "Retry-After",
+                    rate.decision.retry_after_secs.to_string(),
+                );
+                r = with_rate(r, Some(rate));
             }
             ApiError::TooManyFailures { retry_after } => {
                 r = r.with_additional_header("Retry-After", retry_after.to_string());
@@ -267,6 +315,16 @@ impl ApiError {
         }
         r
     }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` headers of a limited user.
+pub fn with_rate(mut r: Response, rate: Option<&RateState>) -> Response {
+    if let Some(rate) = rate {
+        for (name, value) in ratelimit::headers(rate.limit, &rate.decision) {
+            r = r.with_additional_header(name, value);
+        }
+    }
+    r
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use std::io::Read;
 use chrono::Utc;
 use rouille::{Request, Response, ResponseBody};
 
-use super::api::{credentials, idempotency_key};
+use super::api::{credentials, idempotency_key, notify_low_credit};
 use super::{unauthorized, ApiError, AppState, Ctx};
 use crate::gateway::routes::{self, Route};
 use crate::gateway::{GatewayError, Incoming, Served};
+use crate::ratelimit;
 
 pub fn serve(
     state: &AppState,
@@ -47,7 +48,12 @@ pub fn serve(
         now: Utc::now(),
     };
     match state.gateway.serve(&state.pool, &state.metrics, incoming) {
-        Ok(served) => Ok(streamed(served)),
+        Ok(served) => {
+            if let Some(low) = &served.low_credit {
+                notify_low_credit(state, low);
+            }
+            Ok(streamed(served))
+        }
         Err(GatewayError::Unauthorized(why)) => Err(unauthorized(state, req, ctx, &why)),
         Err(e) => Err(e.into()),
     }
@@ -93,6 +99,11 @@ fn streamed(served: Served) -> Response {
     ));
     if served.replayed {
         headers.push(("Idempotency-Replayed".into(), "true".into()));
+    }
+    if let Some(rate) = &served.rate {
+        for (name, value) in ratelimit::headers(rate.limit, &rate.decision) {
+            headers.push((name.into(), value.into()));
+        }
     }
     let data = match answer.length.and_then(|n| usize::try_from(n).ok()) {
         Some(n) => ResponseBody::from_reader_and_size(answer.body, n),

@@ -86,6 +86,7 @@ mod tests {
             credit_remaining: 0,
             cost: 1,
             retry_after: None,
+            rate: None,
         };
         let (status, json, headers) = body(answer(Err(poor)).unwrap());
         assert_eq!((status, json), (201, json!({ "Status": NO_CREDIT })));

@@ -2,6 +2,7 @@
 //! request, and stops gracefully. No SQL and no business rule here.
 
 mod admin;
+mod admin_keys;
 mod api;
 mod error;
 mod gateway;
@@ -23,6 +24,7 @@ use crate::db::{DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::Gateway;
 use crate::jobs::Jobs;
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::throttle::Throttle;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// The operator console's logged-in sessions (this instance's only).
     pub console: Sessions,
+    /// Low-credit notices go out through it.
+    pub mailer: Mailer,
     /// Requests inside `handle`; a stop waits for them.
     pub in_flight: AtomicUsize,
 }
@@ -53,6 +57,7 @@ impl AppState {
         shutdown: Shutdown,
         jobs: Arc<Jobs>,
         gateway: Arc<Gateway>,
+        mailer: Mailer,
     ) -> AppState {
         let throttle = Throttle::new(config.auth_fails_per_min);
         AppState {
@@ -64,6 +69,7 @@ impl AppState {
             jobs,
             gateway,
             console: Sessions::new(crate::console::SESSION_IDLE),
+            mailer,
             in_flight: AtomicUsize::new(0),
         }
     }

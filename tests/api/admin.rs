@@ -6,8 +6,11 @@ use serde_json::Value;
 
 use crate::helpers::{request, spawn_app, spawn_app_with, TestApp};
 
-/// The User JSON fields of the SPEC, in no particular order.
-const USER_FIELDS: [&str; 9] = [
+/// The User JSON fields of the SPEC (the second stage added `rate_limit`
+/// and `low_credit`), in no particular order.
+const USER_FIELDS: [&str; 11] = [
+    "rate_limit",
+    "low_credit",
     "username",
     "token_prefix",
     "credit",

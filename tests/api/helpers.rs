@@ -84,6 +84,8 @@ impl TestDb {
             refill_day: RefillDay::default(),
             email: None,
             token: token.map(|t| ImportedToken::parse(t).expect("a usable test token")),
+            rate_limit: None,
+            low_credit: None,
         };
         users::create(&self.pool, new, Reason::Create, "test", Utc::now())
             .expect("create user")

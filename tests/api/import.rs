@@ -12,7 +12,7 @@ use crate::helpers::{request, spawn_app, TestDb};
 pub fn legacy_db(table: &str, rows: &[(&str, Option<&str>, i64)]) -> TestDb {
     let db = TestDb::new();
     // TestDb comes migrated; the sample's database has none of our tables.
-    db.exec("DROP TABLE idempotency_keys, usage_daily, credit_events, users");
+    db.exec("DROP TABLE api_keys, idempotency_keys, usage_daily, credit_events, users");
     db.exec(&format!(
         "CREATE TABLE `{table}` (
             ID       INT AUTO_INCREMENT PRIMARY KEY,
@@ -91,8 +91,8 @@ fn imported_users_keep_their_tokens_and_the_sample_clients_work() {
     // No token in clear, not even as its displayed prefix.
     assert_eq!(
         app.db.scalar(
-            "SELECT COUNT(*) FROM users WHERE token_hash IN ('tok-alice-1234', 'b0b5ecr3') \
-             OR token_prefix IN ('tok-alice-1234', 'b0b5ecr3')"
+            "SELECT COUNT(*) FROM api_keys WHERE token_hash IN ('tok-alice-1234', 'b0b5ecr3') \
+             OR prefix IN ('tok-alice-1234', 'b0b5ecr3')"
         ),
         0
     );

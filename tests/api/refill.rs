@@ -242,15 +242,10 @@ fn eight_instances_refilling_at_once_refill_each_user_exactly_once() {
     // Arrange: 200 users due a refill.
     let db = TestDb::new();
     let rows: Vec<String> = (0..200)
-        .map(|i| {
-            format!(
-                "('u{i}', REPEAT('0', 64), 'cg_x', {}, 100, 1, '2026-10')",
-                i % 150
-            )
-        })
+        .map(|i| format!("('u{i}', {}, 100, 1, '2026-10')", i % 150))
         .collect();
     db.exec(&format!(
-        "INSERT INTO users (username, token_hash, token_prefix, credit, monthly_credit, \
+        "INSERT INTO users (username, credit, monthly_credit, \
          refill_day, credit_period) VALUES {}",
         rows.join(", ")
     ));

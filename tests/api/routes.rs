@@ -120,6 +120,7 @@ fn an_unreachable_database_is_503_with_retry_after() {
     // Arrange: a server whose pool points at a port nobody listens on.
     let dead_url = "mysql://root@127.0.0.1:9/creditgate";
     let config = test_config(dead_url, "admin", &[("CREDITGATE_DB_TIMEOUT_MS", "300")]);
+    let config_for_mail = config.clone();
     let pool = db::pool(dead_url, 2, Duration::from_millis(300)).unwrap();
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::default());
@@ -132,6 +133,7 @@ fn an_unreachable_database_is_503_with_retry_after() {
         shutdown.clone(),
         jobs,
         gateway,
+        creditgate::mail::Mailer::start(&config_for_mail).unwrap(),
     ));
     let server = http::bind(state).unwrap();
     let addr = server.addr();

@@ -138,7 +138,15 @@ fn single_writer_through_haproxy_is_exact_on_every_node() {
     let ok = count(&statuses, 200);
     let unavailable = count(&statuses, 503);
     assert_eq!(ok, credit as usize, "200s: {ok}, 503s: {unavailable}");
-    assert_eq!(ok + count(&statuses, 402) + unavailable, statuses.len());
+    let mut seen: Vec<u16> = statuses.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    let histogram: Vec<(u16, usize)> = seen.iter().map(|s| (*s, count(&statuses, *s))).collect();
+    assert_eq!(
+        ok + count(&statuses, 402) + unavailable,
+        statuses.len(),
+        "{histogram:?}"
+    );
     assert!(unavailable * 100 <= statuses.len(), "{unavailable} × 503");
     for (i, (node_credit, bad, calls)) in per_node(&db, "alice").into_iter().enumerate() {
         assert_eq!(node_credit, 0, "node {}", i + 1);

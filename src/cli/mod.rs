@@ -10,6 +10,10 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
+mod keys;
+
+pub use keys::KeyCommand;
+
 use crate::banks::{self, BankError, NewBank};
 use crate::config::{Config, ConfigError};
 use crate::credit;
@@ -20,7 +24,8 @@ use crate::gateway::store::{self, RouteError};
 use crate::import::{ImportError, Progress};
 use crate::ledger::Reason;
 use crate::model::{
-    parse_delta, BankCode, Credit, Day, Email, ImportedToken, Period, RefillDay, Username,
+    parse_delta, BankCode, Credit, Day, Email, ImportedToken, Period, RateLimit, RefillDay,
+    Username,
 };
 use crate::usage::{self, Filter};
 use crate::users::{self, CreditChange, NewUser, User, UserError};
@@ -47,6 +52,9 @@ pub enum Command {
     /// Manage gateway routes: other HTTP APIs metered behind creditgate.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// Manage a user's API keys (1 to 20 per user).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Run the monthly refill now (for this month, or for --period).
     Refill {
         /// The month to refill, YYYY-MM; users whose refill moment in it has passed.
@@ -87,6 +95,12 @@ pub enum UserCommand {
         /// Import an existing token instead of generating one.
         #[arg(long)]
         token: Option<String>,
+        /// A rate limit: N/s, N/min or N/h (GCRA, burst = N).
+        #[arg(long)]
+        rate: Option<String>,
+        /// Mail the user (and the alert list) once when a charge takes the credit below N.
+        #[arg(long, allow_negative_numbers = true)]
+        low_credit: Option<String>,
     },
     /// List users.
     List {
@@ -112,8 +126,25 @@ pub enum UserCommand {
         #[arg(long, allow_negative_numbers = true)]
         set: Option<String>,
     },
-    /// Give a user a new token (printed alone on stdout); the old one stops working.
-    Rotate { name: String },
+    /// Give a user a new key (its token alone on stdout); the others expire after --grace.
+    Rotate {
+        name: String,
+        /// How long the other keys keep working (45s, 90m, 12h, 30d); default 0: at once.
+        #[arg(long, default_value = "0s")]
+        grace: String,
+    },
+    /// Set (--rate 600/min) or remove (--rate off) a user's rate limit.
+    Limit {
+        name: String,
+        #[arg(long)]
+        rate: String,
+    },
+    /// Set (--low-credit N) or remove (--low-credit off) the low-credit notice.
+    Notify {
+        name: String,
+        #[arg(long, allow_negative_numbers = true)]
+        low_credit: String,
+    },
     /// Refuse a user's requests until enabled again.
     Disable { name: String },
     /// Accept a disabled user's requests again.
@@ -216,6 +247,7 @@ cli_error_from!(
     UserError,
     BankError,
     RouteError,
+    crate::keys::KeyError,
     ImportError,
     ConfigError,
     crate::app::StartError,
@@ -297,6 +329,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Route(cmd) => route(&connect(&config)?, cmd),
+        Command::Key(cmd) => keys::run(&connect(&config)?, cmd),
         Command::Refill { period } => {
             let now = Utc::now();
             let period = match period {
@@ -367,6 +400,8 @@ fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
             refill_day,
             email,
             token,
+            rate,
+            low_credit,
         } => {
             let new = NewUser {
                 username: Username::parse(&name)?,
@@ -375,6 +410,8 @@ fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
                 refill_day: RefillDay::parse(refill_day)?,
                 email: email.as_deref().map(Email::parse).transpose()?,
                 token: token.as_deref().map(ImportedToken::parse).transpose()?,
+                rate_limit: rate.as_deref().map(RateLimit::parse).transpose()?,
+                low_credit: low_credit.as_deref().map(Credit::parse).transpose()?,
             };
             let (user, token) = users::create(pool, new, Reason::Create, &actor(), Utc::now())?;
             println!("{token}");
@@ -412,10 +449,10 @@ fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
                 false,
             );
         }
-        UserCommand::Rotate { name } => {
-            let token = users::rotate(pool, &Username::parse(&name)?)?;
-            println!("{token}");
-            eprintln!("rotated the token of {name}; the old one no longer works");
+        UserCommand::Rotate { name, grace } => keys::rotate(pool, &name, &grace)?,
+        UserCommand::Limit { name, rate } => print_user(&keys::limit(pool, &name, &rate)?, false),
+        UserCommand::Notify { name, low_credit } => {
+            print_user(&keys::notify(pool, &name, &low_credit)?, false)
         }
         UserCommand::Disable { name } => print_user(
             &users::set_disabled(pool, &Username::parse(&name)?, true)?,
@@ -573,6 +610,14 @@ fn print_user(u: &User, json: bool) {
     println!("credit_period:  {}", opt(u.credit_period.clone()));
     println!("email:          {}", opt(u.email.clone()));
     println!("disabled:       {}", u.disabled);
+    println!(
+        "rate_limit:     {}",
+        opt(u.rate_limit.map(|r| r.to_string()))
+    );
+    println!(
+        "low_credit:     {}",
+        opt(u.low_credit.map(|n| n.to_string()))
+    );
     println!("created_at:     {}", u.created_at);
 }
 

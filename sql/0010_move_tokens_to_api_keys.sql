@@ -1,0 +1,4 @@
+-- Every token that works today keeps working: each user's token hash
+-- becomes their first key (imported Flask-sample tokens included).
+INSERT INTO api_keys (user_id, label, token_hash, prefix, created_at)
+SELECT id, 'first', token_hash, token_prefix, created_at FROM users;

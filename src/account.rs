@@ -1,0 +1,311 @@
+//! The steps every paid request takes inside its row-locked transaction,
+//! shared by the bank route (`credit::charge`) and gateway routes
+//! (`gateway::billing`): find the user and the key by the token's hash and
+//! lock the user's row (`lock`), note the key's use (`touch_key`), ask the
+//! rate limiter (`rate_check`, pure), and take the cost (`debit`) — with the
+//! limiter's new state and the low-credit flag written by the same UPDATE,
+//! so a limit costs no extra round trip.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use mysql::prelude::Queryable;
+
+use crate::db::DbError;
+use crate::model::{next_refill, Period, RateLimit, RefillDay, Username};
+use crate::ratelimit::{self, Decision};
+use crate::token::{self, Credentials};
+use crate::usage;
+
+/// Why authentication failed: for the log only; clients all get one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    NoCredentials,
+    UnknownUser,
+    WrongToken,
+    /// The key matched but is expired or revoked.
+    KeyNotValid,
+    Disabled,
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthFailure::NoCredentials => "no or malformed credentials",
+            AuthFailure::UnknownUser => "unknown user",
+            AuthFailure::WrongToken => "wrong token",
+            AuthFailure::KeyNotValid => "expired or revoked key",
+            AuthFailure::Disabled => "user disabled",
+        })
+    }
+}
+
+/// A user's rate limit and what the limiter said about this request: what
+/// the `RateLimit*` headers report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateState {
+    pub limit: RateLimit,
+    pub decision: Decision,
+}
+
+/// A charge took the credit from at or above the user's threshold to
+/// below it: the one mail of the notice is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowCredit {
+    pub username: String,
+    pub email: Option<String>,
+    pub credit: i64,
+    pub threshold: i64,
+}
+
+/// The authenticated, locked user: what the request needs from the row.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: u64,
+    pub username: String,
+    pub credit: i64,
+    pub monthly_credit: Option<i64>,
+    refill_day: u32,
+    credit_period: Option<String>,
+    email: Option<String>,
+    rate: Option<RateLimit>,
+    rate_tat: Option<i64>,
+    low_credit: Option<i64>,
+    low_credit_notified: bool,
+    key_id: u64,
+    key_use_due: bool,
+    /// The database's clock, µs since the epoch: every instance agrees.
+    now_us: i64,
+}
+
+/// The user's row and, joined by the token's hash, at most one key; the
+/// database's clock with it.
+const ACCOUNT_QUERY: &str =
+    "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
+     u.disabled, u.email, u.rate_quota, u.rate_window_secs, u.rate_tat, u.low_credit, \
+     u.low_credit_notified, k.id, k.token_hash, \
+     (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > NOW(3))), \
+     (k.last_used_at IS NULL OR k.last_used_at < NOW(3) - INTERVAL 1 MINUTE), \
+     CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) \
+     FROM users u LEFT JOIN api_keys k ON k.user_id = u.id AND k.token_hash = ? \
+     WHERE u.username = ?";
+
+/// The name to look up, or `UnknownUser` without asking the database. A
+/// name that cannot exist must not reach it: `users.username` is ASCII with
+/// a PAD SPACE collation, so MariaDB fails on a non-ASCII name (a 503, not a
+/// miss) and finds `alice` for `alice ` (a token sent as `alice :T` worked).
+pub fn lookup_name(credentials: &Credentials) -> Result<Username, AuthFailure> {
+    Username::parse(&credentials.username).map_err(|_| {
+        token::verify_dummy(&credentials.token);
+        AuthFailure::UnknownUser
+    })
+}
+
+/// Finds and authenticates the user; with `for_update`, locks the row for
+/// the rest of the transaction. The token is hashed once, whatever follows,
+/// and every outcome does the same compare, so timing tells an unknown user
+/// from a wrong or expired key no more than the one query does.
+pub fn lock(
+    conn: &mut impl Queryable,
+    name: &Username,
+    token: &str,
+    for_update: bool,
+) -> Result<Result<Account, AuthFailure>, DbError> {
+    let hash = token::hash(token);
+    let sql = if for_update {
+        format!("{ACCOUNT_QUERY} FOR UPDATE")
+    } else {
+        ACCOUNT_QUERY.to_string()
+    };
+    let row: Option<mysql::Row> = conn.exec_first(sql, (&hash, name.as_str()))?;
+    Ok(authenticate(row, &hash, name))
+}
+
+fn authenticate(
+    row: Option<mysql::Row>,
+    hash: &str,
+    name: &Username,
+) -> Result<Account, AuthFailure> {
+    const DUMMY: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    let Some(row) = row else {
+        let _ = token::constant_time_eq(hash.as_bytes(), DUMMY.as_bytes());
+        return Err(AuthFailure::UnknownUser);
+    };
+    let stored: Option<String> = row.get(13).flatten();
+    let matched = token::constant_time_eq(
+        hash.as_bytes(),
+        stored.as_deref().unwrap_or(DUMMY).as_bytes(),
+    );
+    let works: Option<bool> = row.get(14).flatten();
+    let disabled: bool = row.get(5).unwrap_or(true);
+    if !matched {
+        Err(AuthFailure::WrongToken)
+    } else if works != Some(true) {
+        Err(AuthFailure::KeyNotValid)
+    } else if disabled {
+        Err(AuthFailure::Disabled)
+    } else {
+        Ok(account(&row, name))
+    }
+}
+
+fn account(row: &mysql::Row, name: &Username) -> Account {
+    let quota: Option<u32> = row.get(7).flatten();
+    let window: Option<u32> = row.get(8).flatten();
+    Account {
+        id: row.get(0).unwrap_or(0),
+        username: name.to_string(),
+        credit: row.get(1).unwrap_or(0),
+        monthly_credit: row.get(2).flatten(),
+        refill_day: row.get(3).unwrap_or(1),
+        credit_period: row.get(4).flatten(),
+        email: row.get(6).flatten(),
+        rate: quota
+            .zip(window)
+            .map(|(quota, window_secs)| RateLimit { quota, window_secs }),
+        rate_tat: row.get(9).flatten(),
+        low_credit: row.get(10).flatten(),
+        low_credit_notified: row.get(11).unwrap_or(false),
+        key_id: row.get::<Option<u64>, _>(12).flatten().unwrap_or(0),
+        key_use_due: row.get::<Option<bool>, _>(15).flatten().unwrap_or(false),
+        now_us: row.get(16).unwrap_or(0),
+    }
+}
+
+impl Account {
+    pub fn next_refill(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.monthly_credit?;
+        let day = RefillDay::parse(self.refill_day as i64).unwrap_or_default();
+        let period = self
+            .credit_period
+            .as_deref()
+            .and_then(|p| Period::parse(p).ok());
+        Some(next_refill(now, day, period))
+    }
+
+    /// The limiter's word on this request, spending nothing: `Ok(None)` for
+    /// a user without a limit, `Err` when it refuses.
+    pub fn rate_check(&self) -> Result<Option<RateState>, RateState> {
+        let Some(limit) = self.rate else {
+            return Ok(None);
+        };
+        let decision = ratelimit::decide(self.rate_tat, self.now_us, limit);
+        let state = RateState { limit, decision };
+        if decision.allowed {
+            Ok(Some(state))
+        } else {
+            Err(state)
+        }
+    }
+
+    /// The limiter's state as it stands, for answers it does not decide
+    /// (an idempotent replay).
+    pub fn rate_now(&self) -> Option<RateState> {
+        self.rate.map(|limit| RateState {
+            limit,
+            decision: ratelimit::peek(self.rate_tat, self.now_us, limit),
+        })
+    }
+}
+
+/// Records the key's use, at most once a minute (SPEC: exact to a minute).
+pub fn touch_key(conn: &mut impl Queryable, account: &Account) -> Result<(), DbError> {
+    if account.key_use_due {
+        conn.exec_drop(
+            "UPDATE api_keys SET last_used_at = NOW(3) WHERE id = ?",
+            (account.key_id,),
+        )?;
+    }
+    Ok(())
+}
+
+/// What taking `cost` from a locked account did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Debit {
+    Done {
+        credit_remaining: i64,
+        low_credit: Option<LowCredit>,
+    },
+    Insufficient,
+}
+
+/// Takes `cost` from the locked account and counts the call under
+/// `endpoint`, or does nothing when the credit is short. `rate` (an allowed
+/// decision) has its new state written either way: a 402 still counts
+/// against the limit.
+pub fn debit(
+    tx: &mut mysql::Transaction<'_>,
+    account: &Account,
+    cost: i64,
+    endpoint: &str,
+    now: DateTime<Utc>,
+    rate: Option<&RateState>,
+) -> Result<Debit, DbError> {
+    let tat = rate.map(|r| r.decision.new_tat);
+    if account.credit < cost {
+        save_rate(tx, account, tat)?;
+        return Ok(Debit::Insufficient);
+    }
+    let credit_remaining = account.credit - cost;
+    let low_credit = crossed_low_credit(account, credit_remaining);
+    if cost > 0 || tat.is_some() {
+        // Relative and guarded: under the row lock it always applies; if it
+        // does not, the row changed under us (a multi-writer cluster), and
+        // the transaction is retried from the start.
+        tx.exec_drop(
+            "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
+             low_credit_notified = low_credit_notified OR ? \
+             WHERE id = ? AND credit >= ?",
+            (cost, tat, low_credit.is_some(), account.id, cost),
+        )?;
+        if tx.affected_rows() != 1 {
+            return Err(DbError::Conflict(mysql::Error::MySqlError(
+                mysql::MySqlError {
+                    state: "40001".into(),
+                    code: 1213,
+                    message: "the credit changed under the row lock".into(),
+                },
+            )));
+        }
+    }
+    usage::record(tx, account.id, now.date_naive(), endpoint, cost)?;
+    Ok(Debit::Done {
+        credit_remaining,
+        low_credit,
+    })
+}
+
+/// Writes the limiter's new state when nothing is debited (a 402, an
+/// unknown bank): the request still counts.
+pub fn save_rate(
+    conn: &mut impl Queryable,
+    account: &Account,
+    tat: Option<i64>,
+) -> Result<(), DbError> {
+    if let Some(tat) = tat {
+        conn.exec_drop(
+            "UPDATE users SET rate_tat = ? WHERE id = ?",
+            (tat, account.id),
+        )?;
+    }
+    Ok(())
+}
+
+/// The notice is due when this charge takes the credit from at or above
+/// the threshold to below it and none was sent since the last re-arm.
+fn crossed_low_credit(account: &Account, after: i64) -> Option<LowCredit> {
+    let threshold = account.low_credit?;
+    let crossed = account.credit >= threshold && after < threshold;
+    (crossed && !account.low_credit_notified).then(|| LowCredit {
+        username: account.username.clone(),
+        email: account.email.clone(),
+        credit: after,
+        threshold,
+    })
+}
+
+/// SQL for an UPDATE that raised `credit`: re-arms the notice once the
+/// credit is back at or above the threshold (assignments run left to right,
+/// so `credit` is already the new one).
+pub const REARM_LOW_CREDIT: &str = "low_credit_notified = \
+     IF(low_credit IS NOT NULL AND credit >= low_credit, FALSE, low_credit_notified)";
