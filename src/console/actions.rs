@@ -3,6 +3,7 @@
 //! to the page with a message. A refused form changes nothing and shows
 //! its page again with the reason (4xx, never a 500).
 
+use chrono::Utc;
 use rouille::{Request, Response};
 
 use super::error::ConsoleError;
@@ -13,7 +14,8 @@ use super::{logged_out, ACTOR};
 use crate::gateway::routes::{NewRoute, RawRoute};
 use crate::gateway::store;
 use crate::http::{AppState, Ctx};
-use crate::model::{parse_delta, Credit, Username};
+use crate::keys::{self, NewKey};
+use crate::model::{parse_delta, parse_label, Credit, RateLimit, Span, Username};
 use crate::users::{self, CreditChange};
 
 /// What a successful action leads to.
@@ -75,14 +77,20 @@ fn act(state: &AppState, rest: &[&str], form: &Form) -> Result<Done, ConsoleErro
     let flash = match rest {
         ["logout"] => return Ok(Done::LoggedOut),
         ["users", name, "credit"] => change_credit(state, &username(name)?, form)?,
-        ["users", name, "rotate"] => {
+        ["users", name, "rotate"] => rotate(state, &username(name)?, form)?,
+        ["users", name, "keys"] => add_key(state, &username(name)?, form)?,
+        ["users", name, "keys", id, "revoke"] => {
             let name = username(name)?;
-            let token = crate::keys::rotate(&state.pool, &name, crate::model::Span::from_secs(0))?;
+            let id: u64 = id
+                .parse()
+                .map_err(|_| ConsoleError::NotFound(format!("no key {id:?}")))?;
+            let key = keys::revoke(&state.pool, &name, id)?;
             Flash::ok(format!(
-                "New token for {name}; the old one no longer works."
+                "Key {} ({}…) of {name} revoked; it no longer works.",
+                key.id, key.prefix
             ))
-            .with_secret(token)
         }
+        ["users", name, "limit"] => set_rate_limit(state, &username(name)?, form)?,
         ["users", name, action @ ("disable" | "enable")] => {
             let disable = *action == "disable";
             let user = users::set_disabled(&state.pool, &username(name)?, disable)?;
@@ -123,6 +131,49 @@ fn change_credit(state: &AppState, name: &Username, form: &Form) -> Result<Flash
             user.username, user.credit
         ),
         CreditChange::Set(_) => format!("{}'s credit is now {}.", user.username, user.credit),
+    }))
+}
+
+/// `grace`: how long the old keys keep working (`24h`; blank: not at all).
+fn rotate(state: &AppState, name: &Username, form: &Form) -> Result<Flash, ConsoleError> {
+    let grace = form
+        .text("grace")
+        .map(Span::parse)
+        .transpose()?
+        .unwrap_or(Span::from_secs(0));
+    let token = keys::rotate(&state.pool, name, grace)?;
+    let old = match form.text("grace") {
+        Some(g) if !grace.get().is_zero() => format!("the old keys work for {g} more"),
+        _ => "the old keys no longer work".to_string(),
+    };
+    Ok(Flash::ok(format!("New token for {name}; {old}.")).with_secret(token))
+}
+
+/// `label` (optional) and `ttl` (`30d`; blank: no expiry), as `key add`.
+fn add_key(state: &AppState, name: &Username, form: &Form) -> Result<Flash, ConsoleError> {
+    let label = form.text("label").map(parse_label).transpose()?;
+    let expires_at = match form.text("ttl") {
+        Some(ttl) => {
+            let span = chrono::Duration::from_std(Span::parse(ttl)?.get())
+                .map_err(|_| ConsoleError::BadInput(format!("a ttl of {ttl:?} is too long")))?;
+            Some(Utc::now() + span)
+        }
+        None => None,
+    };
+    let (key, token) = keys::create(&state.pool, name, &NewKey { label, expires_at }, None)?;
+    Ok(Flash::ok(format!("New key {} for {name}.", key.id)).with_secret(token))
+}
+
+/// `rate`: `600/min`, `10/s`, `5/h`; `off` or blank removes the limit.
+fn set_rate_limit(state: &AppState, name: &Username, form: &Form) -> Result<Flash, ConsoleError> {
+    let limit = match form.text("rate") {
+        None | Some("off") => None,
+        Some(rate) => Some(RateLimit::parse(rate)?),
+    };
+    let user = users::set_rate_limit(&state.pool, name, limit)?;
+    Ok(Flash::ok(match user.rate_limit {
+        Some(l) => format!("{name} is limited to {l}."),
+        None => format!("{name} has no rate limit."),
     }))
 }
 

@@ -38,6 +38,7 @@ h2{font-size:16px;margin:0 0 10px}
 .stats dt{color:var(--muted);font-size:13px}
 .stats dd{margin:0;font-size:22px;font-weight:600;font-variant-numeric:tabular-nums}
 .scroll{overflow-x:auto}
+.scroll+form{margin-top:12px;padding-top:12px;border-top:1px solid var(--line)}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 th,td{text-align:left;padding:7px 10px;border-bottom:1px solid var(--line);white-space:nowrap;vertical-align:middle}
 th{font-size:13px;color:var(--muted);font-weight:600}

@@ -10,6 +10,7 @@ use super::chart;
 use super::layout::{bare, button, csrf_field, page, Frame, Nav};
 use crate::gateway::routes::{ChargeOn, Route};
 use crate::jobs::JobView;
+use crate::keys::{Key, KeySummary};
 use crate::ledger::LedgerRow;
 use crate::usage::DayTotal;
 use crate::users::User;
@@ -26,6 +27,7 @@ pub struct UserList {
     pub query: String,
     pub users: Vec<User>,
     pub last_used: HashMap<String, NaiveDate>,
+    pub keys: HashMap<String, KeySummary>,
     /// The list stopped at the page's limit.
     pub truncated: bool,
 }
@@ -35,6 +37,7 @@ pub struct UserDetail {
     pub days: Vec<DayTotal>,
     pub ledger: Vec<LedgerRow>,
     pub last_used: Option<NaiveDate>,
+    pub keys: Vec<Key>,
 }
 
 pub fn login(error: Option<&str>) -> Markup {
@@ -153,14 +156,16 @@ pub fn users(frame: &Frame<'_>, list: &UserList) -> Markup {
                 div.scroll { table #users {
                     thead { tr {
                         th { "Username" } th.num { "Credit" } th.num { "Monthly" }
-                        th { "Status" } th { "Last used" }
+                        th { "Rate limit" } th.num { "Keys" } th { "Status" } th { "Last used (UTC)" }
                     } }
                     tbody { @for u in &list.users { tr {
                         td { (user_link(&u.username)) }
                         td.num { (u.credit) }
                         td.num { (opt(u.monthly_credit)) }
+                        td { (rate(u)) }
+                        td.num { (list.keys.get(&u.username).map_or(0, |k| k.working)) }
                         td { (disabled_tag(u.disabled)) }
-                        td { (list.last_used.get(&u.username).map_or("never".to_string(), |d| d.to_string())) }
+                        td { (last_used(list, &u.username)) }
                     } } }
                 } }
                 @if list.truncated {
@@ -183,6 +188,7 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
                 div { dt { "Monthly" } dd { (opt(u.monthly_credit)) } }
                 div { dt { "Refill day" } dd { (u.refill_day) } }
                 div { dt { "Last refill" } dd { (u.credit_period.as_deref().unwrap_or("—")) } }
+                div { dt { "Rate limit" } dd #rate-limit { (rate(u)) } }
                 div { dt { "Last used" } dd { (d.last_used.map_or("never".to_string(), |d| d.to_string())) } }
             }
             p.muted {
@@ -192,6 +198,7 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
             }
         }
         (user_actions(frame, u))
+        (key_table(frame, u, &d.keys))
         section.card #usage { (charts(&d.days)) }
         (ledger_table(&d.ledger))
     };
@@ -216,8 +223,22 @@ fn user_actions(frame: &Frame<'_>, u: &User) -> Markup {
             }
             section {
                 h2 { "Token" }
-                (button(frame.csrf, &format!("{base}/rotate"), "Rotate token", "quiet"))
-                p.muted { "The old token stops working at once." }
+                form.stack method="post" action={ (base) "/rotate" } {
+                    (csrf_field(frame.csrf))
+                    label { "Old keys work for" input name="grace" placeholder="0, or 24h" size="8"; }
+                    button.quiet type="submit" { "Rotate token" }
+                }
+            }
+            section {
+                h2 { "Rate limit" }
+                form.stack method="post" action={ (base) "/limit" } {
+                    (csrf_field(frame.csrf))
+                    label { "Requests per time"
+                        input name="rate" placeholder="600/min, or off" size="12"
+                            value=(u.rate_limit.map(|l| l.to_string()).unwrap_or_default());
+                    }
+                    button.quiet type="submit" { "Set" }
+                }
             }
             section {
                 h2 { "Access" }
@@ -226,6 +247,38 @@ fn user_actions(frame: &Frame<'_>, u: &User) -> Markup {
                 } @else {
                     (button(frame.csrf, &format!("{base}/disable"), "Disable", "danger"))
                 }
+            }
+        }
+    }
+}
+
+/// The user's keys that are not revoked, each with a revoke button, and the
+/// form that adds one.
+fn key_table(frame: &Frame<'_>, u: &User, keys: &[Key]) -> Markup {
+    let base = format!("/console/users/{}/keys", u.username);
+    html! {
+        section.card #keys {
+            h2 { "Keys" }
+            div.scroll { table {
+                thead { tr {
+                    th { "Id" } th { "Label" } th { "Prefix" } th { "Created (UTC)" }
+                    th { "Expires (UTC)" } th { "Last used (UTC)" } th {}
+                } }
+                tbody { @for k in keys { tr data-key=(k.id) {
+                    td { (k.id) }
+                    td { (k.label.as_deref().unwrap_or("—")) }
+                    td { code { (k.prefix) "…" } }
+                    td { (when(Some(&k.created_at), "")) }
+                    td { (when(k.expires_at.as_deref(), "never")) }
+                    td { (when(k.last_used_at.as_deref(), "never")) }
+                    td { (button(frame.csrf, &format!("{base}/{}/revoke", k.id), "Revoke", "danger")) }
+                } } }
+            } }
+            form.stack method="post" action=(base) {
+                (csrf_field(frame.csrf))
+                label { "Label" input name="label" size="14" placeholder="optional"; }
+                label { "Expires after" input name="ttl" size="11" placeholder="never, or 30d"; }
+                button.quiet type="submit" { "Add key" }
             }
         }
     }
@@ -349,6 +402,21 @@ fn user_link(name: &str) -> Markup {
     html! { a href={ "/console/users/" (name) } { (name) } }
 }
 
+fn rate(u: &User) -> String {
+    u.rate_limit.map_or("none".to_string(), |l| l.to_string())
+}
+
+/// A key's last use (to the minute) when known, else the last day with
+/// usage (kept per day, also from before keys had one).
+fn last_used(list: &UserList, name: &str) -> String {
+    let key = list.keys.get(name).and_then(|k| k.last_used_at.as_deref());
+    match (key, list.last_used.get(name)) {
+        (Some(t), _) => when(Some(t), ""),
+        (None, Some(day)) => day.to_string(),
+        (None, None) => "never".to_string(),
+    }
+}
+
 fn job_state(j: &JobView) -> Markup {
     html! {
         @if j.paused { span.tag.off { "paused" } } @else { span.tag.on { "active" } }
@@ -407,6 +475,7 @@ mod tests {
             days: vec![],
             ledger: vec![],
             last_used: None,
+            keys: vec![],
         };
         let html = super::user(&frame(), &d).into_string();
         let posts = html.matches("method=\"post\"").count();
@@ -429,6 +498,7 @@ mod tests {
             query: "al\"ice".into(),
             users: vec![user("alice")],
             last_used: HashMap::new(),
+            keys: HashMap::new(),
             truncated: false,
         };
         let html = users(&frame(), &list).into_string();

@@ -12,6 +12,7 @@ use super::session::{Current, Flash};
 use super::{chart, html, pages};
 use crate::gateway::store;
 use crate::http::{AppState, Ctx};
+use crate::keys;
 use crate::ledger;
 use crate::model::Username;
 use crate::usage;
@@ -171,6 +172,7 @@ fn read(state: &AppState, target: &Target, frame: &Frame<'_>) -> Result<Markup, 
                     query: query.clone(),
                     users: list,
                     last_used,
+                    keys: keys::summary(pool, &names)?,
                     truncated,
                 },
             )
@@ -185,6 +187,7 @@ fn read(state: &AppState, target: &Target, frame: &Frame<'_>) -> Result<Markup, 
                     days: days(Some(name))?,
                     ledger: ledger::recent(pool, name, LEDGER_ROWS)?,
                     last_used: last_used.get(name.as_str()).copied(),
+                    keys: keys::list(pool, name)?,
                 },
             )
         }

@@ -4,6 +4,7 @@
 //! and the domain reads the console added, against the real database.
 
 use chrono::{Days, Utc};
+use creditgate::keys;
 use creditgate::ledger;
 use creditgate::model::Username;
 use creditgate::usage;
@@ -307,6 +308,125 @@ fn console_rotate_shows_the_new_token_once() {
     let again = b.get("/console/users/alice");
     assert_eq!(again.status, 200);
     assert!(!again.body.contains(token), "shown twice");
+}
+
+/// The token shown once on a page (`data-secret`).
+fn secret_of(page: &Resp) -> String {
+    let at = page.body.find("data-secret>").expect("a token is shown") + 12;
+    page.body[at..at + page.body[at..].find('<').unwrap()].to_string()
+}
+
+fn key_count(app: &TestApp) -> i64 {
+    app.db.scalar("SELECT COUNT(*) FROM api_keys")
+}
+
+#[test]
+fn console_added_key_is_shown_once_and_revoking_it_stops_it() {
+    let app = spawn_app();
+    let first = app.db.add_user("alice", 10);
+    let b = Browser::login(&app);
+    let page = b.post_and_follow(
+        "/console/users/alice/keys",
+        &[("label", "ci <runner>"), ("ttl", "30d")],
+    );
+    let token = secret_of(&page);
+    assert_eq!(app.bank("alice", &token, "bofa").status, 200);
+    assert!(page.body.contains("ci &lt;runner&gt;"), "{}", page.body);
+    assert!(!b.get("/console/users/alice").body.contains(&token));
+    let list = keys::list(&app.db.pool, &name("alice")).unwrap();
+    let new = list
+        .iter()
+        .find(|k| k.label.as_deref() == Some("ci <runner>"))
+        .unwrap();
+    assert!(new.expires_at.is_some());
+    let page = b.post_and_follow(&format!("/console/users/alice/keys/{}/revoke", new.id), &[]);
+    assert!(page.body.contains("revoked"), "{}", page.body);
+    assert_eq!(app.bank("alice", &token, "bofa").status, 401);
+    assert_eq!(app.bank("alice", &first, "bofa").status, 200);
+    // Revoked twice, or someone else's key: a 404 page, nothing changes.
+    let again = b.post(&format!("/console/users/alice/keys/{}/revoke", new.id), &[]);
+    assert_eq!(again.status, 404, "{}", again.body);
+    for (label, ttl) in [("x", "soon"), ("x", "-1d"), ("a\u{7}", "")] {
+        let before = key_count(&app);
+        let r = b.post(
+            "/console/users/alice/keys",
+            &[("label", label), ("ttl", ttl)],
+        );
+        assert_eq!(r.status, 400, "{label} {ttl}: {}", r.body);
+        assert_eq!(key_count(&app), before);
+    }
+}
+
+#[test]
+fn console_rotate_with_a_grace_keeps_the_old_key_working_for_a_while() {
+    let app = spawn_app();
+    let old = app.db.add_user("alice", 10);
+    let b = Browser::login(&app);
+    let page = b.post_and_follow("/console/users/alice/rotate", &[("grace", "1h")]);
+    assert!(page.body.contains("work for 1h more"), "{}", page.body);
+    let new = secret_of(&page);
+    assert_eq!(app.bank("alice", &new, "bofa").status, 200);
+    assert_eq!(app.bank("alice", &old, "bofa").status, 200);
+    let before = key_count(&app);
+    let r = b.post("/console/users/alice/rotate", &[("grace", "a while")]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("a duration is"), "{}", r.body);
+    assert_eq!(key_count(&app), before);
+}
+
+#[test]
+fn console_rate_limit_can_be_set_and_removed_and_bad_rates_change_nothing() {
+    let app = spawn_app();
+    app.db.add_user("alice", 10);
+    let b = Browser::login(&app);
+    let limit = |app: &TestApp| {
+        app.admin("GET", "/admin/v1/users/alice", None).json()["rate_limit"].clone()
+    };
+    let page = b.post_and_follow("/console/users/alice/limit", &[("rate", "600/min")]);
+    assert!(page.body.contains("limited to 600/min"), "{}", page.body);
+    assert!(page.body.contains("id=\"rate-limit\">600/min<"));
+    assert_eq!(
+        limit(&app),
+        serde_json::json!({"quota": 600, "window_secs": 60})
+    );
+    for bad in ["fast", "0/s", "10/day", "2000000/s"] {
+        let r = b.post("/console/users/alice/limit", &[("rate", bad)]);
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert_eq!(limit(&app)["quota"], 600, "{bad}");
+    }
+    let users = b.get("/console/users");
+    assert!(users.body.contains("600/min"), "{}", users.body);
+    b.post_and_follow("/console/users/alice/limit", &[("rate", "off")]);
+    assert_eq!(limit(&app), serde_json::Value::Null);
+}
+
+#[test]
+fn console_keys_summary_counts_working_keys_and_the_last_use() {
+    let app = spawn_app();
+    let token = app.db.add_user("alice", 10);
+    app.db.add_user("bob", 10);
+    let alice = name("alice");
+    keys::create(&app.db.pool, &alice, &keys::NewKey::default(), None).unwrap();
+    let (gone, _) = keys::create(&app.db.pool, &alice, &keys::NewKey::default(), None).unwrap();
+    keys::revoke(&app.db.pool, &alice, gone.id).unwrap();
+    assert_eq!(app.bank("alice", &token, "bofa").status, 200);
+    let summary = keys::summary(&app.db.pool, &[alice, name("bob"), name("carol")]).unwrap();
+    assert_eq!(summary["alice"].working, 2);
+    assert!(summary["alice"]
+        .last_used_at
+        .as_deref()
+        .unwrap()
+        .ends_with('Z'));
+    assert_eq!(summary["bob"].working, 1);
+    assert_eq!(summary["bob"].last_used_at, None);
+    assert!(!summary.contains_key("carol"));
+    let b = Browser::login(&app);
+    let page = b.get("/console/users");
+    assert!(
+        page.body.contains("<td class=\"num\">2</td>"),
+        "{}",
+        page.body
+    );
 }
 
 #[test]
