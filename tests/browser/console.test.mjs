@@ -163,6 +163,36 @@ test('rotating shows the new token once, and it works', async () => {
   assert.equal((await page.content()).includes(token), false);
 });
 
+test('adding a key shows it once, and revoking it stops it', async () => {
+  await login();
+  await page.goto(`${BASE}/console/users/alice`);
+  await page.fill('#keys input[name=label]', 'browser');
+  await submit(page.locator('#keys >> text=Add key'));
+  const token = (await page.locator('[data-secret]').innerText()).trim();
+  const bank = (t) => fetch(`${BASE}/api/v1.0/banks_data/BOFA/`, {
+    headers: { Authorization: `Bearer alice:${t}` },
+  });
+  assert.equal((await bank(token)).status, 200);
+  const row = page.locator('#keys tbody tr', { hasText: 'browser' });
+  assert.equal(await row.count(), 1);
+  await submit(row.locator('text=Revoke'));
+  assert.match(await flashText(), /revoked/);
+  assert.equal(await page.locator('#keys tbody tr', { hasText: 'browser' }).count(), 0);
+  assert.equal((await bank(token)).status, 401);
+});
+
+test('setting a rate limit', async () => {
+  await login();
+  await page.goto(`${BASE}/console/users/bob`);
+  await page.fill('input[name=rate]', '10/s');
+  await submit(page.locator('form[action$="/limit"] button'));
+  assert.equal(await page.locator('#rate-limit').innerText(), '10/s');
+  await page.fill('input[name=rate]', 'often');
+  await submit(page.locator('form[action$="/limit"] button'));
+  assert.match(await flashText(), /a rate is/);
+  assert.equal(await page.locator('#rate-limit').innerText(), '10/s');
+});
+
 test('pausing and resuming a job', async () => {
   await login();
   await page.click('nav >> text=Jobs');
