@@ -141,11 +141,13 @@ fn main() {
         "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (users, conns) in rows {
+    let mut plain = Vec::new();
+    for &(users, conns) in &rows {
         let ceiling = measure(warmup, run, conns, None, |_| ceiling_worker(&url, users));
         let cg = measure(warmup, run, conns, Some(server.pid), |_| {
             http_worker(server.addr, users, BANK_PATH)
         });
+        plain.push(cg.rps());
         for (side, s) in [("ceiling", &ceiling), ("creditgate", &cg)] {
             println!(
                 "| {} | {conns} | {side} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
@@ -165,6 +167,9 @@ fn main() {
             );
         }
     }
+    if only.is_empty() && !quick {
+        rate_limited_rows(&pool, &server, &rows, &plain, warmup, run);
+    }
     if only.is_empty() {
         gateway_rows(&pool, &server, users, quick, warmup, run);
     }
@@ -173,6 +178,49 @@ fn main() {
 }
 
 const BANK_PATH: &str = "/api/v1.0/banks_data/BOFA/";
+
+/// The same rows with a rate limit on every user, high enough never to
+/// refuse (1,000,000/s): what the limiter's check and its state write in
+/// the charge's UPDATE cost. `ratio` is against the same row without one.
+fn rate_limited_rows(
+    pool: &creditgate::db::Pool,
+    server: &Server,
+    rows: &[(Users, usize)],
+    plain: &[f64],
+    warmup: Duration,
+    run: Duration,
+) {
+    pool.get()
+        .unwrap()
+        .query_drop("UPDATE users SET rate_quota = 1000000, rate_window_secs = 1")
+        .unwrap();
+    println!("\nthe same rows with a rate limit (1000000/s) on every user\n");
+    println!(
+        "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (&(users, conns), &without) in rows.iter().zip(plain) {
+        let s = measure(warmup, run, conns, Some(server.pid), |_| {
+            http_worker(server.addr, users, BANK_PATH)
+        });
+        println!(
+            "| {} | {conns} | creditgate, rate limited | {:.0} | {:.2} | {:.2} | {} | {} | {:.2} |",
+            users.label(),
+            s.rps(),
+            s.pct(0.50),
+            s.pct(0.99),
+            s.non2xx,
+            s.peak_rss_kb
+                .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+            s.rps() / without,
+        );
+    }
+    pool.get()
+        .unwrap()
+        .query_drop("UPDATE users SET rate_quota = NULL, rate_window_secs = NULL, rate_tat = NULL")
+        .unwrap();
+}
 const GATEWAY_PATH: &str = "/up/item";
 
 fn only_gateway() -> bool {

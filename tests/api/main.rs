@@ -4,6 +4,7 @@
 mod daemon;
 mod helpers;
 mod proxy;
+mod ratelimit;
 mod smtp;
 mod upstream;
 
@@ -19,9 +20,11 @@ mod gateway;
 mod hostile;
 mod import;
 mod jobs;
+mod keys;
 mod ledger;
 mod legacy;
 mod lifecycle;
+mod lowcredit;
 mod mail;
 mod metrics;
 mod refill;
