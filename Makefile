@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test test-cluster lint migrate bench bench-growth db db-stop build release
+.PHONY: run test test-cluster test-browser lint migrate bench bench-growth db db-stop build release
 
 build:
 	$(CARGO) build
@@ -31,6 +31,11 @@ test-cluster:
 	export CREDITGATE_CLUSTER_HAPROXY_URL CREDITGATE_CLUSTER_NODE_URLS CREDITGATE_CLUSTER_SCRIPT; \
 	echo "cluster: HAProxy $$CREDITGATE_CLUSTER_HAPROXY_URL, nodes $$CREDITGATE_CLUSTER_NODE_URLS" >&2; \
 	rc=0; $(CARGO) test --test cluster -- --test-threads=1 || rc=$$?; exit $$rc
+
+## The operator console in a real headless Chromium (tests/browser/run.sh):
+## a fresh seeded database and the real binary, dropped and stopped after.
+test-browser:
+	@CARGO="$(CARGO)" tests/browser/run.sh
 
 lint:
 	$(CARGO) fmt --check

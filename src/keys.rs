@@ -256,3 +256,46 @@ pub fn rotate(pool: &Pool, username: &Username, grace: Span) -> Result<String, K
         Ok(token)
     })
 }
+
+/// How many keys of a user work now, and when one was last used: a row of
+/// the console's users table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeySummary {
+    pub working: u64,
+    /// The latest `last_used_at` of any of the user's keys.
+    pub last_used_at: Option<String>,
+}
+
+/// `KeySummary` for each of these users (users without keys are absent).
+pub fn summary(
+    pool: &Pool,
+    users: &[Username],
+) -> Result<std::collections::HashMap<String, KeySummary>, DbError> {
+    if users.is_empty() {
+        return Ok(Default::default());
+    }
+    let marks = vec!["?"; users.len()].join(", ");
+    let names: Vec<mysql::Value> = users.iter().map(|u| u.as_str().into()).collect();
+    let rows: Vec<(String, u64, Option<String>)> = pool.get()?.exec(
+        format!(
+            "SELECT u.username, \
+                    CAST(SUM(k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > NOW(3))) AS UNSIGNED), \
+                    DATE_FORMAT(MAX(k.last_used_at), '%Y-%m-%dT%H:%i:%sZ') \
+             FROM users u JOIN api_keys k ON k.user_id = u.id \
+             WHERE u.username IN ({marks}) GROUP BY u.id, u.username"
+        ),
+        names,
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, working, last_used_at)| {
+            (
+                name,
+                KeySummary {
+                    working,
+                    last_used_at,
+                },
+            )
+        })
+        .collect())
+}

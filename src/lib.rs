@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod coalesce;
 pub mod config;
+pub mod console;
 pub mod credit;
 pub mod db;
 pub mod error;

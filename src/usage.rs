@@ -1,5 +1,8 @@
 //! Daily usage per user and endpoint: written inside the request transaction
-//! (so it always agrees with the credit), read back as a report.
+//! (so it always agrees with the credit), read back as a report and as daily
+//! totals for the console's charts.
+
+use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use mysql::prelude::Queryable;
@@ -67,5 +70,78 @@ pub fn report(pool: &Pool, filter: &Filter) -> Result<Vec<UsageRow>, DbError> {
             calls,
             credits,
         })
+        .collect())
+}
+
+/// Calls and credits of one day, summed over endpoints (and users).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayTotal {
+    pub day: NaiveDate,
+    pub calls: u64,
+    pub credits: u64,
+}
+
+/// The day `n` days after 1970-01-01: dates cross the wire as day numbers
+/// (`DATEDIFF`), so there is no text to parse and no parse error to carry.
+fn epoch_day(n: u64) -> NaiveDate {
+    NaiveDate::default()
+        .checked_add_days(chrono::Days::new(n))
+        .expect("a DATE column holds a day chrono can represent")
+}
+
+/// Per-day totals from `from` to `to` (both included), of one user or of
+/// everyone; days without usage are absent (the caller fills the gaps).
+pub fn daily_totals(
+    pool: &Pool,
+    from: NaiveDate,
+    to: NaiveDate,
+    user: Option<&Username>,
+) -> Result<Vec<DayTotal>, DbError> {
+    let user = user.map(|u| u.as_str().to_string());
+    let rows: Vec<(u64, u64, u64)> = pool.get()?.exec(
+        "SELECT DATEDIFF(d.day, '1970-01-01'), CAST(SUM(d.calls) AS UNSIGNED), \
+                CAST(SUM(d.credits) AS UNSIGNED) \
+         FROM usage_daily d \
+         WHERE d.day BETWEEN ? AND ? \
+           AND (? IS NULL OR d.user_id = (SELECT id FROM users WHERE username = ?)) \
+         GROUP BY d.day ORDER BY d.day",
+        (
+            from.format("%Y-%m-%d").to_string(),
+            to.format("%Y-%m-%d").to_string(),
+            user.clone(),
+            user,
+        ),
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(day, calls, credits)| DayTotal {
+            day: epoch_day(day),
+            calls,
+            credits,
+        })
+        .collect())
+}
+
+/// The last day each of these users made a paid call; users who never did
+/// are absent. Day-exact: usage is kept per day.
+pub fn last_used(pool: &Pool, users: &[Username]) -> Result<HashMap<String, NaiveDate>, DbError> {
+    if users.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let marks = vec!["?"; users.len()].join(", ");
+    let names: Vec<mysql::Value> = users.iter().map(|u| u.as_str().into()).collect();
+    // The primary key (user_id, day, …) answers MAX(day) per user from the
+    // index alone.
+    let rows: Vec<(String, u64)> = pool.get()?.exec(
+        format!(
+            "SELECT u.username, DATEDIFF(MAX(d.day), '1970-01-01') \
+             FROM users u JOIN usage_daily d ON d.user_id = u.id \
+             WHERE u.username IN ({marks}) GROUP BY u.id, u.username"
+        ),
+        names,
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, day)| (name, epoch_day(day)))
         .collect())
 }

@@ -1,5 +1,6 @@
-//! User operations shared by the CLI and the admin API: one implementation
-//! of each. Credit changes write their ledger row in the same transaction.
+//! User operations shared by the CLI, the admin API and the console: one
+//! implementation of each. Credit changes write their ledger row in the same
+//! transaction.
 
 use std::fmt;
 
@@ -224,6 +225,48 @@ pub fn list(pool: &Pool) -> Result<Vec<User>, UserError> {
     Ok(rows.into_iter().map(from_row).collect())
 }
 
+/// Users whose name contains `needle` (ASCII case ignored; empty: every
+/// user), by name, at most `limit` of them.
+pub fn search(pool: &Pool, needle: &str, limit: u32) -> Result<Vec<User>, UserError> {
+    let pattern = format!("%{}%", like_escape(&needle.to_ascii_lowercase()));
+    let rows: Vec<UserRow> = pool.get()?.exec(
+        format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE LOWER(username) LIKE ? \
+             ORDER BY username LIMIT ?"
+        ),
+        (pattern, limit),
+    )?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// `s` as a literal inside a LIKE pattern (`\` is MariaDB's escape).
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Users with a monthly allowance whose credit is below `percent` % of it,
+/// lowest share first. Compared as decimals: `credit * 100` could overflow
+/// a BIGINT.
+pub fn below_allowance(pool: &Pool, percent: u32) -> Result<Vec<User>, UserError> {
+    let rows: Vec<UserRow> = pool.get()?.exec(
+        format!(
+            "SELECT {USER_COLUMNS} FROM users \
+             WHERE monthly_credit > 0 \
+               AND CAST(credit AS DECIMAL(30, 0)) * 100 < CAST(monthly_credit AS DECIMAL(30, 0)) * ? \
+             ORDER BY CAST(credit AS DECIMAL(30, 0)) / monthly_credit, username"
+        ),
+        (percent,),
+    )?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
 /// Adds to or sets a user's credit. A result below 0 (or beyond i64) is
 /// refused and changes nothing. Run again when the database rolled it back.
 pub fn change_credit(
@@ -333,4 +376,15 @@ pub fn set_low_credit(
         ),
     )?;
     fetch(&mut **conn, username)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_in_a_search_are_taken_literally() {
+        assert_eq!(like_escape("a_b%c\\d"), "a\\_b\\%c\\\\d");
+        assert_eq!(like_escape("alice"), "alice");
+    }
 }

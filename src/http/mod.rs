@@ -20,6 +20,7 @@ pub use error::ApiError;
 
 use crate::coalesce::Coalescer;
 use crate::config::Config;
+use crate::console::Sessions;
 use crate::db::{DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::Gateway;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     pub jobs: Arc<Jobs>,
     pub gateway: Arc<Gateway>,
+    /// The operator console's logged-in sessions (this instance's only).
+    pub console: Sessions,
     /// Low-credit notices go out through it.
     pub mailer: Mailer,
     /// With CREDITGATE_COALESCE=on: one user's waiting charges together.
@@ -69,6 +72,7 @@ impl AppState {
             shutdown,
             jobs,
             gateway,
+            console: Sessions::new(crate::console::SESSION_IDLE),
             mailer,
             coalescer,
             in_flight: AtomicUsize::new(0),
@@ -247,6 +251,10 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
             let rest = rest.strip_suffix(&[""]).unwrap_or(rest);
             admin::route(state, req, method, rest, ctx)
         }
+        ["console", rest @ ..] => {
+            ctx.route = "console";
+            Ok(crate::console::handle(state, req, rest, ctx))
+        }
         // Built-in paths come first; a route cannot shadow them anyway.
         _ => match state.gateway.route_for(path) {
             Some(r) => {
@@ -290,8 +298,9 @@ fn allow(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
 }
 
 /// 429 for an address that has failed to authenticate too often this
-/// minute; asked before any credential is looked at.
-fn refuse_if_throttled(state: &AppState, req: &Request) -> Result<(), ApiError> {
+/// minute; asked before any credential is looked at (also by the console's
+/// login form).
+pub(crate) fn refuse_if_throttled(state: &AppState, req: &Request) -> Result<(), ApiError> {
     let now = chrono::Utc::now().timestamp() as u64;
     match state.throttle.check(req.remote_addr().ip(), now) {
         Ok(()) => Ok(()),
@@ -307,11 +316,22 @@ fn unauthorized(
     ctx: &Ctx,
     why: &dyn std::fmt::Display,
 ) -> ApiError {
+    count_auth_failure(state, req, ctx, why);
+    ApiError::Unauthorized
+}
+
+/// Counts a failed authentication in the metrics, the brake and the log;
+/// the console's login form answers with its own page.
+pub(crate) fn count_auth_failure(
+    state: &AppState,
+    req: &Request,
+    ctx: &Ctx,
+    why: &dyn std::fmt::Display,
+) {
     state.metrics.auth_failure();
     let now = chrono::Utc::now().timestamp() as u64;
     state.throttle.failed(req.remote_addr().ip(), now);
     log::info!("req={} authentication failed: {why}", ctx.id);
-    ApiError::Unauthorized
 }
 
 /// Every `Authorization` header value, in order.

@@ -14,6 +14,7 @@ mod bruteforce;
 mod charge;
 mod cli;
 mod conflicts;
+mod console;
 mod faults;
 mod gateway;
 mod hostile;

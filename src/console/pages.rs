@@ -1,0 +1,509 @@
+//! The console's pages as templates over data that `views` has already
+//! read: no I/O here, so a page is a pure function of what it shows.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use maud::{html, Markup};
+
+use super::chart;
+use super::layout::{bare, button, csrf_field, page, Frame, Nav};
+use crate::gateway::routes::{ChargeOn, Route};
+use crate::jobs::JobView;
+use crate::keys::{Key, KeySummary};
+use crate::ledger::LedgerRow;
+use crate::usage::DayTotal;
+use crate::users::User;
+
+/// What the overview shows.
+pub struct Overview {
+    /// Oldest first, one per day, the last is today.
+    pub days: Vec<DayTotal>,
+    pub low: Vec<User>,
+    pub jobs: Vec<JobView>,
+}
+
+pub struct UserList {
+    pub query: String,
+    pub users: Vec<User>,
+    pub last_used: HashMap<String, NaiveDate>,
+    pub keys: HashMap<String, KeySummary>,
+    /// The list stopped at the page's limit.
+    pub truncated: bool,
+}
+
+pub struct UserDetail {
+    pub user: User,
+    pub days: Vec<DayTotal>,
+    pub ledger: Vec<LedgerRow>,
+    pub last_used: Option<NaiveDate>,
+    pub keys: Vec<Key>,
+}
+
+pub fn login(error: Option<&str>) -> Markup {
+    bare(
+        "Log in",
+        html! {
+            div.login.card {
+                h1 { "creditgate console" }
+                @if let Some(e) = error {
+                    div.flash.err role="alert" { (e) }
+                }
+                form method="post" action="/console/login" {
+                    label {
+                        "Admin token"
+                        input type="password" name="token" autocomplete="current-password"
+                            required autofocus;
+                    }
+                    button type="submit" { "Log in" }
+                }
+                p.muted { "Use the value of CREDITGATE_ADMIN_TOKEN." }
+            }
+        },
+    )
+}
+
+pub fn admin_disabled() -> Markup {
+    bare(
+        "Console disabled",
+        html! {
+            div.login.card {
+                h1 { "Console disabled" }
+                p { "The console and the admin API are off: CREDITGATE_ADMIN_TOKEN is not set." }
+            }
+        },
+    )
+}
+
+/// A page for a request that has no page of its own to show (unknown
+/// path, a user that does not exist, the database down while reading).
+pub fn problem(frame: &Frame<'_>, title: &str) -> Markup {
+    page(title, None, frame, html! { h1 { (title) } })
+}
+
+fn charts(days: &[DayTotal]) -> Markup {
+    let calls: Vec<(NaiveDate, u64)> = days.iter().map(|d| (d.day, d.calls)).collect();
+    let credits: Vec<(NaiveDate, u64)> = days.iter().map(|d| (d.day, d.credits)).collect();
+    html! {
+        div.grid.two {
+            div.calls { (chart::bars("Calls per day, last 30 days", "calls", &calls)) }
+            div.credits { (chart::bars("Credits per day, last 30 days", "credits", &credits)) }
+        }
+    }
+}
+
+pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
+    let today = o.days.last().copied();
+    let sum = |f: fn(&DayTotal) -> u64| o.days.iter().map(f).sum::<u64>();
+    let body = html! {
+        h1 { "Overview" }
+        section.card {
+            dl.stats {
+                div { dt { "Calls today" } dd #today-calls { (today.map_or(0, |t| t.calls)) } }
+                div { dt { "Credits today" } dd #today-credits { (today.map_or(0, |t| t.credits)) } }
+                div { dt { "Calls, 30 days" } dd { (sum(|d| d.calls)) } }
+                div { dt { "Credits, 30 days" } dd { (sum(|d| d.credits)) } }
+            }
+        }
+        section.card #usage { (charts(&o.days)) }
+        div.grid.two {
+            section.card #low-credit {
+                h2 { "Below 10 % of their monthly allowance" }
+                @if o.low.is_empty() {
+                    p.muted { "Nobody." }
+                } @else {
+                    div.scroll { table {
+                        thead { tr { th { "User" } th.num { "Credit" } th.num { "Monthly" } } }
+                        tbody { @for u in &o.low { tr {
+                            td { (user_link(&u.username)) }
+                            td.num { (u.credit) }
+                            td.num { (opt(u.monthly_credit)) }
+                        } } }
+                    } }
+                }
+            }
+            section.card #jobs {
+                h2 { "Jobs" }
+                div.scroll { table {
+                    thead { tr { th { "Job" } th { "State" } th { "Last run (UTC)" } th { "Last result" } } }
+                    tbody { @for j in &o.jobs { tr {
+                        td { (j.id) }
+                        td { (job_state(j)) }
+                        td { (when(j.last_run.as_deref(), "never")) }
+                        td.wrap { (j.last_result.as_deref().unwrap_or("—")) }
+                    } } }
+                } }
+            }
+        }
+    };
+    page("Overview", Some(Nav::Overview), frame, body)
+}
+
+pub fn users(frame: &Frame<'_>, list: &UserList) -> Markup {
+    let body = html! {
+        h1 { "Users" }
+        section.card {
+            form.stack method="get" action="/console/users" role="search" {
+                label { "Name contains" input type="search" name="q" value=(list.query); }
+                button type="submit" { "Filter" }
+                @if !list.query.is_empty() { a href="/console/users" { "Clear" } }
+            }
+        }
+        section.card {
+            @if list.users.is_empty() {
+                p.muted { "No user matches." }
+            } @else {
+                div.scroll { table #users {
+                    thead { tr {
+                        th { "Username" } th.num { "Credit" } th.num { "Monthly" }
+                        th { "Rate limit" } th.num { "Keys" } th { "Status" } th { "Last used (UTC)" }
+                    } }
+                    tbody { @for u in &list.users { tr {
+                        td { (user_link(&u.username)) }
+                        td.num { (u.credit) }
+                        td.num { (opt(u.monthly_credit)) }
+                        td { (rate(u)) }
+                        td.num { (list.keys.get(&u.username).map_or(0, |k| k.working)) }
+                        td { (disabled_tag(u.disabled)) }
+                        td { (last_used(list, &u.username)) }
+                    } } }
+                } }
+                @if list.truncated {
+                    p.muted { "Only the first " (list.users.len()) " are shown; narrow the filter." }
+                }
+            }
+        }
+    };
+    page("Users", Some(Nav::Users), frame, body)
+}
+
+pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
+    let u = &d.user;
+    let body = html! {
+        p { a href="/console/users" { "← Users" } }
+        h1 { (u.username) " " (disabled_tag(u.disabled)) }
+        section.card {
+            dl.stats {
+                div { dt { "Credit" } dd #balance { (u.credit) } }
+                div { dt { "Monthly" } dd { (opt(u.monthly_credit)) } }
+                div { dt { "Refill day" } dd { (u.refill_day) } }
+                div { dt { "Last refill" } dd { (u.credit_period.as_deref().unwrap_or("—")) } }
+                div { dt { "Rate limit" } dd #rate-limit { (rate(u)) } }
+                div { dt { "Last used" } dd { (d.last_used.map_or("never".to_string(), |d| d.to_string())) } }
+            }
+            p.muted {
+                "Token " code { (u.token_prefix) "…" }
+                " · e-mail " (u.email.as_deref().unwrap_or("none"))
+                " · created " (when(Some(&u.created_at), "")) " UTC"
+            }
+        }
+        (user_actions(frame, u))
+        (key_table(frame, u, &d.keys))
+        section.card #usage { (charts(&d.days)) }
+        (ledger_table(&d.ledger))
+    };
+    page(&u.username, Some(Nav::Users), frame, body)
+}
+
+/// The user page's forms: credit, token, access.
+fn user_actions(frame: &Frame<'_>, u: &User) -> Markup {
+    let base = format!("/console/users/{}", u.username);
+    html! {
+        section.card.actions {
+            section {
+                h2 { "Credit" }
+                form.stack method="post" action={ (base) "/credit" } {
+                    (csrf_field(frame.csrf))
+                    label { "Change"
+                        select name="op" { option value="add" { "Add" } option value="set" { "Set to" } }
+                    }
+                    label { "Amount" input name="amount" inputmode="numeric" required size="10"; }
+                    button type="submit" { "Apply" }
+                }
+            }
+            section {
+                h2 { "Token" }
+                form.stack method="post" action={ (base) "/rotate" } {
+                    (csrf_field(frame.csrf))
+                    label { "Old keys work for" input name="grace" placeholder="0, or 24h" size="8"; }
+                    button.quiet type="submit" { "Rotate token" }
+                }
+            }
+            section {
+                h2 { "Rate limit" }
+                form.stack method="post" action={ (base) "/limit" } {
+                    (csrf_field(frame.csrf))
+                    label { "Requests per time"
+                        input name="rate" placeholder="600/min, or off" size="12"
+                            value=(u.rate_limit.map(|l| l.to_string()).unwrap_or_default());
+                    }
+                    button.quiet type="submit" { "Set" }
+                }
+            }
+            section {
+                h2 { "Access" }
+                @if u.disabled {
+                    (button(frame.csrf, &format!("{base}/enable"), "Enable", "quiet"))
+                } @else {
+                    (button(frame.csrf, &format!("{base}/disable"), "Disable", "danger"))
+                }
+            }
+        }
+    }
+}
+
+/// The user's keys that are not revoked, each with a revoke button, and the
+/// form that adds one.
+fn key_table(frame: &Frame<'_>, u: &User, keys: &[Key]) -> Markup {
+    let base = format!("/console/users/{}/keys", u.username);
+    html! {
+        section.card #keys {
+            h2 { "Keys" }
+            div.scroll { table {
+                thead { tr {
+                    th { "Id" } th { "Label" } th { "Prefix" } th { "Created (UTC)" }
+                    th { "Expires (UTC)" } th { "Last used (UTC)" } th {}
+                } }
+                tbody { @for k in keys { tr data-key=(k.id) {
+                    td { (k.id) }
+                    td { (k.label.as_deref().unwrap_or("—")) }
+                    td { code { (k.prefix) "…" } }
+                    td { (when(Some(&k.created_at), "")) }
+                    td { (when(k.expires_at.as_deref(), "never")) }
+                    td { (when(k.last_used_at.as_deref(), "never")) }
+                    td { (button(frame.csrf, &format!("{base}/{}/revoke", k.id), "Revoke", "danger")) }
+                } } }
+            } }
+            form.stack method="post" action=(base) {
+                (csrf_field(frame.csrf))
+                label { "Label" input name="label" size="14" placeholder="optional"; }
+                label { "Expires after" input name="ttl" size="11" placeholder="never, or 30d"; }
+                button.quiet type="submit" { "Add key" }
+            }
+        }
+    }
+}
+
+fn ledger_table(ledger: &[LedgerRow]) -> Markup {
+    html! {
+        section.card #ledger {
+            h2 { "Ledger, latest " (ledger.len()) " rows" }
+            div.scroll { table {
+                thead { tr {
+                    th { "Time (UTC)" } th.num { "Change" } th.num { "Balance" }
+                    th { "Reason" } th { "Actor" }
+                } }
+                tbody { @for r in ledger { tr {
+                    td { (when(Some(&r.at), "")) }
+                    td.num { (signed(r.delta)) }
+                    td.num { (r.balance_after) }
+                    td { (r.reason) @if let Some(p) = &r.period { " " span.muted { (p) } } }
+                    td { (r.actor) }
+                } } }
+            } }
+        }
+    }
+}
+
+pub fn routes(frame: &Frame<'_>, routes: &[Route]) -> Markup {
+    let body = html! {
+        h1 { "Routes" }
+        section.card {
+            @if routes.is_empty() {
+                p.muted { "No gateway routes yet." }
+            } @else {
+                div.scroll { table #routes {
+                    thead { tr {
+                        th { "Prefix" } th { "Upstream" } th.num { "Cost" } th { "Methods" }
+                        th { "Charge on" } th.num { "Timeout" } th { "Strip" } th {}
+                    } }
+                    tbody { @for r in routes { tr {
+                        td { code { (r.prefix) } }
+                        td { (r.upstream) }
+                        td.num { (r.cost) }
+                        td { @if r.methods.as_slice().is_empty() { "any" } @else { (r.methods.as_slice().join(", ")) } }
+                        td { (r.charge_on.as_str()) }
+                        td.num { (r.timeout_ms) " ms" }
+                        td { @if r.strip_prefix { "yes" } @else { "no" } }
+                        td { (button(frame.csrf, &format!("/console/routes/{}/remove", r.id), "Remove", "danger")) }
+                    } } }
+                } }
+            }
+        }
+        section.card {
+            h2 { "Add a route" }
+            form.stack method="post" action="/console/routes" {
+                (csrf_field(frame.csrf))
+                label { "Prefix" input name="prefix" placeholder="/weather" required; }
+                label { "Upstream" input name="upstream" placeholder="http://127.0.0.1:8080" required size="28"; }
+                label { "Cost" input name="cost" inputmode="numeric" placeholder="1" size="5"; }
+                label { "Methods" input name="methods" placeholder="any, or GET,POST" size="12"; }
+                label { "Charge on"
+                    select name="charge_on" {
+                        @for c in ["2xx", "non-5xx", "always"] {
+                            option value=(c) selected[c == ChargeOn::default().as_str()] { (c) }
+                        }
+                    }
+                }
+                label { "Timeout (ms)" input name="timeout_ms" inputmode="numeric" placeholder="30000" size="7"; }
+                label.check { input type="checkbox" name="strip_prefix" value="on"; "Strip prefix" }
+                button type="submit" { "Add route" }
+            }
+        }
+    };
+    page("Routes", Some(Nav::Routes), frame, body)
+}
+
+pub fn jobs(frame: &Frame<'_>, jobs: &[JobView]) -> Markup {
+    let body = html! {
+        h1 { "Jobs" }
+        section.card {
+            div.scroll { table #jobs {
+                thead { tr {
+                    th { "Job" } th { "Schedule" } th { "State" } th { "Last run (UTC)" }
+                    th { "Last result" } th { "Next run (UTC)" } th {}
+                } }
+                tbody { @for j in jobs {
+                    @let base = format!("/console/jobs/{}", j.id);
+                    tr data-job=(j.id) {
+                        td { (j.id) }
+                        td { (j.schedule) }
+                        td { (job_state(j)) }
+                        td { (when(j.last_run.as_deref(), "never")) }
+                        td.wrap { (j.last_result.as_deref().unwrap_or("—")) }
+                        td { (when(j.next_run.as_deref(), "—")) }
+                        td { div.buttons {
+                            @if j.paused {
+                                (button(frame.csrf, &format!("{base}/resume"), "Resume", ""))
+                            } @else {
+                                (button(frame.csrf, &format!("{base}/pause"), "Pause", "quiet"))
+                            }
+                            (button(frame.csrf, &format!("{base}/run"), "Run now", "quiet"))
+                        } }
+                    }
+                } }
+            } }
+        }
+    };
+    page("Jobs", Some(Nav::Jobs), frame, body)
+}
+
+/// An RFC 3339 UTC time as `2026-12-01 21:02:51`: shorter in a table, and
+/// the column says UTC.
+fn when(t: Option<&str>, none: &str) -> String {
+    match t {
+        Some(t) => t.replacen('T', " ", 1).trim_end_matches('Z').to_string(),
+        None => none.to_string(),
+    }
+}
+
+fn user_link(name: &str) -> Markup {
+    // Usernames are [A-Za-z0-9._-]: safe in a path as they are.
+    html! { a href={ "/console/users/" (name) } { (name) } }
+}
+
+fn rate(u: &User) -> String {
+    u.rate_limit.map_or("none".to_string(), |l| l.to_string())
+}
+
+/// A key's last use (to the minute) when known, else the last day with
+/// usage (kept per day, also from before keys had one).
+fn last_used(list: &UserList, name: &str) -> String {
+    let key = list.keys.get(name).and_then(|k| k.last_used_at.as_deref());
+    match (key, list.last_used.get(name)) {
+        (Some(t), _) => when(Some(t), ""),
+        (None, Some(day)) => day.to_string(),
+        (None, None) => "never".to_string(),
+    }
+}
+
+fn job_state(j: &JobView) -> Markup {
+    html! {
+        @if j.paused { span.tag.off { "paused" } } @else { span.tag.on { "active" } }
+    }
+}
+
+fn disabled_tag(disabled: bool) -> Markup {
+    html! {
+        @if disabled { span.tag.off { "disabled" } } @else { span.tag.on { "active" } }
+    }
+}
+
+fn opt(v: Option<i64>) -> String {
+    v.map_or("—".to_string(), |v| v.to_string())
+}
+
+fn signed(v: i64) -> String {
+    if v > 0 {
+        format!("+{v}")
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> Frame<'static> {
+        Frame {
+            csrf: "c",
+            flashes: &[],
+        }
+    }
+
+    fn user(name: &str) -> User {
+        User {
+            username: name.into(),
+            token_prefix: "cg_abcde".into(),
+            credit: 5,
+            monthly_credit: Some(100),
+            refill_day: 1,
+            credit_period: None,
+            email: Some("<b>@x".into()),
+            disabled: false,
+            created_at: "2026-12-01T00:00:00Z".into(),
+            rate_limit: None,
+            low_credit: None,
+        }
+    }
+
+    #[test]
+    fn every_form_on_the_user_page_carries_the_csrf_token() {
+        let d = UserDetail {
+            user: user("alice"),
+            days: vec![],
+            ledger: vec![],
+            last_used: None,
+            keys: vec![],
+        };
+        let html = super::user(&frame(), &d).into_string();
+        let posts = html.matches("method=\"post\"").count();
+        assert!(posts >= 4, "{posts}");
+        assert_eq!(html.matches("name=\"csrf\" value=\"c\"").count(), posts);
+        assert!(html.contains("&lt;b&gt;@x"), "the e-mail is escaped");
+    }
+
+    #[test]
+    fn the_login_page_posts_the_token_and_never_puts_it_in_a_url() {
+        let html = login(Some("wrong admin token")).into_string();
+        assert!(html.contains("method=\"post\" action=\"/console/login\""));
+        assert!(html.contains("type=\"password\" name=\"token\""));
+        assert!(html.contains("wrong admin token"));
+    }
+
+    #[test]
+    fn the_users_filter_is_a_get_form_that_keeps_the_query() {
+        let list = UserList {
+            query: "al\"ice".into(),
+            users: vec![user("alice")],
+            last_used: HashMap::new(),
+            keys: HashMap::new(),
+            truncated: false,
+        };
+        let html = users(&frame(), &list).into_string();
+        assert!(html.contains("method=\"get\" action=\"/console/users\""));
+        assert!(html.contains("value=\"al&quot;ice\""));
+        assert!(html.contains("href=\"/console/users/alice\""));
+    }
+}
