@@ -18,7 +18,10 @@ run: release
 ## Run every test against a real MariaDB (found or started).
 test:
 	@server=$$(deploy/dev-db.sh) && \
-	CREDITGATE_TEST_DATABASE_URL=$$server $(CARGO) test
+	CREDITGATE_TEST_DATABASE_URL=$$server $(CARGO) test && \
+	echo "again with CREDITGATE_COALESCE=on: charge, ledger, rate limits, conflicts, low credit, coalescing" >&2 && \
+	CREDITGATE_TEST_DATABASE_URL=$$server CREDITGATE_TEST_COALESCE=on $(CARGO) test --test api -- \
+		charge:: ledger:: ratelimit:: conflicts:: lowcredit:: coalesce:: keys::
 
 ## Run tests/cluster against a private 3-node Galera cluster behind HAProxy
 ## (deploy/galera-cluster.sh), then stop the cluster, pass or fail.

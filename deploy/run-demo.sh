@@ -39,6 +39,8 @@ cat <<MSG
     (without an upstream: 502 upstream_unavailable, refunded)
     $bin route list
 
+  Operator console: $base/console/  (log in with the admin token below)
+
   Admin token for this run: $CREDITGATE_ADMIN_TOKEN
     curl -s -H 'Authorization: Bearer $CREDITGATE_ADMIN_TOKEN' $base/admin/v1/users
     curl -s -X POST -H 'Authorization: Bearer $CREDITGATE_ADMIN_TOKEN' $base/stopServer

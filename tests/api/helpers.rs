@@ -214,6 +214,12 @@ pub fn test_config(db_url: &str, admin_token: &str, vars: &[(&str, &str)]) -> Co
         // Tests fire many failures from 127.0.0.1 on purpose.
         ("CREDITGATE_AUTH_FAILS_PER_MIN".into(), "1000000".into()),
     ]);
+    // `make test` runs the exactness, idempotency, rate-limit and ledger
+    // tests a second time with coalesced charging on (issue #13): the same
+    // tests, not copies.
+    if std::env::var("CREDITGATE_TEST_COALESCE").is_ok_and(|v| v == "on") {
+        map.insert("CREDITGATE_COALESCE".into(), "on".into());
+    }
     for (k, v) in vars {
         map.insert(k.to_string(), v.to_string());
     }

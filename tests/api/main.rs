@@ -13,6 +13,7 @@ mod auth;
 mod bruteforce;
 mod charge;
 mod cli;
+mod coalesce;
 mod conflicts;
 mod console;
 mod faults;
