@@ -107,6 +107,12 @@ fn main() {
     insert_users(&pool, 0, users);
     let mut server = start_server(&url);
 
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "coalesce") {
+        coalesce_rows(&url, &server, users, warmup, run);
+        server.stop();
+        let _ = creditgate::db::drop_database(&url);
+        return;
+    }
     if only_gateway() {
         gateway_rows(&pool, &server, users, quick, warmup, run);
         server.stop();
@@ -173,6 +179,9 @@ fn main() {
     if only.is_empty() {
         gateway_rows(&pool, &server, users, quick, warmup, run);
     }
+    if only.is_empty() && !quick {
+        coalesce_rows(&url, &server, users, warmup, run);
+    }
     server.stop();
     let _ = creditgate::db::drop_database(&url);
 }
@@ -225,6 +234,57 @@ const GATEWAY_PATH: &str = "/up/item";
 
 fn only_gateway() -> bool {
     std::env::var("BENCH_ONLY").is_ok_and(|v| v == "gateway")
+}
+
+/// Coalescing on (a second server, CREDITGATE_COALESCE=on) against the
+/// per-request path and the ceiling, the three side by side per row.
+fn coalesce_rows(url: &str, plain: &Server, users: u64, warmup: Duration, run: Duration) {
+    let mut coalescing = start_server_with(url, &[("CREDITGATE_COALESCE", "on")]);
+    println!("\ncoalesced charging (CREDITGATE_COALESCE=on) against the per-request path\n");
+    println!(
+        "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (users, conns) in [
+        (Users::Hot, 32),
+        (Users::Hot, 8),
+        (Users::Spread(users), 32),
+    ] {
+        let ceiling = measure(warmup, run, conns, None, |_| ceiling_worker(url, users));
+        let off = measure(warmup, run, conns, Some(plain.pid), |_| {
+            http_worker(plain.addr, users, BANK_PATH)
+        });
+        let on = measure(warmup, run, conns, Some(coalescing.pid), |_| {
+            http_worker(coalescing.addr, users, BANK_PATH)
+        });
+        for (side, s) in [
+            ("ceiling", &ceiling),
+            ("coalescing off", &off),
+            ("coalescing on", &on),
+        ] {
+            let ratio = match side {
+                "coalescing on" => format!(
+                    "{:.2} × off, {:.2} × ceiling",
+                    on.rps() / off.rps(),
+                    on.rps() / ceiling.rps()
+                ),
+                "coalescing off" => format!("{:.2} × ceiling", off.rps() / ceiling.rps()),
+                _ => String::new(),
+            };
+            println!(
+                "| {} | {conns} | {side} | {:.0} | {:.2} | {:.2} | {} | {} | {ratio} |",
+                users.label(),
+                s.rps(),
+                s.pct(0.50),
+                s.pct(0.99),
+                s.non2xx,
+                s.peak_rss_kb
+                    .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+    }
+    coalescing.stop();
 }
 
 /// The gateway against the bank route, side by side: one cost-1 charge
@@ -379,6 +439,10 @@ impl Server {
 }
 
 fn start_server(url: &str) -> Server {
+    start_server_with(url, &[])
+}
+
+fn start_server_with(url: &str, extra: &[(&str, &str)]) -> Server {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -400,6 +464,7 @@ fn start_server(url: &str) -> Server {
             cmd.env(var, v);
         }
     }
+    cmd.envs(extra.iter().copied());
     let mut child = cmd.spawn().expect("start creditgate");
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {

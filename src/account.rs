@@ -208,6 +208,81 @@ impl Account {
     }
 }
 
+/// What changes of a user's row while a coalesced batch decides its
+/// requests, before the one write at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    pub credit: i64,
+    pub rate_tat: Option<i64>,
+    pub low_credit_notified: bool,
+}
+
+impl Account {
+    pub fn running(&self) -> Running {
+        Running {
+            credit: self.credit,
+            rate_tat: self.rate_tat,
+            low_credit_notified: self.low_credit_notified,
+        }
+    }
+
+    /// This account as the batch has left it so far.
+    pub fn with_running(mut self, r: Running) -> Account {
+        self.credit = r.credit;
+        self.rate_tat = r.rate_tat;
+        self.low_credit_notified = r.low_credit_notified;
+        self
+    }
+
+    /// The key that authenticated, and whether its use is due to be noted.
+    pub fn key(&self) -> (u64, bool) {
+        (self.key_id, self.key_use_due)
+    }
+
+    /// What `debit` would do, in memory: the row after it (`None` when the
+    /// credit is short) and the low-credit notice it makes due.
+    pub fn plan_debit(&self, cost: i64) -> Option<(Running, Option<LowCredit>)> {
+        if self.credit < cost {
+            return None;
+        }
+        let after = self.credit - cost;
+        let low = crossed_low_credit(self, after);
+        Some((
+            Running {
+                credit: after,
+                rate_tat: self.rate_tat,
+                low_credit_notified: self.low_credit_notified || low.is_some(),
+            },
+            low,
+        ))
+    }
+}
+
+/// The one write of a coalesced batch: `taken` credits off, the limiter's
+/// and the notice's state as the batch left them. Guarded like `debit`.
+pub fn write_batch(
+    tx: &mut mysql::Transaction<'_>,
+    user_id: u64,
+    taken: i64,
+    end: Running,
+) -> Result<(), DbError> {
+    tx.exec_drop(
+        "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
+         low_credit_notified = low_credit_notified OR ? WHERE id = ? AND credit >= ?",
+        (taken, end.rate_tat, end.low_credit_notified, user_id, taken),
+    )?;
+    if tx.affected_rows() != 1 {
+        return Err(DbError::Conflict(mysql::Error::MySqlError(
+            mysql::MySqlError {
+                state: "40001".into(),
+                code: 1213,
+                message: "the credit changed under the row lock".into(),
+            },
+        )));
+    }
+    Ok(())
+}
+
 /// Records the key's use, at most once a minute (SPEC: exact to a minute).
 pub fn touch_key(conn: &mut impl Queryable, account: &Account) -> Result<(), DbError> {
     if account.key_use_due {

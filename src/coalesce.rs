@@ -6,6 +6,10 @@
 //! COMMIT answers them all. One user is otherwise held to one transaction —
 //! one lock hold and one log flush — per request.
 //!
+//! Inside the batch each request is decided in memory against the running
+//! balance (`decide_all`), and the batch writes once at the end: one UPDATE
+//! of the user's row, one usage upsert per endpoint and day.
+//!
 //! The first request of a user leads: it opens a batch, then waits for the
 //! row lock; requests that arrive meanwhile join the batch (at most
 //! `MAX_BATCH`) and wait for its answer instead of for the lock. Once the
@@ -18,7 +22,7 @@
 //! With coalescing off, `credit::charge` is called directly and none of
 //! this runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -26,12 +30,14 @@ use chrono::{DateTime, Utc};
 use mysql::prelude::Queryable;
 use mysql::TxOpts;
 
-use crate::account;
-use crate::credit::{self, Charge, ChargeOutcome};
+use crate::account::{self, Account, AuthFailure, Running};
+use crate::banks::{self, Bank};
+use crate::credit::{self, Answer, Charge, ChargeOutcome};
 use crate::db::{self, DbError, Pool};
 use crate::metrics::Metrics;
 use crate::model::{BankCode, IdempotencyKey, Username};
 use crate::token::Credentials;
+use crate::usage;
 
 /// The most requests one transaction decides.
 pub const MAX_BATCH: usize = 64;
@@ -142,10 +148,8 @@ impl Coalescer {
             if entries.is_empty() {
                 entries = self.close(name, batch);
             }
-            let mut outcomes = Vec::with_capacity(entries.len());
-            for e in &entries {
-                outcomes.push(credit::charge_in(&mut tx, name, &e.request.charge())?);
-            }
+            let requests: Vec<Charge<'_>> = entries.iter().map(|e| e.request.charge()).collect();
+            let outcomes = decide_all(&mut tx, name, &requests)?;
             tx.commit().map_err(db::commit_failed)?;
             db::trust(&mut conn);
             Ok(outcomes)
@@ -184,6 +188,168 @@ impl Coalescer {
         }
         std::mem::take(&mut b.entries)
     }
+}
+
+/// What a batch has decided so far, before its one write.
+struct Ledger {
+    user_id: u64,
+    start: Option<Running>,
+    now: Option<Running>,
+    taken: i64,
+    /// (endpoint, day) → (calls, credits)
+    usage: BTreeMap<(String, chrono::NaiveDate), (u64, i64)>,
+    remembered: HashMap<String, Answer>,
+    to_remember: Vec<(IdempotencyKey, Answer)>,
+    touched: BTreeSet<u64>,
+}
+
+/// Decides every request in arrival order against the running balance,
+/// limiter and notice — the steps of `credit::charge_in`, with the bank and
+/// each token looked up once per batch — then writes once: one UPDATE of the
+/// user's row, one usage upsert per endpoint and day, the idempotent answers.
+fn decide_all(
+    tx: &mut mysql::Transaction<'_>,
+    name: &Username,
+    requests: &[Charge<'_>],
+) -> Result<Vec<ChargeOutcome>, DbError> {
+    let mut auth: HashMap<&str, Result<Account, AuthFailure>> = HashMap::new();
+    let mut banks: HashMap<BankCode, Option<Bank>> = HashMap::new();
+    let mut book = Ledger {
+        user_id: 0,
+        start: None,
+        now: None,
+        taken: 0,
+        usage: BTreeMap::new(),
+        remembered: HashMap::new(),
+        to_remember: Vec::new(),
+        touched: BTreeSet::new(),
+    };
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for req in requests {
+        let token = req.credentials.token.as_str();
+        if !auth.contains_key(token) {
+            auth.insert(token, account::lock(tx, name, token, true)?);
+        }
+        let account = match &auth[token] {
+            Ok(a) => a.clone(),
+            Err(why) => {
+                outcomes.push(ChargeOutcome::Unauthorized(*why));
+                continue;
+            }
+        };
+        book.user_id = account.id;
+        book.start.get_or_insert(account.running());
+        let account = account
+            .clone()
+            .with_running(*book.now.get_or_insert(account.running()));
+        outcomes.push(decide_one(tx, &account, req, &mut banks, &mut book)?);
+    }
+    write(tx, book)?;
+    Ok(outcomes)
+}
+
+fn decide_one(
+    tx: &mut mysql::Transaction<'_>,
+    account: &Account,
+    req: &Charge<'_>,
+    banks: &mut HashMap<BankCode, Option<Bank>>,
+    book: &mut Ledger,
+) -> Result<ChargeOutcome, DbError> {
+    if let Some(key) = req.idempotency_key {
+        let known = match book.remembered.get(key.as_str()) {
+            Some(answer) => Some(answer.clone()),
+            None => credit::remembered(tx, account.id, key)?,
+        };
+        if let Some(answer) = known {
+            return Ok(ChargeOutcome::Answered {
+                answer,
+                replayed: true,
+                rate: account.rate_now(),
+                low_credit: None,
+            });
+        }
+    }
+    let rate = match account.rate_check() {
+        Ok(rate) => rate,
+        Err(refused) => return Ok(ChargeOutcome::RateLimited(refused)),
+    };
+    let mut running = account.running();
+    if let Some(r) = &rate {
+        running.rate_tat = Some(r.decision.new_tat);
+    }
+    if let (id, true) = account.key() {
+        book.touched.insert(id);
+    }
+    if !banks.contains_key(req.bank) {
+        banks.insert(req.bank.clone(), banks::find(tx, req.bank)?);
+    }
+    let (answer, low_credit) = match &banks[req.bank] {
+        None => (Answer::UnknownBank, None),
+        Some(bank) => match account.plan_debit(bank.cost) {
+            None => (
+                Answer::InsufficientCredit {
+                    cost: bank.cost,
+                    credit_remaining: account.credit,
+                    next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
+                },
+                None,
+            ),
+            Some((after, low)) => {
+                running.credit = after.credit;
+                running.low_credit_notified = after.low_credit_notified;
+                book.taken += bank.cost;
+                let day = req.now.date_naive();
+                let usage = book
+                    .usage
+                    .entry((credit::BANKS_ENDPOINT.to_string(), day))
+                    .or_insert((0, 0));
+                usage.0 += 1;
+                usage.1 += bank.cost;
+                (
+                    Answer::Charged {
+                        bank: bank.clone(),
+                        credit_remaining: after.credit,
+                    },
+                    low,
+                )
+            }
+        },
+    };
+    book.now = Some(running);
+    if let Some(key) = req.idempotency_key {
+        book.remembered
+            .insert(key.as_str().to_string(), answer.clone());
+        book.to_remember.push((key.clone(), answer.clone()));
+    }
+    Ok(ChargeOutcome::Answered {
+        answer,
+        replayed: false,
+        rate,
+        low_credit,
+    })
+}
+
+/// The batch's one write, inside its transaction.
+fn write(tx: &mut mysql::Transaction<'_>, book: Ledger) -> Result<(), DbError> {
+    let (Some(start), Some(end)) = (book.start, book.now) else {
+        return Ok(()); // nobody authenticated: nothing to write
+    };
+    if book.taken > 0 || end != start {
+        account::write_batch(tx, book.user_id, book.taken, end)?;
+    }
+    for ((endpoint, day), (calls, credits)) in &book.usage {
+        usage::record_many(tx, book.user_id, *day, endpoint, *calls, *credits)?;
+    }
+    for (key, answer) in &book.to_remember {
+        credit::remember(tx, book.user_id, key, answer)?;
+    }
+    for id in &book.touched {
+        tx.exec_drop(
+            "UPDATE api_keys SET last_used_at = NOW(3) WHERE id = ?",
+            (id,),
+        )?;
+    }
+    Ok(())
 }
 
 /// The leader went away without answering (it panicked): nothing was

@@ -162,7 +162,7 @@ fn decide(
 
 /// The answer remembered for this key in the last 24 h. Read under the row
 /// lock, so a simultaneous retry waits for the first and then sees its answer.
-fn remembered(
+pub(crate) fn remembered(
     tx: &mut impl Queryable,
     user_id: u64,
     key: &IdempotencyKey,
@@ -175,7 +175,7 @@ fn remembered(
     Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
-fn remember(
+pub(crate) fn remember(
     tx: &mut impl Queryable,
     user_id: u64,
     key: &IdempotencyKey,

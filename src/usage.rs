@@ -31,6 +31,29 @@ pub fn record(
     )?)
 }
 
+/// Counts `calls` paid calls at once (a coalesced batch). Must run inside
+/// the charge's transaction.
+pub fn record_many(
+    tx: &mut impl Queryable,
+    user_id: u64,
+    day: NaiveDate,
+    endpoint: &str,
+    calls: u64,
+    credits: i64,
+) -> Result<(), DbError> {
+    Ok(tx.exec_drop(
+        "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), credits = credits + VALUES(credits)",
+        (
+            user_id,
+            day.format("%Y-%m-%d").to_string(),
+            endpoint,
+            calls,
+            credits,
+        ),
+    )?)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageRow {
     pub username: String,
