@@ -276,34 +276,37 @@ impl Heartbeat {
     }
 
     fn watch_writers(&self) {
-        let nodes = match cluster::beat(&self.pool, &self.me, self.live_within) {
-            Ok(n) => n,
+        let beat = match cluster::beat(&self.pool, &self.me, self.live_within) {
+            Ok(b) => b,
             Err(e) => {
                 log::warn!("heartbeat not recorded: {}", error_chain(&e));
                 return;
             }
         };
+        let nodes = beat.writer_nodes;
         self.metrics.cluster_writer_nodes(nodes);
-        if nodes > Some(1) {
-            log::error!(
-                "live instances write through {} Galera nodes: multi-writer is not exact,                  send every instance to one node (HAProxy balance first)",
-                nodes.unwrap_or_default()
-            );
-        }
         let change = self
             .watch
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .observe(nodes);
         match change {
-            Some(cluster::Change::MultiWriter(n)) => self.mailer.send(
-                "multi-writer cluster",
-                &format!(
-                    "Live creditgate instances write through {n} Galera nodes. Galera loses \
-                     updates on a hot row written from several nodes: send every instance to \
-                     one node (HAProxy balance first)."
-                ),
-            ),
+            Some(cluster::Change::MultiWriter(n)) => {
+                log::error!(
+                    "live instances write through {n} Galera nodes: multi-writer is not exact; \
+                     send every instance to one node (HAProxy balance first)"
+                );
+                if beat.mails {
+                    self.mailer.send(
+                        "multi-writer cluster",
+                        &format!(
+                            "Live creditgate instances write through {n} Galera nodes. Galera \
+                             loses updates on a hot row written from several nodes: send every \
+                             instance to one node (HAProxy balance first)."
+                        ),
+                    );
+                }
+            }
             Some(cluster::Change::SingleWriter) => {
                 log::warn!("live instances write through one Galera node again");
             }

@@ -48,10 +48,19 @@ fn writer_node(conn: &mut impl Queryable) -> Result<Option<String>, DbError> {
     Ok(if on { get("wsrep_node_name") } else { None })
 }
 
-/// Records this instance as live and returns the number of distinct writer
-/// nodes among the instances seen within `live_within`, or `None` when this
-/// instance is not on Galera.
-pub fn beat(pool: &Pool, me: &Instance, live_within: Duration) -> Result<Option<u64>, DbError> {
+/// What one heartbeat saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beat {
+    /// Distinct writer nodes of the live instances; `None` off Galera.
+    pub writer_nodes: Option<u64>,
+    /// This instance has the smallest id among the live ones: it is the one
+    /// that mails, so the alert list gets one mail, not one per instance.
+    pub mails: bool,
+}
+
+/// Records this instance as live and counts the distinct writer nodes
+/// among the instances seen within `live_within`.
+pub fn beat(pool: &Pool, me: &Instance, live_within: Duration) -> Result<Beat, DbError> {
     let mut conn = pool.get()?;
     let node = writer_node(&mut **conn)?;
     conn.exec_drop(
@@ -59,14 +68,21 @@ pub fn beat(pool: &Pool, me: &Instance, live_within: Duration) -> Result<Option<
         (&me.id, &me.host, me.pid, &node),
     )?;
     if node.is_none() {
-        return Ok(None);
+        return Ok(Beat {
+            writer_nodes: None,
+            mails: false,
+        });
     }
-    let nodes: Option<u64> = conn.exec_first(
-        "SELECT COUNT(DISTINCT node) FROM instances \
+    let row: Option<(u64, Option<String>)> = conn.exec_first(
+        "SELECT COUNT(DISTINCT node), MIN(id) FROM instances \
          WHERE node IS NOT NULL AND seen_at > NOW(3) - INTERVAL ? MICROSECOND",
         (live_within.as_micros() as u64,),
     )?;
-    Ok(nodes)
+    let (nodes, first) = row.unwrap_or((1, None));
+    Ok(Beat {
+        writer_nodes: Some(nodes),
+        mails: first.as_deref() == Some(me.id.as_str()),
+    })
 }
 
 /// Removes this instance's row at a clean stop, and rows of instances not
@@ -88,16 +104,23 @@ pub enum Change {
 }
 
 /// Remembers whether multi-writer was already reported, so that an outage
-/// gives one alert, not one per heartbeat.
+/// gives one alert, not one per heartbeat. It takes two beats in a row that
+/// see more than one node: during a failover through HAProxy the first beat
+/// through the new node still sees the others' rows naming the old one,
+/// until they have beaten once too — which they have by the next beat.
 #[derive(Debug, Default)]
 pub struct Watch {
     alerted: bool,
+    seen_once: bool,
 }
 
 impl Watch {
     pub fn observe(&mut self, writer_nodes: Option<u64>) -> Option<Change> {
+        let many = writer_nodes.is_some_and(|n| n > 1);
+        let confirmed = many && self.seen_once;
+        self.seen_once = many;
         match writer_nodes {
-            Some(n) if n > 1 && !self.alerted => {
+            Some(n) if confirmed && !self.alerted => {
                 self.alerted = true;
                 Some(Change::MultiWriter(n))
             }
@@ -118,12 +141,22 @@ mod tests {
     fn multi_writer_is_reported_once_until_it_ends() {
         let mut w = Watch::default();
         assert_eq!(w.observe(Some(1)), None);
+        assert_eq!(w.observe(Some(2)), None, "one beat may be a failover");
         assert_eq!(w.observe(Some(2)), Some(Change::MultiWriter(2)));
         assert_eq!(w.observe(Some(3)), None);
         assert_eq!(w.observe(Some(2)), None);
         assert_eq!(w.observe(Some(1)), Some(Change::SingleWriter));
         assert_eq!(w.observe(Some(1)), None);
         assert_eq!(w.observe(None), None);
+    }
+
+    #[test]
+    fn a_single_beat_with_two_nodes_is_a_failover_not_an_alert() {
+        let mut w = Watch::default();
+        assert_eq!(w.observe(Some(2)), None);
+        assert_eq!(w.observe(Some(1)), None);
+        assert_eq!(w.observe(Some(2)), None);
+        assert_eq!(w.observe(Some(1)), None);
     }
 
     #[test]

@@ -232,6 +232,16 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0013_add_users_low_credit.sql",
         include_str!("../sql/0013_add_users_low_credit.sql"),
     ),
+    (
+        14,
+        "0014_widen_usage_endpoint.sql",
+        include_str!("../sql/0014_widen_usage_endpoint.sql"),
+    ),
+    (
+        15,
+        "0015_widen_idempotency_key.sql",
+        include_str!("../sql/0015_widen_idempotency_key.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {

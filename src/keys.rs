@@ -244,6 +244,17 @@ pub fn rotate(pool: &Pool, username: &Username, grace: Span) -> Result<String, K
         let mut conn = pool.get()?;
         let mut tx = conn.start_transaction(TxOpts::default())?;
         let user_id = lock_user(&mut tx, username)?;
+        // With a grace, the old keys still work beside the new one for a
+        // while: the 20 must hold then too (without one they stop at once).
+        if !grace.get().is_zero() {
+            let working: Option<u64> = tx.exec_first(
+                format!("SELECT COUNT(*) FROM api_keys WHERE user_id = ? AND {WORKS}"),
+                (user_id,),
+            )?;
+            if working.unwrap_or(0) >= MAX_KEYS {
+                return Err(KeyError::TooMany);
+            }
+        }
         let id = insert(&mut tx, user_id, Some("rotated"), None, &token)?;
         tx.exec_drop(
             format!(

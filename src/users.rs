@@ -156,7 +156,17 @@ pub fn create(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<(User, String), UserError> {
-    let token = match new.token {
+    pool.retrying(|| create_once(pool, &new, reason, actor, now))
+}
+
+fn create_once(
+    pool: &Pool,
+    new: &NewUser,
+    reason: Reason,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(User, String), UserError> {
+    let token = match &new.token {
         Some(t) => t.expose().to_string(),
         None => token::generate(),
     };
@@ -201,7 +211,7 @@ pub fn create(
         },
     )?;
     let user = fetch(&mut tx, &new.username)?;
-    tx.commit()?;
+    tx.commit().map_err(crate::db::commit_failed)?;
     Ok((user, token))
 }
 
@@ -329,6 +339,10 @@ fn change_credit_once(
 }
 
 pub fn set_disabled(pool: &Pool, username: &Username, disabled: bool) -> Result<User, UserError> {
+    pool.retrying(|| set_disabled_once(pool, username, disabled))
+}
+
+fn set_disabled_once(pool: &Pool, username: &Username, disabled: bool) -> Result<User, UserError> {
     let mut conn = pool.get()?;
     // affected_rows is 0 when nothing changes, so existence is read back.
     conn.exec_drop(
@@ -341,6 +355,14 @@ pub fn set_disabled(pool: &Pool, username: &Username, disabled: bool) -> Result<
 /// Sets or removes (`None`) a user's rate limit. A new limit starts with a
 /// full bucket.
 pub fn set_rate_limit(
+    pool: &Pool,
+    username: &Username,
+    limit: Option<RateLimit>,
+) -> Result<User, UserError> {
+    pool.retrying(|| set_rate_limit_once(pool, username, limit))
+}
+
+fn set_rate_limit_once(
     pool: &Pool,
     username: &Username,
     limit: Option<RateLimit>,
@@ -360,6 +382,14 @@ pub fn set_rate_limit(
 /// Sets or removes (`None`) a user's low-credit threshold; it is armed when
 /// the credit is at or above it now.
 pub fn set_low_credit(
+    pool: &Pool,
+    username: &Username,
+    threshold: Option<Credit>,
+) -> Result<User, UserError> {
+    pool.retrying(|| set_low_credit_once(pool, username, threshold))
+}
+
+fn set_low_credit_once(
     pool: &Pool,
     username: &Username,
     threshold: Option<Credit>,

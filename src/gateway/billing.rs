@@ -35,6 +35,9 @@ pub struct RouteCharge<'a> {
     pub cost: i64,
     pub idempotency_key: Option<&'a IdempotencyKey>,
     pub now: DateTime<Utc>,
+    /// The request's fingerprint (method, path, query, body), so that only
+    /// the same request under a key is a retry.
+    pub fingerprint: &'a str,
     /// How long a keyed request in flight makes its retries wait (409):
     /// the route's timeout and a margin. Past it, a crashed instance's
     /// request counts as billed, because no refund was written for it.
@@ -73,15 +76,49 @@ pub struct Ticket {
     pub low_credit: Option<LowCredit>,
     day: NaiveDate,
     endpoint: String,
-    key: Option<IdempotencyKey>,
+    /// The scoped key and the pending state its row holds for this request:
+    /// settle and refund touch the row only while it is still this one's.
+    key: Option<(String, String)>,
 }
 
-/// The `idempotency_keys.outcome` of a keyed route request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The `idempotency_keys.outcome` of a keyed route request. `fp` is the
+/// request's fingerprint (method, path, query, body): only the same request
+/// is a retry; another one under the same key is a new request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 enum KeyState {
-    RoutePending { until: i64 },
-    RouteBilled,
+    RoutePending { until: i64, fp: String },
+    RouteBilled { fp: String },
+}
+
+/// A gateway key's row is its own: scoped by the route's endpoint, so the
+/// bank route and every route keep their answers apart. A TAB cannot occur
+/// in a key (visible ASCII only).
+fn scoped(endpoint: &str, key: &IdempotencyKey) -> String {
+    format!("{endpoint}\t{}", key.as_str())
+}
+
+/// What a stored key state means for this request.
+enum KeyCheck {
+    New,
+    InProgress,
+    Replay,
+}
+
+fn check_key(state: Option<KeyState>, fp: &str, now: i64) -> KeyCheck {
+    match state {
+        Some(KeyState::RoutePending { until, fp: f }) if f == fp && now < until => {
+            KeyCheck::InProgress
+        }
+        // A pending request past its deadline was charged and never
+        // refunded (its instance died): it counts as billed.
+        Some(KeyState::RoutePending { fp: f, .. }) | Some(KeyState::RouteBilled { fp: f })
+            if f == fp =>
+        {
+            KeyCheck::Replay
+        }
+        _ => KeyCheck::New,
+    }
 }
 
 /// Authenticates, then charges the route's cost (or replays a billed key),
@@ -111,24 +148,31 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
         low_credit: None,
         day: req.now.date_naive(),
         endpoint: req.endpoint.to_string(),
-        key: req.idempotency_key.cloned(),
+        key: None,
     };
-    if let Some(key) = req.idempotency_key {
-        match key_state(&mut tx, account.id, key)? {
-            Some(KeyState::RoutePending { until }) if req.now.timestamp() < until => {
-                return Ok(Charged::InProgress);
-            }
-            Some(_) => {
-                ticket.replayed = true;
-                return Ok(Charged::Forward(ticket));
-            }
-            None => {}
-        }
+    let scoped_key = req.idempotency_key.map(|k| scoped(req.endpoint, k));
+    let check = match &scoped_key {
+        Some(key) => check_key(
+            key_state(&mut tx, account.id, key)?,
+            req.fingerprint,
+            req.now.timestamp(),
+        ),
+        None => KeyCheck::New,
+    };
+    if let KeyCheck::InProgress = check {
+        return Ok(Charged::InProgress);
     }
+    // A replay is forwarded again, so it counts against the limit too.
     ticket.rate = match account.rate_check() {
         Ok(rate) => rate,
         Err(refused) => return Ok(Charged::RateLimited(refused)),
     };
+    if let KeyCheck::Replay = check {
+        account::save_rate(&mut tx, &account, ticket.rate.map(|r| r.decision.new_tat))?;
+        tx.commit().map_err(db::commit_failed)?;
+        ticket.replayed = true;
+        return Ok(Charged::Forward(ticket));
+    }
     account::touch_key(&mut tx, &account)?;
     let charged = match account::debit(
         &mut tx,
@@ -152,9 +196,14 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
             ticket.charged = req.cost;
             ticket.credit_remaining = credit_remaining;
             ticket.low_credit = low_credit;
-            if let Some(key) = req.idempotency_key {
-                let until = req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64;
-                start_key(&mut tx, account.id, key, until)?;
+            if let Some(key) = scoped_key {
+                let pending = KeyState::RoutePending {
+                    until: req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64,
+                    fp: req.fingerprint.to_string(),
+                };
+                let json = serde_json::to_string(&pending).expect("serialises");
+                start_key(&mut tx, account.id, &key, &json)?;
+                ticket.key = Some((key, json));
             }
             Charged::Forward(ticket)
         }
@@ -166,14 +215,19 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
 
 /// The answer was billable: a retry with the same key is now a replay.
 pub fn settle(pool: &Pool, ticket: &Ticket) -> Result<(), DbError> {
-    let Some(key) = ticket.key.as_ref().filter(|_| !ticket.replayed) else {
+    let Some((key, pending)) = ticket.key.as_ref().filter(|_| !ticket.replayed) else {
         return Ok(());
     };
-    let json = serde_json::to_string(&KeyState::RouteBilled).expect("serialises");
+    let fp = match serde_json::from_str(pending) {
+        Ok(KeyState::RoutePending { fp, .. }) => fp,
+        _ => return Ok(()),
+    };
+    let json = serde_json::to_string(&KeyState::RouteBilled { fp }).expect("serialises");
     // Its 24 h count from the first request, so created_at stays.
     pool.get()?.exec_drop(
-        "UPDATE idempotency_keys SET outcome = ? WHERE user_id = ? AND idem_key = ?",
-        (json, ticket.user_id, key.as_str()),
+        "UPDATE idempotency_keys SET outcome = ? \
+         WHERE user_id = ? AND idem_key = ? AND outcome = ?",
+        (json, ticket.user_id, key, pending),
     )?;
     Ok(())
 }
@@ -227,10 +281,10 @@ fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError
             },
         )?;
     }
-    if let Some(key) = &ticket.key {
+    if let Some((key, pending)) = &ticket.key {
         tx.exec_drop(
-            "DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ?",
-            (ticket.user_id, key.as_str()),
+            "DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ? AND outcome = ?",
+            (ticket.user_id, key, pending),
         )?;
     }
     tx.commit().map_err(db::commit_failed)?;
@@ -240,29 +294,27 @@ fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError
 fn key_state(
     tx: &mut impl Queryable,
     user_id: u64,
-    key: &IdempotencyKey,
+    key: &str,
 ) -> Result<Option<KeyState>, DbError> {
     let stored: Option<String> = tx.exec_first(
         "SELECT outcome FROM idempotency_keys \
          WHERE user_id = ? AND idem_key = ? AND created_at > NOW(3) - INTERVAL 1 DAY",
-        (user_id, key.as_str()),
+        (user_id, key),
     )?;
-    // A key last used on the bank route holds another shape: a new request.
     Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
-/// A new keyed request: REPLACE takes over an expired row, or one the bank
-/// route left, and starts its 24 h anew.
+/// A new keyed request: REPLACE takes over an expired row, or one of
+/// another request under the same key, and starts its 24 h anew.
 fn start_key(
     tx: &mut impl Queryable,
     user_id: u64,
-    key: &IdempotencyKey,
-    until: i64,
+    key: &str,
+    pending_json: &str,
 ) -> Result<(), DbError> {
-    let json = serde_json::to_string(&KeyState::RoutePending { until }).expect("serialises");
     tx.exec_drop(
         "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
-        (user_id, key.as_str(), json),
+        (user_id, key, pending_json),
     )?;
     Ok(())
 }
@@ -273,10 +325,38 @@ mod tests {
 
     #[test]
     fn key_states_round_trip_and_refuse_bank_answers() {
-        let s = serde_json::to_string(&KeyState::RoutePending { until: 5 }).unwrap();
-        assert_eq!(s, r#"{"outcome":"route_pending","until":5}"#);
+        let pending = KeyState::RoutePending {
+            until: 5,
+            fp: "f".into(),
+        };
+        let s = serde_json::to_string(&pending).unwrap();
+        assert_eq!(s, r#"{"outcome":"route_pending","until":5,"fp":"f"}"#);
         let back: KeyState = serde_json::from_str(&s).unwrap();
-        assert_eq!(back, KeyState::RoutePending { until: 5 });
+        assert_eq!(back, pending);
         assert!(serde_json::from_str::<KeyState>(r#"{"outcome":"unknown_bank"}"#).is_err());
+    }
+
+    #[test]
+    fn only_the_same_request_is_a_retry() {
+        let billed = || Some(KeyState::RouteBilled { fp: "a".into() });
+        assert!(matches!(check_key(billed(), "a", 0), KeyCheck::Replay));
+        assert!(matches!(check_key(billed(), "b", 0), KeyCheck::New));
+        let pending = || {
+            Some(KeyState::RoutePending {
+                until: 10,
+                fp: "a".into(),
+            })
+        };
+        assert!(matches!(check_key(pending(), "a", 5), KeyCheck::InProgress));
+        assert!(matches!(check_key(pending(), "a", 10), KeyCheck::Replay));
+        assert!(matches!(check_key(pending(), "b", 5), KeyCheck::New));
+        assert!(matches!(check_key(None, "a", 5), KeyCheck::New));
+    }
+
+    #[test]
+    fn keys_are_scoped_by_route() {
+        let k = IdempotencyKey::parse("order-1").unwrap();
+        assert_ne!(scoped("route:/a", &k), scoped("route:/b", &k));
+        assert_ne!(scoped("route:/a", &k), "order-1");
     }
 }

@@ -46,6 +46,15 @@ const NOT_FORWARDED: [&str; 8] = [
     "x-forwarded-host",
 ];
 
+/// Answer headers only creditgate sets: an upstream's own would forge or
+/// duplicate what the client reads about its credit and limit.
+const OURS: [&str; 4] = [
+    "x-credit-remaining",
+    "idempotency-replayed",
+    "ratelimit",
+    "ratelimit-policy",
+];
+
 /// The header names listed in every `Connection` header, lower-case.
 fn connection_named(headers: &[(&str, &str)]) -> Vec<String> {
     headers
@@ -141,6 +150,7 @@ pub fn response_headers(upstream: &[(&str, &str)]) -> Vec<(String, String)> {
         .filter(|(n, v)| {
             !is_hop_by_hop(n, &named)
                 && !n.eq_ignore_ascii_case("content-length")
+                && !OURS.iter().any(|o| n.eq_ignore_ascii_case(o))
                 && header_safe(n, v)
         })
         .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -443,6 +453,21 @@ impl Read for Watched {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_cannot_set_the_headers_creditgate_answers_with() {
+        let kept = response_headers(&[
+            ("X-Credit-Remaining", "999999"),
+            ("idempotency-replayed", "true"),
+            ("RateLimit", "\"user\";r=100;t=0"),
+            ("RateLimit-Policy", "\"user\";q=1;w=1"),
+            ("Content-Type", "application/json"),
+        ]);
+        assert_eq!(
+            kept,
+            vec![("Content-Type".to_string(), "application/json".to_string())]
+        );
+    }
     use std::io::{BufRead, BufReader, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -90,15 +90,20 @@ pub enum GatewayError {
     },
     RateLimited(RateState),
     InProgress,
-    /// Refunded; the credit after the refund.
-    Unreachable {
-        credit_remaining: i64,
-    },
-    /// Refunded; the credit after the refund.
-    Timeout {
-        credit_remaining: i64,
-    },
+    /// Refunded (when `refunded`); the credit after it.
+    Unreachable(Unanswered),
+    /// Refunded (when `refunded`); the credit after it.
+    Timeout(Unanswered),
     Db(DbError),
+}
+
+/// A request the upstream did not answer: the refund's result, for the
+/// client's answer (a refund that failed is logged, and not claimed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unanswered {
+    pub credit_remaining: i64,
+    pub refunded: bool,
+    pub rate: Option<RateState>,
 }
 
 impl fmt::Display for GatewayError {
@@ -108,8 +113,8 @@ impl fmt::Display for GatewayError {
             GatewayError::Insufficient { .. } => f.write_str("insufficient credit"),
             GatewayError::InProgress => f.write_str("idempotency key in flight"),
             GatewayError::RateLimited(_) => f.write_str("rate limited"),
-            GatewayError::Unreachable { .. } => f.write_str("upstream unreachable"),
-            GatewayError::Timeout { .. } => f.write_str("upstream timed out"),
+            GatewayError::Unreachable(_) => f.write_str("upstream unreachable"),
+            GatewayError::Timeout(_) => f.write_str("upstream timed out"),
             GatewayError::Db(e) => write!(f, "{e}"),
         }
     }
@@ -193,11 +198,13 @@ impl Gateway {
         let route = req.route;
         let endpoint = format!("route:{}", route.prefix);
         let timeout = Duration::from_millis(route.timeout_ms.into());
+        let fingerprint = fingerprint(&req);
         let charge = RouteCharge {
             credentials: req.credentials,
             endpoint: &endpoint,
             cost: route.cost,
             idempotency_key: req.idempotency_key,
+            fingerprint: &fingerprint,
             now: req.now,
             in_flight_for: timeout + Duration::from_secs(5),
         };
@@ -253,15 +260,22 @@ impl Gateway {
                             error_chain(&e)
                         );
                     }
-                } else {
-                    credit_remaining = refund(pool, metrics, &ticket, prefix, req.request_id);
+                    return Ok(Served {
+                        answer,
+                        credit_remaining,
+                        replayed: ticket.replayed,
+                        rate: ticket.rate,
+                        low_credit: ticket.low_credit,
+                    });
                 }
+                credit_remaining = refund(pool, metrics, &ticket, prefix, req.request_id).0;
+                // Refunded: the threshold was not crossed after all.
                 Ok(Served {
                     answer,
                     credit_remaining,
                     replayed: ticket.replayed,
                     rate: ticket.rate,
-                    low_credit: ticket.low_credit,
+                    low_credit: None,
                 })
             }
             Err(e) => {
@@ -271,14 +285,37 @@ impl Gateway {
                 };
                 metrics.upstream(prefix, label, started.elapsed());
                 log::warn!("req={} route {prefix}: {e}", req.request_id);
-                let credit_remaining = refund(pool, metrics, &ticket, prefix, req.request_id);
+                let (credit_remaining, refunded) =
+                    refund(pool, metrics, &ticket, prefix, req.request_id);
+                let unanswered = Unanswered {
+                    credit_remaining,
+                    refunded,
+                    rate: ticket.rate,
+                };
                 Err(match e {
-                    ForwardError::Timeout => GatewayError::Timeout { credit_remaining },
-                    _ => GatewayError::Unreachable { credit_remaining },
+                    ForwardError::Timeout => GatewayError::Timeout(unanswered),
+                    _ => GatewayError::Unreachable(unanswered),
                 })
             }
         }
     }
+}
+
+/// What makes a keyed request the same request: SHA-256 over method, path,
+/// query and body.
+fn fingerprint(req: &Incoming<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        req.method.as_bytes(),
+        req.path.as_bytes(),
+        req.raw_query.as_bytes(),
+    ] {
+        h.update(part);
+        h.update(b"\n");
+    }
+    h.update(req.body.as_deref().unwrap_or_default());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The request as the upstream gets it (SPEC, gateway rule 5).
@@ -308,10 +345,18 @@ fn outgoing(req: &Incoming<'_>, timeout: Duration) -> Outgoing {
 
 /// Refunds the ticket, retrying a failure that happened before COMMIT (a
 /// failed COMMIT may have applied: retrying it could refund twice). Returns
-/// the credit after it, or the charged balance when it could not be done.
-fn refund(pool: &Pool, metrics: &Metrics, ticket: &Ticket, prefix: &str, request_id: u64) -> i64 {
+/// the credit after it and true, or the charged balance and false when it
+/// could not be done (logged as an error with what is owed).
+fn refund(
+    pool: &Pool,
+    metrics: &Metrics,
+    ticket: &Ticket,
+    prefix: &str,
+    request_id: u64,
+) -> (i64, bool) {
     if ticket.replayed {
-        return ticket.credit_remaining;
+        // Nothing was taken by this request.
+        return (ticket.credit_remaining, true);
     }
     let mut tries = 0;
     loop {
@@ -319,7 +364,7 @@ fn refund(pool: &Pool, metrics: &Metrics, ticket: &Ticket, prefix: &str, request
         match billing::refund(pool, ticket, REFUND_ACTOR) {
             Ok(credit) => {
                 metrics.refund(prefix);
-                return credit;
+                return (credit, true);
             }
             Err(e) => {
                 metrics.db_error();
@@ -332,7 +377,7 @@ fn refund(pool: &Pool, metrics: &Metrics, ticket: &Ticket, prefix: &str, request
                         if in_doubt { "in doubt" } else { "failed" },
                         error_chain(&e)
                     );
-                    return ticket.credit_remaining;
+                    return (ticket.credit_remaining, false);
                 }
                 std::thread::sleep(Duration::from_millis(50 * u64::from(tries)));
             }

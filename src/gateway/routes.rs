@@ -79,6 +79,14 @@ fn shadowed_built_in(prefix: &str) -> Option<&'static str> {
 /// percent-escapes (`%2e`): an upstream that normalises the path would let
 /// such a path climb out of its base path. The request flow refuses these
 /// paths before charging; a prefix or base path never has one.
+/// A request path a route refuses (404, before anything is charged): a dot
+/// segment, or an encoded or back slash, which an upstream that decodes
+/// `%2F` or reads `\` as `/` could turn into one.
+pub fn unsafe_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    has_dot_segment(path) || lower.contains("%2f") || lower.contains("%5c") || path.contains('\\')
+}
+
 pub fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|seg| {
         let lower = seg.to_ascii_lowercase();

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::account::RateState;
 use crate::db::DbError;
 use crate::gateway::store::RouteError;
-use crate::gateway::GatewayError;
+use crate::gateway::{GatewayError, Unanswered};
 use crate::keys::KeyError;
 use crate::model::ParseError;
 use crate::ratelimit;
@@ -58,13 +58,9 @@ pub enum ApiError {
     /// The same Idempotency-Key is still in flight on a gateway route.
     IdempotencyInProgress,
     /// A gateway route's upstream could not be reached (refunded).
-    UpstreamUnavailable {
-        credit_remaining: i64,
-    },
+    UpstreamUnavailable(Unanswered),
     /// A gateway route's upstream did not answer in time (refunded).
-    UpstreamTimeout {
-        credit_remaining: i64,
-    },
+    UpstreamTimeout(Unanswered),
     Internal,
 }
 
@@ -96,12 +92,8 @@ impl From<GatewayError> for ApiError {
             },
             GatewayError::RateLimited(rate) => ApiError::RateLimited(rate),
             GatewayError::InProgress => ApiError::IdempotencyInProgress,
-            GatewayError::Unreachable { credit_remaining } => {
-                ApiError::UpstreamUnavailable { credit_remaining }
-            }
-            GatewayError::Timeout { credit_remaining } => {
-                ApiError::UpstreamTimeout { credit_remaining }
-            }
+            GatewayError::Unreachable(u) => ApiError::UpstreamUnavailable(u),
+            GatewayError::Timeout(u) => ApiError::UpstreamTimeout(u),
             GatewayError::Db(e) => ApiError::Database(e),
         }
     }
@@ -162,8 +154,8 @@ impl ApiError {
             ApiError::TooManyFailures { .. } | ApiError::RateLimited(_) => 429,
             ApiError::HeadersTooLarge => 431,
             ApiError::Internal => 500,
-            ApiError::UpstreamUnavailable { .. } => 502,
-            ApiError::UpstreamTimeout { .. } => 504,
+            ApiError::UpstreamUnavailable(_) => 502,
+            ApiError::UpstreamTimeout(_) => 504,
             ApiError::Unavailable
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
@@ -208,8 +200,8 @@ impl ApiError {
             ApiError::Route(RouteError::Unknown(_)) => "unknown_route",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
-            ApiError::UpstreamUnavailable { .. } => "upstream_unavailable",
-            ApiError::UpstreamTimeout { .. } => "upstream_timeout",
+            ApiError::UpstreamUnavailable(_) => "upstream_unavailable",
+            ApiError::UpstreamTimeout(_) => "upstream_timeout",
             ApiError::Internal => "internal",
         }
     }
@@ -266,11 +258,11 @@ impl ApiError {
             ApiError::IdempotencyInProgress => {
                 "a request with this Idempotency-Key is still in flight; retry in a second".into()
             }
-            ApiError::UpstreamUnavailable { .. } => {
-                "the upstream could not be reached; the charge was refunded".into()
+            ApiError::UpstreamUnavailable(u) => {
+                format!("the upstream could not be reached; {}", refund_note(u))
             }
-            ApiError::UpstreamTimeout { .. } => {
-                "the upstream did not answer in time; the charge was refunded".into()
+            ApiError::UpstreamTimeout(u) => {
+                format!("the upstream did not answer in time; {}", refund_note(u))
             }
             ApiError::Internal => "internal error".into(),
         }
@@ -306,14 +298,22 @@ impl ApiError {
                 r = r.with_additional_header("Retry-After", retry_after.to_string());
             }
             ApiError::IdempotencyInProgress => r = r.with_additional_header("Retry-After", "1"),
-            ApiError::UpstreamUnavailable { credit_remaining }
-            | ApiError::UpstreamTimeout { credit_remaining } => {
-                r = r.with_additional_header("X-Credit-Remaining", credit_remaining.to_string());
+            ApiError::UpstreamUnavailable(u) | ApiError::UpstreamTimeout(u) => {
+                r = r.with_additional_header("X-Credit-Remaining", u.credit_remaining.to_string());
+                r = with_rate(r, u.rate.as_ref());
             }
             _ if self.status() == 503 => r = r.with_additional_header("Retry-After", "2"),
             _ => {}
         }
         r
+    }
+}
+
+fn refund_note(u: &Unanswered) -> &'static str {
+    if u.refunded {
+        "the charge was refunded"
+    } else {
+        "the refund could not be made now; operators see it in the log"
     }
 }
 

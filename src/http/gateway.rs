@@ -22,9 +22,9 @@ pub fn serve(
 ) -> Result<Response, ApiError> {
     let raw = req.raw_url();
     let (path, raw_query) = raw.split_once('?').unwrap_or((raw, ""));
-    // Routes never hold `.` or `..`; such a path could climb out of the
-    // upstream's base path, so it is no route's.
-    if routes::has_dot_segment(path) {
+    // Routes never hold `.` or `..`; such a path (or one with an encoded
+    // slash) could climb out of the upstream's base path: it is no route's.
+    if routes::unsafe_path(path) {
         return Err(ApiError::NotFound);
     }
     if !route.methods.allows(req.method()) {

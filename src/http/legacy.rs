@@ -18,7 +18,7 @@ pub const NOT_AUTHORIZED: &str = "Access Not Authorized";
 /// The sample's answer for today's: 201 `{"Data": <body>}` for a paid 200,
 /// 201 `{"Status": …}` for no credit (402) and bad credentials (401, without
 /// `WWW-Authenticate`). Statuses the sample never had keep today's answer.
-/// `X-Credit-Remaining` (and `Idempotency-Replayed`) stay.
+/// `X-Credit-Remaining` (and `Idempotency-Replayed`, `RateLimit*`) stay.
 pub fn answer(today: Result<Response, ApiError>) -> Result<Response, ApiError> {
     let response = match today {
         Err(ApiError::Unauthorized) => ApiError::Unauthorized.response(),
@@ -37,9 +37,13 @@ pub fn answer(today: Result<Response, ApiError>) -> Result<Response, ApiError> {
     };
     let mut legacy = Response::json(&body).with_status_code(201);
     for (name, value) in response.headers {
-        if name.eq_ignore_ascii_case("X-Credit-Remaining")
-            || name.eq_ignore_ascii_case("Idempotency-Replayed")
-        {
+        let kept = [
+            "X-Credit-Remaining",
+            "Idempotency-Replayed",
+            "RateLimit",
+            "RateLimit-Policy",
+        ];
+        if kept.iter().any(|k| name.eq_ignore_ascii_case(k)) {
             legacy = legacy.with_additional_header(name, value);
         }
     }

@@ -439,6 +439,7 @@ fn hostile_paths_and_headers_reach_nothing_uncharged() {
         "/weather/./x",
         "/weather/%2e%2e/admin",
         "/weather/%2E./x",
+        "/weather/a\\..\\admin",
     ] {
         let r = w.get(path);
         assert_eq!(r.status, 404, "{path}: {}", r.body);
@@ -447,8 +448,12 @@ fn hostile_paths_and_headers_reach_nothing_uncharged() {
     assert_eq!(w.credit(), before);
     // An encoded slash is not a path separator: not under the prefix.
     assert_eq!(w.get("/weather%2Fx").status, 404);
-    // Kept as sent under the prefix; the upstream decides what it means.
-    assert_eq!(echoed(&w.get("/weather/a%2Fb"))["url"], "/a%2Fb");
+    // Encoded or back slashes could become separators upstream: refused.
+    for path in ["/weather/a%2Fb", "/weather/..%2fadmin", "/weather/a%5cb"] {
+        assert_eq!(w.get(path).status, 404, "{path}");
+    }
+    // Other encodings are kept as sent; the upstream decides what they mean.
+    assert_eq!(echoed(&w.get("/weather/a%20b"))["url"], "/a%20b");
     // A header value cannot smuggle a second header line in.
     let raw = format!(
         "GET /weather HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\n\
@@ -901,4 +906,55 @@ fn a_100_mb_answer_streams_through_with_little_memory() {
     );
     assert!(growth < 20 << 20, "RSS grew by {} MB", growth >> 20);
     assert_eq!(db.credit("alice"), 7);
+}
+
+#[test]
+fn a_key_is_the_same_request_only_on_its_own_route_with_the_same_content() {
+    let w = world(20);
+    w.route("/k", json!({ "cost": 2, "strip_prefix": true }));
+    w.route("/other", json!({ "cost": 5, "strip_prefix": true }));
+    let post =
+        |path: &str, body: &str| w.call("POST", path, &[("Idempotency-Key", "K1")], Some(body));
+    // The bank route's answer under K1 is its own.
+    let bank = w.call(
+        "GET",
+        "/api/v1.0/banks_data/BOFA/",
+        &[("Idempotency-Key", "K1")],
+        None,
+    );
+    assert_eq!(bank.status, 200);
+    assert_eq!(post("/k/echo", "a").status, 200);
+    assert_eq!(w.credit(), 20 - 1 - 2);
+    // Another route, or another body, under the same key: a new request.
+    let other = post("/other/echo", "a");
+    assert_eq!(other.header("Idempotency-Replayed"), None);
+    let changed = post("/k/echo", "b");
+    assert_eq!(changed.header("Idempotency-Replayed"), None);
+    assert_eq!(w.credit(), 20 - 1 - 2 - 5 - 2);
+    // The same request is a replay; the bank route still replays its own.
+    assert_eq!(
+        post("/k/echo", "b").header("Idempotency-Replayed"),
+        Some("true")
+    );
+    let again = w.call(
+        "GET",
+        "/api/v1.0/banks_data/BOFA/",
+        &[("Idempotency-Key", "K1")],
+        None,
+    );
+    assert_eq!(again.header("Idempotency-Replayed"), Some("true"));
+    assert_eq!(w.credit(), 10);
+    w.assert_ledger();
+}
+
+#[test]
+fn a_route_with_the_longest_prefix_charges_and_refunds() {
+    let w = world(10);
+    let prefix = format!("/{}", "p".repeat(127));
+    w.route(&prefix, json!({ "cost": 3, "strip_prefix": true }));
+    assert_eq!(w.get(&format!("{prefix}/status/200")).status, 200);
+    assert_eq!(w.get(&format!("{prefix}/status/500")).status, 500);
+    assert_eq!(w.credit(), 7);
+    assert_eq!(w.refunds(), 1);
+    w.assert_ledger();
 }
