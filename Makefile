@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test test-cluster lint migrate bench bench-growth db db-stop build release
+.PHONY: run test test-schema test-cluster lint migrate bench bench-growth db db-stop build release
 
 build:
 	$(CARGO) build
@@ -19,6 +19,11 @@ run: release
 test:
 	@server=$$(deploy/dev-db.sh) && \
 	CREDITGATE_TEST_DATABASE_URL=$$server $(CARGO) test
+
+## The running server against its /openapi.json with schemathesis (and the
+## document against the OpenAPI 3.1 schema); see deploy/test-schema.sh.
+test-schema: build
+	@deploy/test-schema.sh $${CARGO_TARGET_DIR:-target}/debug/creditgate
 
 ## Run tests/cluster against a private 3-node Galera cluster behind HAProxy
 ## (deploy/galera-cluster.sh), then stop the cluster, pass or fail.

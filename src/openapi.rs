@@ -325,12 +325,15 @@ fn admin_paths() -> Value {
         },
         "/admin/v1/usage": {
             "get": admin_op("usage", "Calls and credits per user, day and endpoint.", &admin, vec![
-                json!({ "name": "user", "in": "query", "required": false, "description": "Only this user.",
-                        "schema": { "$ref": "#/components/schemas/Username" } }),
-                json!({ "name": "from", "in": "query", "required": false, "description": "First day, YYYY-MM-DD (UTC).",
-                        "schema": { "type": "string", "format": "date" } }),
-                json!({ "name": "to", "in": "query", "required": false, "description": "Last day, YYYY-MM-DD (UTC).",
-                        "schema": { "type": "string", "format": "date" } }),
+                json!({ "name": "user", "in": "query", "required": false,
+                        "description": "Only this user; empty or absent: every user.",
+                        "schema": { "anyOf": [ { "$ref": "#/components/schemas/Username" }, { "const": "" } ] } }),
+                json!({ "name": "from", "in": "query", "required": false,
+                        "description": "First day, YYYY-MM-DD (UTC); empty or absent: no bound.",
+                        "schema": { "anyOf": [ { "type": "string", "format": "date" }, { "const": "" } ] } }),
+                json!({ "name": "to", "in": "query", "required": false,
+                        "description": "Last day, YYYY-MM-DD (UTC); empty or absent: no bound.",
+                        "schema": { "anyOf": [ { "type": "string", "format": "date" }, { "const": "" } ] } }),
             ], None, vec![
                 ("200", ok("The rows.", json!({ "$ref": "#/components/schemas/UsageReport" }))),
                 ("400", error("A malformed user or day.", &["invalid_username", "invalid_body"])),
