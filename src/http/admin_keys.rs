@@ -26,13 +26,14 @@ pub fn route(
             allow(method, &["POST"])?;
             rotate(state, req, name)
         }
-        ("GET", "keys", []) => {
-            let list = keys::list(&state.pool, &username(name)?)?;
-            Ok(Response::json(&json!({ "keys": list })))
-        }
         (_, "keys", []) => {
-            allow(method, &["POST"])?;
-            add_key(state, req, name)
+            allow(method, &["GET", "POST"])?;
+            if method == "GET" {
+                let list = keys::list(&state.pool, &username(name)?)?;
+                Ok(Response::json(&json!({ "keys": list })))
+            } else {
+                add_key(state, req, name)
+            }
         }
         (_, "keys", [id]) => {
             allow(method, &["DELETE"])?;

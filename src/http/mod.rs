@@ -290,7 +290,9 @@ fn allow(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
     if allowed.contains(&method) {
         Ok(())
     } else {
-        Err(ApiError::MethodNotAllowed)
+        Err(ApiError::MethodNotAllowed {
+            allow: allowed.join(", "),
+        })
     }
 }
 

@@ -18,7 +18,9 @@
 //!    test until it is documented. (An arm two new literal segments away
 //!    from every documented path would escape; there is none today.)
 //! 3. the `error` enum of the document equals the codes of `ApiError::code`
-//!    (the string literals of that function's source).
+//!    (the string literals of that function's source);
+//! 4. every undocumented method on a documented path is a 405 whose `Allow`
+//!    names exactly the documented methods.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -67,17 +69,7 @@ fn state() -> AppState {
 /// Whether the router took `method path`: anything but 404 `not_found`
 /// and 405 `method_not_allowed`.
 fn answers(state: &AppState, method: &str, path: &str) -> bool {
-    let auth = if path.starts_with("/admin") || path.starts_with("/stopServer") {
-        format!("Bearer {ADMIN_TOKEN}")
-    } else {
-        "Bearer alice:cg_drift".to_string()
-    };
-    let req = Request::fake_http(
-        method,
-        path,
-        vec![("Authorization".into(), auth)],
-        Vec::new(),
-    );
+    let req = Request::fake_http(method, path, auth_for(path), Vec::new());
     let mut ctx = Ctx {
         id: 0,
         route: "other",
@@ -87,6 +79,16 @@ fn answers(state: &AppState, method: &str, path: &str) -> bool {
         Ok(_) => true,
         Err(e) => !matches!(e.code(), "not_found" | "method_not_allowed"),
     }
+}
+
+/// The admin token on admin paths, a user's credentials elsewhere.
+fn auth_for(path: &str) -> Vec<(String, String)> {
+    let value = if path.starts_with("/admin") || path.starts_with("/stopServer") {
+        format!("Bearer {ADMIN_TOKEN}")
+    } else {
+        "Bearer alice:cg_drift".to_string()
+    };
+    vec![("Authorization".into(), value)]
 }
 
 /// (method, path template) of every documented operation.
@@ -226,4 +228,39 @@ fn the_error_enum_is_every_code_the_server_sends() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(sent, documented);
+}
+
+#[test]
+fn a_405_names_the_documented_methods_in_allow() {
+    let state = state();
+    let operations = documented();
+    let mut wrong = Vec::new();
+    let templates: BTreeSet<&String> = operations.iter().map(|(_, t)| t).collect();
+    for template in templates {
+        let documented: BTreeSet<&str> = operations
+            .iter()
+            .filter(|(_, t)| t == template)
+            .map(|(m, _)| m.as_str())
+            .collect();
+        let path = fill(template);
+        for method in METHODS.iter().filter(|m| !documented.contains(*m)) {
+            let mut ctx = Ctx {
+                id: 0,
+                route: "other",
+                user: None,
+            };
+            // Admin paths check the token first; the 405 comes after.
+            let req = Request::fake_http(*method, path.as_str(), auth_for(&path), Vec::new());
+            match route(&state, &req, &mut ctx) {
+                Err(super::ApiError::MethodNotAllowed { allow }) => {
+                    let named: BTreeSet<&str> = allow.split(", ").collect();
+                    if named != documented {
+                        wrong.push(format!("{method} {path}: Allow {allow:?}"));
+                    }
+                }
+                _ => wrong.push(format!("{method} {path}: not a 405")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

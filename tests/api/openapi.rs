@@ -49,6 +49,7 @@ fn only_get_is_allowed_and_requests_are_counted_as_openapi() {
         (post.status, post.error().as_str()),
         (405, "method_not_allowed")
     );
+    assert_eq!(post.header("Allow"), Some("GET"));
     assert!(
         metrics.contains("route=\"openapi\",status=\"200\"} 1\n"),
         "{metrics}"
@@ -56,5 +57,32 @@ fn only_get_is_allowed_and_requests_are_counted_as_openapi() {
     assert!(
         metrics.contains("route=\"openapi\",status=\"405\"} 1\n"),
         "{metrics}"
+    );
+}
+
+// Found by `make test-schema` (schemathesis' unsupported_method check):
+// every 405 lacked the `Allow` header RFC 9110 §15.5.6 requires.
+#[test]
+fn a_405_names_every_method_of_the_path_in_allow() {
+    let app = spawn_app();
+
+    let health = request(app.addr, "TRACE", "/health", &[], None);
+    let stop = request(app.addr, "PUT", "/stopServer", &[], None);
+    let users = app.admin("DELETE", "/admin/v1/users", None);
+    let keys = app.admin("PUT", "/admin/v1/users/alice/keys", None);
+
+    assert_eq!((health.status, health.header("Allow")), (405, Some("GET")));
+    // The method is checked before the admin token.
+    assert_eq!(
+        (stop.status, stop.header("Allow")),
+        (405, Some("GET, POST"))
+    );
+    assert_eq!(
+        (users.status, users.header("Allow")),
+        (405, Some("GET, POST"))
+    );
+    assert_eq!(
+        (keys.status, keys.header("Allow")),
+        (405, Some("GET, POST"))
     );
 }
