@@ -545,7 +545,12 @@ fn parameters() -> Value {
             "Bank": {
                 "name": "bank", "in": "path", "required": true,
                 "description": "A bank code: 1–16 of `[A-Za-z0-9]`, case-insensitive. A malformed one is 400 `invalid_bank`.",
-                "schema": { "type": "string", "pattern": "^[A-Za-z0-9]{1,16}$" }
+                "schema": { "type": "string", "pattern": "^[A-Za-z0-9]{1,16}$" },
+                // Sample rows every install has (sql/0005_seed_banks.sql).
+                "examples": {
+                    "paid": { "value": "BOFA", "summary": "A sample bank, cost 1." },
+                    "free": { "value": "FREE", "summary": "A sample bank, cost 0." }
+                }
             },
             "TokenQuery": {
                 "name": "token", "in": "query", "required": false,
@@ -788,7 +793,8 @@ fn schemas_admin() -> Value {
                 "oneOf": [
                     { "$ref": "#/components/schemas/RateLimit" },
                     { "type": "object", "required": ["quota"], "additionalProperties": false,
-                      "properties": { "quota": { "type": "null" }, "window_secs": { "type": "integer" } } }
+                      "properties": { "quota": { "type": "null" },
+                                      "window_secs": { "description": "Ignored when quota is null, whatever it holds." } } }
                 ]
             },
             "NotifyChange": {
