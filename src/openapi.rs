@@ -737,7 +737,8 @@ fn schemas_admin() -> Value {
                     "email": { "type": ["string", "null"], "maxLength": 254 },
                     "token": { "type": ["string", "null"], "minLength": 1, "maxLength": 512,
                                "description": "Import an existing token (migrating the sample's users)." },
-                    "rate_limit": { "oneOf": [ { "type": "null" }, { "$ref": "#/components/schemas/RateLimit" } ] },
+                    "rate_limit": { "oneOf": [ { "type": "null" }, { "$ref": "#/components/schemas/RateLimitChange" } ],
+                                    "description": "null or {\"quota\": null}: no limit." },
                     "low_credit": nullable_int("Low-credit notice threshold; null = none.", 0)
                 }
             },
