@@ -696,7 +696,7 @@ fn schemas_shared() -> Value {
 
 /// The schemas of the admin API.
 fn schemas_admin() -> Value {
-    let nullable_int = |description: &str, minimum: i64| json!({ "type": ["integer", "null"], "minimum": minimum, "description": description });
+    let nullable_int = |description: &str, minimum: i64| json!({ "type": ["integer", "null"], "minimum": minimum, "maximum": i64::MAX, "description": description });
     json!({
             "User": {
                 "type": "object",
@@ -734,7 +734,8 @@ fn schemas_admin() -> Value {
                                 "description": "Starting balance; default monthly_credit, else 0." },
                     "monthly_credit": nullable_int("Monthly allowance; null = no refill.", 0),
                     "refill_day": { "type": ["integer", "null"], "minimum": 1, "maximum": 31 },
-                    "email": { "type": ["string", "null"], "maxLength": 254 },
+                    "email": { "type": ["string", "null"], "maxLength": 254, "pattern": "^[^@].*@.*[^@]$",
+                           "description": "An address with `@` inside, without blanks, control characters or commas." },
                     "token": { "type": ["string", "null"], "minLength": 1, "maxLength": 512,
                                "description": "Import an existing token (migrating the sample's users)." },
                     "rate_limit": { "oneOf": [ { "type": "null" }, { "$ref": "#/components/schemas/RateLimitChange" } ],
@@ -745,9 +746,10 @@ fn schemas_admin() -> Value {
             "CreditChange": {
                 "oneOf": [
                     { "type": "object", "required": ["add"], "additionalProperties": false,
-                      "properties": { "add": { "type": "integer", "description": "May be negative; the result must not be." } } },
+                      "properties": { "add": { "type": "integer", "minimum": i64::MIN, "maximum": i64::MAX,
+                                              "description": "May be negative; the result must not be." } } },
                     { "type": "object", "required": ["set"], "additionalProperties": false,
-                      "properties": { "set": { "type": "integer", "minimum": 0 } } }
+                      "properties": { "set": { "type": "integer", "minimum": 0, "maximum": i64::MAX } } }
                 ]
             },
             "Rotate": {
@@ -800,7 +802,7 @@ fn schemas_admin() -> Value {
             },
             "NotifyChange": {
                 "type": "object", "required": ["low_credit"], "additionalProperties": false,
-                "properties": { "low_credit": { "type": ["integer", "null"], "minimum": 0 } }
+                "properties": { "low_credit": { "type": ["integer", "null"], "minimum": 0, "maximum": i64::MAX } }
             },
             "UsageReport": {
                 "type": "object", "required": ["rows"],
@@ -855,7 +857,8 @@ fn schemas_admin() -> Value {
                 "properties": {
                     "prefix": { "type": "string", "pattern": "^/[A-Za-z0-9._~/-]{1,127}$",
                                 "description": "No `//`, no trailing `/`, not a built-in path." },
-                    "upstream": { "type": "string", "description": "`http://host[:port][/base]` or `https://…`." },
+                    "upstream": { "type": "string", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
+                                  "description": "`http://host[:port][/base]` or `https://…`, without user, query or fragment." },
                     "cost": { "type": ["integer", "null"], "minimum": 0, "description": "Default 1." },
                     "methods": { "type": ["array", "null"], "items": { "type": "string" }, "description": "Empty = any." },
                     "charge_on": { "oneOf": [ { "type": "null" }, { "enum": ["2xx", "non-5xx", "always"] } ] },
