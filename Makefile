@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test test-cluster test-browser lint migrate bench bench-growth db db-stop build release
+.PHONY: run test test-schema test-cluster test-browser lint migrate bench bench-growth db db-stop build release
 
 build:
 	$(CARGO) build
@@ -22,6 +22,11 @@ test:
 	echo "again with CREDITGATE_COALESCE=on: charge, ledger, rate limits, conflicts, low credit, coalescing" >&2 && \
 	CREDITGATE_TEST_DATABASE_URL=$$server CREDITGATE_TEST_COALESCE=on $(CARGO) test --test api -- \
 		charge:: ledger:: ratelimit:: conflicts:: lowcredit:: coalesce:: keys::
+
+## The running server against its /openapi.json with schemathesis (and the
+## document against the OpenAPI 3.1 schema); see deploy/test-schema.sh.
+test-schema: build
+	@deploy/test-schema.sh $${CARGO_TARGET_DIR:-target}/debug/creditgate
 
 ## Run tests/cluster against a private 3-node Galera cluster behind HAProxy
 ## (deploy/galera-cluster.sh), then stop the cluster, pass or fail.

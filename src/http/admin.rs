@@ -75,10 +75,13 @@ pub fn route(
 ) -> Result<Response, ApiError> {
     check_admin(state, req, ctx)?;
     match (method, rest) {
-        ("GET", ["users"]) => list_users(state),
         (_, ["users"]) => {
-            allow(method, &["POST"])?;
-            create_user(state, req)
+            allow(method, &["GET", "POST"])?;
+            if method == "GET" {
+                list_users(state)
+            } else {
+                create_user(state, req)
+            }
         }
         (_, ["users", name]) => {
             allow(method, &["GET"])?;
@@ -109,12 +112,15 @@ pub fn route(
             allow(method, &["POST"])?;
             job_action(state, id, action)
         }
-        ("GET", ["routes"]) => Ok(Response::json(
-            &json!({ "routes": store::list(&state.pool)? }),
-        )),
         (_, ["routes"]) => {
-            allow(method, &["POST"])?;
-            add_route(state, req)
+            allow(method, &["GET", "POST"])?;
+            if method == "GET" {
+                Ok(Response::json(
+                    &json!({ "routes": store::list(&state.pool)? }),
+                ))
+            } else {
+                add_route(state, req)
+            }
         }
         (_, ["routes", id]) => {
             allow(method, &["DELETE"])?;

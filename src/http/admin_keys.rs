@@ -26,13 +26,14 @@ pub fn route(
             allow(method, &["POST"])?;
             rotate(state, req, name)
         }
-        ("GET", "keys", []) => {
-            let list = keys::list(&state.pool, &username(name)?)?;
-            Ok(Response::json(&json!({ "keys": list })))
-        }
         (_, "keys", []) => {
-            allow(method, &["POST"])?;
-            add_key(state, req, name)
+            allow(method, &["GET", "POST"])?;
+            if method == "GET" {
+                let list = keys::list(&state.pool, &username(name)?)?;
+                Ok(Response::json(&json!({ "keys": list })))
+            } else {
+                add_key(state, req, name)
+            }
         }
         (_, "keys", [id]) => {
             allow(method, &["DELETE"])?;
@@ -120,7 +121,13 @@ pub(super) fn rate_limit(body: &Map<String, Value>) -> Result<Option<RateLimit>,
             .ok_or_else(|| ApiError::InvalidRate(format!("{field} must be a whole number")))
     };
     match body.get("quota") {
-        None | Some(Value::Null) => Ok(None),
+        // Only an explicit `"quota": null` removes a limit: a body without
+        // `quota` (`{"window_secs": 60}`) is a mistake, not "no limit".
+        None => Err(ApiError::InvalidRate(
+            "quota is required: {\"quota\": N, \"window_secs\": W}, or {\"quota\": null} for none"
+                .into(),
+        )),
+        Some(Value::Null) => Ok(None),
         Some(_) => RateLimit::new(number("quota")?, number("window_secs")?)
             .map(Some)
             .map_err(|e| ApiError::InvalidRate(e.to_string())),

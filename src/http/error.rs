@@ -38,7 +38,11 @@ pub enum ApiError {
     /// The database failed; clients see `Unavailable`.
     Database(DbError),
     NotFound,
-    MethodNotAllowed,
+    /// `allow`: the `Allow` header, the methods the path does answer
+    /// (RFC 9110 §15.5.6 requires it on a 405).
+    MethodNotAllowed {
+        allow: String,
+    },
     HeadersTooLarge,
     InvalidIdempotencyKey(ParseError),
     TooManyFailures {
@@ -146,7 +150,7 @@ impl ApiError {
             | ApiError::Key(KeyError::UnknownUser(_))
             | ApiError::Key(KeyError::UnknownKey(_))
             | ApiError::UnknownJob(_) => 404,
-            ApiError::MethodNotAllowed => 405,
+            ApiError::MethodNotAllowed { .. } => 405,
             ApiError::User(UserError::Exists(_))
             | ApiError::Route(RouteError::Exists(_))
             | ApiError::IdempotencyInProgress => 409,
@@ -182,7 +186,7 @@ impl ApiError {
             ApiError::Key(KeyError::UnknownUser(_)) => "unknown_user",
             ApiError::InvalidRate(_) => "invalid_rate",
             ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ApiError::TooManyFailures { .. } => "too_many_failures",
@@ -240,7 +244,7 @@ impl ApiError {
             ApiError::Key(e) => e.to_string(),
             ApiError::InvalidRate(m) => m.clone(),
             ApiError::NotFound => "no such route".into(),
-            ApiError::MethodNotAllowed => "this method is not allowed on this route".into(),
+            ApiError::MethodNotAllowed { .. } => "this method is not allowed on this route".into(),
             ApiError::HeadersTooLarge => "the request headers exceed 16 KiB".into(),
             ApiError::TooManyFailures { .. } => {
                 "too many failed authentications from this address; retry later".into()
@@ -293,6 +297,9 @@ impl ApiError {
                     rate.decision.retry_after_secs.to_string(),
                 );
                 r = with_rate(r, Some(rate));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                r = r.with_additional_header("Allow", allow.clone())
             }
             ApiError::TooManyFailures { retry_after } => {
                 r = r.with_additional_header("Retry-After", retry_after.to_string());

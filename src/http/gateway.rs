@@ -28,7 +28,9 @@ pub fn serve(
         return Err(ApiError::NotFound);
     }
     if !route.methods.allows(req.method()) {
-        return Err(ApiError::MethodNotAllowed);
+        return Err(ApiError::MethodNotAllowed {
+            allow: route.methods.as_slice().join(", "),
+        });
     }
     let key = idempotency_key(req)?;
     let credentials = credentials(state, req, ctx)?;

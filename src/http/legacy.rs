@@ -106,7 +106,9 @@ mod tests {
     fn statuses_the_sample_never_had_keep_todays_answer() {
         for e in [
             ApiError::UnknownBank,
-            ApiError::MethodNotAllowed,
+            ApiError::MethodNotAllowed {
+                allow: "GET".into(),
+            },
             ApiError::Unavailable,
             ApiError::TooManyFailures { retry_after: 3 },
         ] {

@@ -7,6 +7,8 @@ mod api;
 mod error;
 mod gateway;
 mod legacy;
+#[cfg(test)]
+mod openapi_drift;
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -245,6 +247,14 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
             allow(method, &["GET", "POST"])?;
             admin::stop(state, req, ctx)
         }
+        ["openapi.json"] => {
+            ctx.route = "openapi";
+            allow(method, &["GET"])?;
+            Ok(Response::from_data(
+                "application/json",
+                crate::openapi::text(),
+            ))
+        }
         ["admin", "v1", rest @ ..] => {
             ctx.route = "admin";
             // A trailing slash is optional here too.
@@ -293,7 +303,9 @@ fn allow(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
     if allowed.contains(&method) {
         Ok(())
     } else {
-        Err(ApiError::MethodNotAllowed)
+        Err(ApiError::MethodNotAllowed {
+            allow: allowed.join(", "),
+        })
     }
 }
 

@@ -233,9 +233,11 @@ fn method_and_body_are_passed_on() {
 #[test]
 fn a_method_the_route_does_not_allow_is_405_uncharged_and_not_forwarded() {
     let w = world(10);
-    w.route("/ro", json!({ "methods": ["GET"] }));
+    w.route("/ro", json!({ "methods": ["GET", "PUT"] }));
     let r = w.call("POST", "/ro", &[], Some("{}"));
     assert_eq!((r.status, r.error().as_str()), (405, "method_not_allowed"));
+    // RFC 9110 §15.5.6: a 405 names the methods that are allowed.
+    assert_eq!(r.header("Allow"), Some("GET, PUT"));
     echoed(&w.get("/ro"));
     assert_eq!(w.credit(), 9);
     assert_eq!(w.upstream.seen().len(), 1);

@@ -28,6 +28,7 @@ mod lifecycle;
 mod lowcredit;
 mod mail;
 mod metrics;
+mod openapi;
 mod refill;
 mod routes;
 mod secrets;

@@ -191,6 +191,9 @@ fn a_user_without_a_limit_gets_no_headers_and_bad_rates_are_refused() {
     for body in [
         r#"{"quota": 0, "window_secs": 60}"#,
         r#"{"quota": 5}"#,
+        // See: make test-schema. Without `quota` this removed the limit.
+        r#"{"window_secs": 60}"#,
+        r#"{}"#,
         r#"{"quota": 5, "window_secs": 0}"#,
         r#"{"quota": "5", "window_secs": 60}"#,
     ] {
@@ -201,6 +204,12 @@ fn a_user_without_a_limit_gets_no_headers_and_bad_rates_are_refused() {
             "{body}"
         );
     }
+    let r = app.admin(
+        "POST",
+        "/admin/v1/users",
+        Some(r#"{"username": "bob", "rate_limit": {"window_secs": 60}}"#),
+    );
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_rate"));
     let cli = creditgate(&app.db.url, &["user", "limit", "alice", "--rate", "5/day"]);
     assert!(cli.failed().contains("N/s, N/min or N/h"), "{cli:?}");
 }

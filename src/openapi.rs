@@ -1,0 +1,921 @@
+//! The OpenAPI 3.1 document of every built-in route (`GET /openapi.json`):
+//! the user-facing ones and the admin API. Gateway routes are the
+//! operator's and are not in it; neither is the operator console.
+//!
+//! Built here, in ONE function with `json!`, rather than kept as a static
+//! JSON file: most of the document is the same few answers (401, 429, 431,
+//! 503 …) repeated per operation, and small helpers say each once, with the
+//! `error` codes each status can carry next to it. The text is rendered once
+//! and then served as is.
+//!
+//! Kept honest by two tests: `http::openapi_drift` walks every documented
+//! operation through the real router (and every router path that answers
+//! through the document), and `make test-schema` runs schemathesis against a
+//! running server with it.
+
+use std::sync::OnceLock;
+
+use serde_json::{json, Map, Value};
+
+/// The `error` codes a client can get (see `http::error::ApiError::code`).
+pub const ERROR_CODES: &[&str] = &[
+    "unauthorized",
+    "ambiguous_credentials",
+    "insufficient_credit",
+    "invalid_bank",
+    "unknown_bank",
+    "unavailable",
+    "rate_limited",
+    "too_many_keys",
+    "unknown_key",
+    "unknown_user",
+    "invalid_rate",
+    "not_found",
+    "method_not_allowed",
+    "headers_too_large",
+    "invalid_idempotency_key",
+    "too_many_failures",
+    "admin_disabled",
+    "user_exists",
+    "invalid_username",
+    "invalid_credit",
+    "invalid_body",
+    "unknown_job",
+    "invalid_route",
+    "route_exists",
+    "unknown_route",
+    "body_too_large",
+    "idempotency_in_progress",
+    "upstream_unavailable",
+    "upstream_timeout",
+    "internal",
+];
+
+/// The document as served: rendered once.
+pub fn text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| serde_json::to_string(&document()).expect("the document renders"))
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "creditgate",
+            "version": env!("CARGO_PKG_VERSION"),
+            "summary": "A credit-metered HTTP API service.",
+            "description": "Every caller is a user with a username, an API token and a credit \
+                balance. Paid requests are authenticated and charged atomically. Every error \
+                answer is `{\"error\": \"<code>\", \"message\": \"<text>\"}` with \
+                `Content-Type: application/json`. On every path, a method that is not \
+                documented answers 405 `method_not_allowed` (never charged), an unknown path \
+                404 `not_found`, and a header block over 16 KiB 431 `headers_too_large`. \
+                While the service is stopping, every request answers 503 `unavailable` with \
+                `Retry-After`. Gateway routes (an operator's `creditgate route add`) are not \
+                described here: their answers are the upstream's.",
+            "license": { "name": "see the repository" }
+        },
+        "servers": [ { "url": "/" } ],
+        "tags": [
+            { "name": "client", "description": "Routes for API users." },
+            { "name": "probes", "description": "Health, readiness, warm-up, metrics, this document." },
+            { "name": "admin", "description": "The operator's API, behind the admin token." }
+        ],
+        "paths": paths(),
+        "components": components(),
+    })
+}
+
+fn paths() -> Value {
+    merge(user_paths(), admin_paths())
+}
+
+fn user_paths() -> Value {
+    let user_security = json!([
+        { "bearerAuth": [] }, { "basicAuth": [] }, { "rawAuthorization": [] }, { "queryToken": [] }
+    ]);
+    json!({
+        "/api/v1.0/banks_data/{bank}/": {
+            "summary": "The paid bank lookup (the sample's resource).",
+            "description": "The trailing slash is optional: `/api/v1.0/banks_data/{bank}` is \
+                answered the same. HEAD, OPTIONS, POST and every other method answer 405 \
+                `method_not_allowed` and are never charged.",
+            "get": {
+                "operationId": "getBankData",
+                "tags": ["client"],
+                "summary": "Look a bank up; charged the bank's cost.",
+                "security": user_security,
+                "parameters": [
+                    { "$ref": "#/components/parameters/Bank" },
+                    { "$ref": "#/components/parameters/TokenQuery" },
+                    { "$ref": "#/components/parameters/IdempotencyKey" }
+                ],
+                "responses": responses([
+                    ("200", json!({
+                        "description": "Charged (or replayed without charge: `Idempotency-Replayed`).",
+                        "headers": {
+                            "X-Credit-Remaining": { "$ref": "#/components/headers/X-Credit-Remaining" },
+                            "Idempotency-Replayed": { "$ref": "#/components/headers/Idempotency-Replayed" },
+                            "RateLimit": { "$ref": "#/components/headers/RateLimit" },
+                            "RateLimit-Policy": { "$ref": "#/components/headers/RateLimit-Policy" }
+                        },
+                        "content": json_content(json!({ "$ref": "#/components/schemas/BankAnswer" }))
+                    })),
+                    ("201", json!({
+                        "description": "Only with `CREDITGATE_LEGACY_ANSWERS=on`: the Flask sample's \
+                            answers, `{\"Data\": <the 200 body>}` when charged, or `{\"Status\": …}` \
+                            instead of 402 and 401.",
+                        "headers": {
+                            "X-Credit-Remaining": { "$ref": "#/components/headers/X-Credit-Remaining" },
+                            "Idempotency-Replayed": { "$ref": "#/components/headers/Idempotency-Replayed" }
+                        },
+                        "content": json_content(json!({ "$ref": "#/components/schemas/LegacyAnswer" }))
+                    })),
+                    ("400", error("Malformed bank code, Idempotency-Key, or credentials sent in more than one place; nothing charged.",
+                        &["invalid_bank", "invalid_idempotency_key", "ambiguous_credentials"])),
+                    ("401", json!({ "$ref": "#/components/responses/Unauthorized" })),
+                    ("402", json!({
+                        "description": "Credit below the bank's cost; nothing charged.",
+                        "headers": {
+                            "X-Credit-Remaining": { "$ref": "#/components/headers/X-Credit-Remaining" },
+                            "Retry-After": { "$ref": "#/components/headers/Retry-After" },
+                            "RateLimit": { "$ref": "#/components/headers/RateLimit" },
+                            "RateLimit-Policy": { "$ref": "#/components/headers/RateLimit-Policy" },
+                            "Idempotency-Replayed": { "$ref": "#/components/headers/Idempotency-Replayed" }
+                        },
+                        "content": json_content(error_schema(&["insufficient_credit"]))
+                    })),
+                    ("404", json!({
+                        "description": "No bank with this code; nothing charged.",
+                        "headers": {
+                            "Idempotency-Replayed": { "$ref": "#/components/headers/Idempotency-Replayed" },
+                            "RateLimit": { "$ref": "#/components/headers/RateLimit" },
+                            "RateLimit-Policy": { "$ref": "#/components/headers/RateLimit-Policy" }
+                        },
+                        "content": json_content(error_schema(&["unknown_bank"]))
+                    })),
+                    ("429", json!({
+                        "description": "Over the user's rate limit (`rate_limited`, with the \
+                            RateLimit headers), or too many failed authentications from this \
+                            address (`too_many_failures`); nothing charged.",
+                        "headers": {
+                            "Retry-After": { "$ref": "#/components/headers/Retry-After" },
+                            "RateLimit": { "$ref": "#/components/headers/RateLimit" },
+                            "RateLimit-Policy": { "$ref": "#/components/headers/RateLimit-Policy" }
+                        },
+                        "content": json_content(error_schema(&["rate_limited", "too_many_failures"]))
+                    })),
+                    ("431", json!({ "$ref": "#/components/responses/HeadersTooLarge" })),
+                    ("503", json!({ "$ref": "#/components/responses/Unavailable" })),
+                ])
+            }
+        },
+        "/api/v1.0/credit": {
+            "get": {
+                "operationId": "getCredit",
+                "tags": ["client"],
+                "summary": "The caller's own balance; free.",
+                "security": user_security,
+                "parameters": [ { "$ref": "#/components/parameters/TokenQuery" } ],
+                "responses": responses([
+                    ("200", json!({
+                        "description": "The balance.",
+                        "content": json_content(json!({ "$ref": "#/components/schemas/Balance" }))
+                    })),
+                    ("400", error("Credentials sent in more than one place.", &["ambiguous_credentials"])),
+                    ("401", json!({ "$ref": "#/components/responses/Unauthorized" })),
+                    ("429", json!({ "$ref": "#/components/responses/TooManyFailures" })),
+                    ("431", json!({ "$ref": "#/components/responses/HeadersTooLarge" })),
+                    ("503", json!({ "$ref": "#/components/responses/Unavailable" })),
+                ])
+            }
+        },
+        "/health": {
+            "get": probe("getHealth", "Liveness: answers without the database.", json!({
+                "description": "Alive.",
+                "content": json_content(json!({ "$ref": "#/components/schemas/Status" }))
+            }))
+        },
+        "/ready": {
+            "get": probe("getReady", "Readiness: 200 when the database answers, else 503.", json!({
+                "description": "The database answers.",
+                "content": json_content(json!({ "$ref": "#/components/schemas/Status" }))
+            }))
+        },
+        "/_ah/warmup": {
+            "get": probe("getWarmup", "The sample's warm-up hook.", json!({
+                "description": "Empty body.",
+                "content": { "text/plain": { "schema": { "type": "string", "maxLength": 0 } } }
+            }))
+        },
+        "/metrics": {
+            "get": probe("getMetrics", "Prometheus metrics: requests by route and status, credits charged, DB errors, pool, jobs, upstreams.", json!({
+                "description": "Prometheus text exposition format 0.0.4.",
+                "content": { "text/plain": { "schema": { "type": "string" } } }
+            }))
+        },
+        "/openapi.json": {
+            "get": probe("getOpenApi", "This document.", json!({
+                "description": "The OpenAPI 3.1 document.",
+                "content": json_content(json!({ "type": "object" }))
+            }))
+        },
+    })
+}
+
+fn admin_paths() -> Value {
+    let admin = json!([{ "bearerAuth": [] }]);
+    json!({
+        "/stopServer": {
+            "description": "Stops the service gracefully (the sample's route, now admin only).",
+            "get": stop_operation("stopServerGet", &admin),
+            "post": stop_operation("stopServerPost", &admin)
+        },
+        "/admin/v1/users": {
+            "get": admin_op("listUsers", "Every user.", &admin, vec![], None, vec![
+                ("200", ok("The users.", json!({ "$ref": "#/components/schemas/UserList" }))),
+            ]),
+            "post": admin_op("createUser", "Create a user and its first key.", &admin, vec![],
+                Some(body(true, "#/components/schemas/NewUser")), vec![
+                ("201", ok("Created; `token` is shown this once.", json!({ "$ref": "#/components/schemas/UserCreated" }))),
+                ("400", error("A bad username, credit amount, rate limit or body.",
+                    &["invalid_username", "invalid_credit", "invalid_rate", "invalid_body"])),
+                ("409", error("A user with this username exists.", &["user_exists"])),
+            ])
+        },
+        "/admin/v1/users/{name}": {
+            "parameters": [ { "$ref": "#/components/parameters/Username" } ],
+            "get": admin_op("showUser", "One user.", &admin, vec![], None, vec![
+                ("200", ok("The user.", user())),
+                ("400", error("A malformed username.", &["invalid_username"])),
+                ("404", error("No such user.", &["unknown_user"])),
+            ])
+        },
+        "/admin/v1/users/{name}/credit": {
+            "parameters": [ { "$ref": "#/components/parameters/Username" } ],
+            "post": admin_op("changeCredit", "Add to or set the balance (a ledger row).", &admin, vec![],
+                Some(body(true, "#/components/schemas/CreditChange")), vec![
+                ("200", ok("The user after the change.", user())),
+                ("400", error("A bad amount (a result below 0 too), username or body.",
+                    &["invalid_credit", "invalid_username", "invalid_body"])),
+                ("404", error("No such user.", &["unknown_user"])),
+            ])
+        },
+        "/admin/v1/users/{name}/rotate": {
+            "parameters": [ { "$ref": "#/components/parameters/Username" } ],
+            "post": admin_op("rotateToken", "A new key; every other key expires after `grace_secs` (default 0: at once).", &admin, vec![],
+                Some(body(false, "#/components/schemas/Rotate")), vec![
+                ("200", ok("The new token, shown this once.", json!({ "$ref": "#/components/schemas/Rotated" }))),
+                ("400", error("A bad username or body.", &["invalid_username", "invalid_body", "too_many_keys"])),
+                ("404", error("No such user.", &["unknown_user"])),
+            ])
+        },
+        "/admin/v1/users/{name}/disable": {
+            "parameters": [ { "$ref": "#/components/parameters/Username" } ],
+            "post": admin_op("disableUser", "Disable a user: its credentials answer 401.", &admin, vec![], None, user_answers())
+        },
+        "/admin/v1/users/{name}/enable": {
+            "parameters": [ { "$ref": "#/components/parameters/Username" } ],
+            "post": admin_op("enableUser", "Enable a user again.", &admin, vec![], None, user_answers())
+        },
+        "/admin/v1/users/{name}/keys": {
+            "parameters": [ { "$ref": "#/components/parameters/Username" } ],
+            "get": admin_op("listKeys", "The user's working keys.", &admin, vec![], None, vec![
+                ("200", ok("The keys.", json!({ "$ref": "#/components/schemas/KeyList" }))),
+                ("400", error("A malformed username.", &["invalid_username"])),
+                ("404", error("No such user.", &["unknown_user"])),
+            ]),
+            "post": admin_op("createKey", "A new key for the user (at most 20 that work).", &admin, vec![],
+                Some(body(false, "#/components/schemas/NewKey")), vec![
+                ("201", ok("Created; `token` is shown this once.", json!({ "$ref": "#/components/schemas/KeyCreated" }))),
+                ("400", error("A bad username or body, or a 21st key.", &["invalid_username", "invalid_body", "too_many_keys"])),
+                ("404", error("No such user.", &["unknown_user"])),
+            ])
+        },
+        "/admin/v1/users/{name}/keys/{id}": {
+            "parameters": [
+                { "$ref": "#/components/parameters/Username" },
+                { "name": "id", "in": "path", "required": true, "description": "The key's id.",
+                  "schema": { "type": "integer", "minimum": 0 } }
+            ],
+            "delete": admin_op("revokeKey", "Revoke a key.", &admin, vec![], None, vec![
+                ("200", ok("The revoked key.", json!({ "$ref": "#/components/schemas/Key" }))),
+                ("400", error("A malformed username.", &["invalid_username"])),
+                ("404", error("No such user, or no such key of the user.", &["unknown_user", "unknown_key"])),
+            ])
+        },
+        "/admin/v1/users/{name}/limit": {
+            "parameters": [ { "$ref": "#/components/parameters/Username" } ],
+            "post": admin_op("setRateLimit", "Set (or with `{\"quota\": null}` remove) the user's rate limit.", &admin, vec![],
+                Some(body(true, "#/components/schemas/RateLimitChange")), vec![
+                ("200", ok("The user after the change.", user())),
+                ("400", error("A bad rate, username or body.", &["invalid_rate", "invalid_username", "invalid_body", "invalid_credit"])),
+                ("404", error("No such user.", &["unknown_user"])),
+            ])
+        },
+        "/admin/v1/users/{name}/notify": {
+            "parameters": [ { "$ref": "#/components/parameters/Username" } ],
+            "post": admin_op("setLowCredit", "Set (or with null remove) the low-credit notice threshold.", &admin, vec![],
+                Some(body(true, "#/components/schemas/NotifyChange")), vec![
+                ("200", ok("The user after the change.", user())),
+                ("400", error("A bad threshold, username or body.", &["invalid_credit", "invalid_username", "invalid_body"])),
+                ("404", error("No such user.", &["unknown_user"])),
+            ])
+        },
+        "/admin/v1/usage": {
+            "get": admin_op("usage", "Calls and credits per user, day and endpoint.", &admin, vec![
+                json!({ "name": "user", "in": "query", "required": false,
+                        "description": "Only this user; empty or absent: every user.",
+                        "schema": { "anyOf": [ { "$ref": "#/components/schemas/Username" }, { "const": "" } ] } }),
+                json!({ "name": "from", "in": "query", "required": false,
+                        "description": "First day, YYYY-MM-DD (UTC); empty or absent: no bound.",
+                        "schema": { "anyOf": [ { "type": "string", "format": "date" }, { "const": "" } ] } }),
+                json!({ "name": "to", "in": "query", "required": false,
+                        "description": "Last day, YYYY-MM-DD (UTC); empty or absent: no bound.",
+                        "schema": { "anyOf": [ { "type": "string", "format": "date" }, { "const": "" } ] } }),
+            ], None, vec![
+                ("200", ok("The rows.", json!({ "$ref": "#/components/schemas/UsageReport" }))),
+                ("400", error("A malformed user or day.", &["invalid_username", "invalid_body"])),
+            ])
+        },
+        "/admin/v1/jobs": {
+            "get": admin_op("listJobs", "The scheduled jobs.", &admin, vec![], None, vec![
+                ("200", ok("The jobs.", json!({ "$ref": "#/components/schemas/JobList" }))),
+            ])
+        },
+        "/admin/v1/jobs/{id}/pause": job_path("pauseJob", "Pause a job.", &admin),
+        "/admin/v1/jobs/{id}/resume": job_path("resumeJob", "Resume a paused job.", &admin),
+        "/admin/v1/jobs/{id}/run": job_path("runJob", "Run a job now (and wait for it).", &admin),
+        "/admin/v1/routes": {
+            "get": admin_op("listRoutes", "Every gateway route.", &admin, vec![], None, vec![
+                ("200", ok("The routes.", json!({ "$ref": "#/components/schemas/RouteList" }))),
+            ]),
+            "post": admin_op("createRoute", "Add a gateway route (effective everywhere within 5 s).", &admin, vec![],
+                Some(body(true, "#/components/schemas/NewRoute")), vec![
+                ("201", ok("The route.", json!({ "$ref": "#/components/schemas/Route" }))),
+                ("400", error("A bad field (named in the message) or body.", &["invalid_route", "invalid_body"])),
+                ("409", error("A route with this prefix exists.", &["route_exists"])),
+            ])
+        },
+        "/admin/v1/routes/{id}": {
+            "parameters": [
+                { "name": "id", "in": "path", "required": true, "description": "The route's id.",
+                  "schema": { "type": "integer", "minimum": 0 } }
+            ],
+            "delete": admin_op("deleteRoute", "Remove a gateway route.", &admin, vec![], None, vec![
+                ("200", ok("The removed route.", json!({ "$ref": "#/components/schemas/Route" }))),
+                ("404", error("No such route.", &["unknown_route"])),
+            ])
+        },
+    })
+}
+
+/// A `responses` object from (status, response) pairs, in order.
+fn responses<const N: usize>(items: [(&str, Value); N]) -> Value {
+    Value::Object(
+        items
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<Map<String, Value>>(),
+    )
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({ "application/json": { "schema": schema } })
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": json_content(schema) })
+}
+
+fn user() -> Value {
+    json!({ "$ref": "#/components/schemas/User" })
+}
+
+/// The `Error` body narrowed to the codes one answer can carry.
+fn error_schema(codes: &[&str]) -> Value {
+    json!({
+        "allOf": [
+            { "$ref": "#/components/schemas/Error" },
+            { "properties": { "error": { "enum": codes } } }
+        ]
+    })
+}
+
+fn error(description: &str, codes: &[&str]) -> Value {
+    json!({ "description": description, "content": json_content(error_schema(codes)) })
+}
+
+fn body(required: bool, schema: &str) -> Value {
+    json!({
+        "required": required,
+        "content": json_content(json!({ "$ref": schema }))
+    })
+}
+
+/// An unauthenticated probe: its one success, 431 and 503.
+fn probe(id: &str, summary: &str, success: Value) -> Value {
+    json!({
+        "operationId": id,
+        "tags": ["probes"],
+        "summary": summary,
+        "security": [],
+        "responses": responses([
+            ("200", success),
+            ("431", json!({ "$ref": "#/components/responses/HeadersTooLarge" })),
+            ("503", json!({ "$ref": "#/components/responses/Unavailable" })),
+        ])
+    })
+}
+
+fn stop_operation(id: &str, admin: &Value) -> Value {
+    json!({
+        "operationId": id,
+        "tags": ["admin"],
+        "summary": "Stop the service (admin token); in-flight requests finish first.",
+        "security": admin,
+        "responses": responses([
+            ("202", ok("Stopping.", json!({ "$ref": "#/components/schemas/Stopping" }))),
+            ("401", json!({ "$ref": "#/components/responses/Unauthorized" })),
+            ("403", json!({ "$ref": "#/components/responses/AdminDisabled" })),
+            ("429", json!({ "$ref": "#/components/responses/TooManyFailures" })),
+            ("431", json!({ "$ref": "#/components/responses/HeadersTooLarge" })),
+            ("503", json!({ "$ref": "#/components/responses/Unavailable" })),
+        ])
+    })
+}
+
+/// An admin operation: its own answers plus those every admin route shares.
+fn admin_op(
+    id: &str,
+    summary: &str,
+    admin: &Value,
+    parameters: Vec<Value>,
+    request_body: Option<Value>,
+    own: Vec<(&str, Value)>,
+) -> Value {
+    let mut answers: Map<String, Value> = own.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    for (status, name) in [
+        ("401", "Unauthorized"),
+        ("403", "AdminDisabled"),
+        ("429", "TooManyFailures"),
+        ("431", "HeadersTooLarge"),
+        ("503", "Unavailable"),
+    ] {
+        answers.insert(
+            status.into(),
+            json!({ "$ref": format!("#/components/responses/{name}") }),
+        );
+    }
+    let mut op = json!({
+        "operationId": id,
+        "tags": ["admin"],
+        "summary": summary,
+        "security": admin,
+        "responses": answers,
+    });
+    if !parameters.is_empty() {
+        op["parameters"] = Value::Array(parameters);
+    }
+    if let Some(b) = request_body {
+        op["requestBody"] = b;
+    }
+    op
+}
+
+fn user_answers() -> Vec<(&'static str, Value)> {
+    vec![
+        ("200", ok("The user after the change.", user())),
+        ("400", error("A malformed username.", &["invalid_username"])),
+        ("404", error("No such user.", &["unknown_user"])),
+    ]
+}
+
+fn job_path(id: &str, summary: &str, admin: &Value) -> Value {
+    json!({
+        "parameters": [
+            { "name": "id", "in": "path", "required": true,
+              "description": "The job's id (`heartbeat`, `monthly-refill`, …; see `GET /admin/v1/jobs`).",
+              "schema": { "type": "string" } }
+        ],
+        "post": admin_op(id, summary, admin, vec![], None, vec![
+            ("200", ok("The job.", json!({ "$ref": "#/components/schemas/Job" }))),
+            ("404", error("No such job.", &["unknown_job"])),
+        ])
+    })
+}
+
+fn components() -> Value {
+    json!({
+        "securitySchemes": security_schemes(),
+        "parameters": parameters(),
+        "headers": headers(),
+        "responses": shared_responses(),
+        "schemas": merge(schemas_shared(), schemas_admin()),
+    })
+}
+
+fn security_schemes() -> Value {
+    json!({
+            "bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "User routes: `Authorization: Bearer <username>:<token>`. \
+                    Admin routes and `/stopServer`: `Authorization: Bearer <CREDITGATE_ADMIN_TOKEN>`."
+            },
+            "basicAuth": {
+                "type": "http", "scheme": "basic",
+                "description": "`Authorization: Basic base64(<username>:<token>)` (so `curl -u` works); user routes only."
+            },
+            "rawAuthorization": {
+                "type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "The Flask sample's raw form `Authorization: <username>:<token>`; user routes only."
+            },
+            "queryToken": {
+                "type": "apiKey", "in": "query", "name": "token",
+                "description": "The sample's `?token=<username>:<token>`; user routes only, off with \
+                    `CREDITGATE_QUERY_TOKEN=off`. Credentials in more than one place answer 400 \
+                    `ambiguous_credentials`."
+            }
+    })
+}
+
+fn parameters() -> Value {
+    json!({
+            "Bank": {
+                "name": "bank", "in": "path", "required": true,
+                "description": "A bank code: 1–16 of `[A-Za-z0-9]`, case-insensitive. A malformed one is 400 `invalid_bank`.",
+                "schema": { "type": "string", "pattern": "^[A-Za-z0-9]{1,16}$" },
+                // Sample rows every install has (sql/0005_seed_banks.sql).
+                "examples": {
+                    "paid": { "value": "BOFA", "summary": "A sample bank, cost 1." },
+                    "free": { "value": "FREE", "summary": "A sample bank, cost 0." }
+                }
+            },
+            "TokenQuery": {
+                "name": "token", "in": "query", "required": false,
+                "description": "`<username>:<token>`, the sample's form (see the `queryToken` scheme).",
+                "schema": { "type": "string" }
+            },
+            "IdempotencyKey": {
+                "name": "Idempotency-Key", "in": "header", "required": false,
+                "description": "1–128 visible ASCII characters. The same user sending the same key \
+                    within 24 h gets the first answer replayed (`Idempotency-Replayed: true`), \
+                    not charged again. Empty, too long or sent twice: 400 `invalid_idempotency_key`.",
+                "schema": { "type": "string", "pattern": "^[!-~]{1,128}$" }
+            },
+            "Username": {
+                "name": "name", "in": "path", "required": true,
+                "description": "A username; a malformed one is 400 `invalid_username`.",
+                "schema": { "$ref": "#/components/schemas/Username" }
+            }
+    })
+}
+
+fn headers() -> Value {
+    json!({
+            "X-Credit-Remaining": {
+                "description": "The caller's credit after this request.",
+                "schema": { "type": "integer" }
+            },
+            "Retry-After": {
+                "description": "Whole seconds to wait before retrying (402: to the next refill).",
+                "schema": { "type": "integer", "minimum": 0 }
+            },
+            "WWW-Authenticate": {
+                "description": "Always `Bearer realm=\"creditgate\"`.",
+                "schema": { "type": "string", "const": "Bearer realm=\"creditgate\"" }
+            },
+            "Idempotency-Replayed": {
+                "description": "`true` when this is the replayed answer of an earlier request with the same Idempotency-Key.",
+                "schema": { "type": "string", "const": "true" }
+            },
+            "RateLimit": {
+                "description": "A limited user's state: `\"user\";r=<requests left now>;t=<seconds until r is back to the quota>` \
+                    (draft-ietf-httpapi-ratelimit-headers).",
+                "schema": { "type": "string" }
+            },
+            "RateLimit-Policy": {
+                "description": "A limited user's policy: `\"user\";q=<quota>;w=<window seconds>`.",
+                "schema": { "type": "string" }
+            }
+    })
+}
+
+fn shared_responses() -> Value {
+    json!({
+            "Unauthorized": {
+                "description": "No, malformed or wrong credentials (unknown user, wrong, revoked or expired key, disabled user: one body).",
+                "headers": { "WWW-Authenticate": { "$ref": "#/components/headers/WWW-Authenticate" } },
+                "content": json_content(error_schema(&["unauthorized"]))
+            },
+            "AdminDisabled": {
+                "description": "`CREDITGATE_ADMIN_TOKEN` is not set: the admin API is off.",
+                "content": json_content(error_schema(&["admin_disabled"]))
+            },
+            "TooManyFailures": {
+                "description": "Too many failed authentications from this address this minute.",
+                "headers": { "Retry-After": { "$ref": "#/components/headers/Retry-After" } },
+                "content": json_content(error_schema(&["too_many_failures"]))
+            },
+            "HeadersTooLarge": {
+                "description": "The request's header block is over 16 KiB.",
+                "content": json_content(error_schema(&["headers_too_large"]))
+            },
+            "Unavailable": {
+                "description": "The database is unavailable, or the service is stopping; nothing charged.",
+                "headers": { "Retry-After": { "$ref": "#/components/headers/Retry-After" } },
+                "content": json_content(error_schema(&["unavailable"]))
+            }
+    })
+}
+
+/// The schemas of the user-facing routes and of errors.
+fn schemas_shared() -> Value {
+    json!({
+            "Error": {
+                "type": "object",
+                "required": ["error", "message"],
+                "additionalProperties": false,
+                "properties": {
+                    "error": { "type": "string", "enum": ERROR_CODES },
+                    "message": { "type": "string" }
+                }
+            },
+            "Username": {
+                "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$",
+                "description": "1–64 of `[A-Za-z0-9._-]`, case-sensitive."
+            },
+            "Status": {
+                "type": "object", "required": ["status"],
+                "properties": { "status": { "const": "ok" } }
+            },
+            "BankAnswer": {
+                "type": "object",
+                "required": ["bank", "name", "country", "bic", "data", "credit_remaining"],
+                "properties": {
+                    "bank": { "type": "string" },
+                    "name": { "type": "string" },
+                    "country": { "type": ["string", "null"] },
+                    "bic": { "type": ["string", "null"] },
+                    "data": { "description": "The bank's data, any JSON." },
+                    "credit_remaining": { "type": "integer", "minimum": 0 }
+                }
+            },
+            "LegacyAnswer": {
+                "oneOf": [
+                    { "type": "object", "required": ["Data"], "additionalProperties": false,
+                      "properties": { "Data": { "$ref": "#/components/schemas/BankAnswer" } } },
+                    { "type": "object", "required": ["Status"], "additionalProperties": false,
+                      "properties": { "Status": { "enum": ["No enough credit for this account", "Access Not Authorized"] } } }
+                ]
+            },
+            "Balance": {
+                "type": "object",
+                "required": ["username", "credit", "monthly_credit", "next_refill"],
+                "properties": {
+                    "username": { "type": "string" },
+                    "credit": { "type": "integer", "minimum": 0 },
+                    "monthly_credit": { "type": ["integer", "null"], "minimum": 0 },
+                    "next_refill": { "type": ["string", "null"], "description": "RFC 3339 UTC; null without monthly_credit." }
+                }
+            },
+            "Stopping": {
+                "type": "object", "required": ["success", "message"],
+                "properties": { "success": { "const": true }, "message": { "type": "string" } }
+            },
+            "RateLimit": {
+                "type": "object", "required": ["quota", "window_secs"], "additionalProperties": false,
+                "properties": {
+                    "quota": { "type": "integer", "minimum": 1, "maximum": 1_000_000 },
+                    "window_secs": { "type": "integer", "minimum": 1, "maximum": 86_400 }
+                }
+            },
+    })
+}
+
+/// The schemas of the admin API.
+fn schemas_admin() -> Value {
+    let nullable_int = |description: &str, minimum: i64| json!({ "type": ["integer", "null"], "minimum": minimum, "maximum": i64::MAX, "description": description });
+    json!({
+            "User": {
+                "type": "object",
+                "required": ["username", "token_prefix", "credit", "monthly_credit", "refill_day",
+                             "credit_period", "email", "disabled", "created_at", "rate_limit", "low_credit"],
+                "properties": {
+                    "username": { "$ref": "#/components/schemas/Username" },
+                    "token_prefix": { "type": "string" },
+                    "credit": { "type": "integer", "minimum": 0 },
+                    "monthly_credit": { "type": ["integer", "null"], "minimum": 0 },
+                    "refill_day": { "type": "integer", "minimum": 1, "maximum": 31 },
+                    "credit_period": { "type": ["string", "null"], "description": "YYYY-MM of the last refill." },
+                    "email": { "type": ["string", "null"] },
+                    "disabled": { "type": "boolean" },
+                    "created_at": { "type": "string", "description": "RFC 3339 UTC." },
+                    "rate_limit": { "oneOf": [ { "type": "null" }, { "$ref": "#/components/schemas/RateLimit" } ] },
+                    "low_credit": { "type": ["integer", "null"], "minimum": 0 }
+                }
+            },
+            "UserCreated": {
+                "allOf": [
+                    { "$ref": "#/components/schemas/User" },
+                    { "type": "object", "required": ["token"], "properties": { "token": { "type": "string" } } }
+                ]
+            },
+            "UserList": {
+                "type": "object", "required": ["users"],
+                "properties": { "users": { "type": "array", "items": { "$ref": "#/components/schemas/User" } } }
+            },
+            "NewUser": {
+                "type": "object", "required": ["username"], "additionalProperties": false,
+                "properties": {
+                    "username": { "$ref": "#/components/schemas/Username" },
+                    "credit": { "type": "integer", "minimum": 0, "maximum": i64::MAX,
+                                "description": "Starting balance; default monthly_credit, else 0." },
+                    "monthly_credit": nullable_int("Monthly allowance; null = no refill.", 0),
+                    "refill_day": { "type": ["integer", "null"], "minimum": 1, "maximum": 31 },
+                    "email": { "type": ["string", "null"], "maxLength": 254, "pattern": "^[^@].*@.*[^@]$",
+                           "description": "An address with `@` inside, without blanks, control characters or commas." },
+                    "token": { "type": ["string", "null"], "minLength": 1, "maxLength": 512,
+                               "description": "Import an existing token (migrating the sample's users)." },
+                    "rate_limit": { "oneOf": [ { "type": "null" }, { "$ref": "#/components/schemas/RateLimitChange" } ],
+                                    "description": "null or {\"quota\": null}: no limit." },
+                    "low_credit": nullable_int("Low-credit notice threshold; null = none.", 0)
+                }
+            },
+            "CreditChange": {
+                "oneOf": [
+                    { "type": "object", "required": ["add"], "additionalProperties": false,
+                      "properties": { "add": { "type": "integer", "minimum": i64::MIN, "maximum": i64::MAX,
+                                              "description": "May be negative; the result must not be." } } },
+                    { "type": "object", "required": ["set"], "additionalProperties": false,
+                      "properties": { "set": { "type": "integer", "minimum": 0, "maximum": i64::MAX } } }
+                ]
+            },
+            "Rotate": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "grace_secs": { "type": ["integer", "null"], "minimum": 0, "maximum": 316_224_000,
+                                    "description": "Seconds the other keys keep working; default 0." }
+                }
+            },
+            "Rotated": {
+                "type": "object", "required": ["username", "token"],
+                "properties": { "username": { "type": "string" }, "token": { "type": "string" } }
+            },
+            "Key": {
+                "type": "object",
+                "required": ["id", "label", "prefix", "created_at", "expires_at", "last_used_at"],
+                "properties": {
+                    "id": { "type": "integer", "minimum": 0 },
+                    "label": { "type": ["string", "null"] },
+                    "prefix": { "type": "string" },
+                    "created_at": { "type": "string" },
+                    "expires_at": { "type": ["string", "null"] },
+                    "last_used_at": { "type": ["string", "null"], "description": "Exact to a minute." }
+                }
+            },
+            "KeyCreated": {
+                "allOf": [
+                    { "$ref": "#/components/schemas/Key" },
+                    { "type": "object", "required": ["token"], "properties": { "token": { "type": "string" } } }
+                ]
+            },
+            "KeyList": {
+                "type": "object", "required": ["keys"],
+                "properties": { "keys": { "type": "array", "items": { "$ref": "#/components/schemas/Key" } } }
+            },
+            "NewKey": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "label": { "type": ["string", "null"], "maxLength": 64 },
+                    "expires_at": { "type": ["string", "null"], "format": "date-time", "description": "RFC 3339." }
+                }
+            },
+            "RateLimitChange": {
+                "oneOf": [
+                    { "$ref": "#/components/schemas/RateLimit" },
+                    { "type": "object", "required": ["quota"], "additionalProperties": false,
+                      "properties": { "quota": { "type": "null" },
+                                      "window_secs": { "description": "Ignored when quota is null, whatever it holds." } } }
+                ]
+            },
+            "NotifyChange": {
+                "type": "object", "required": ["low_credit"], "additionalProperties": false,
+                "properties": { "low_credit": { "type": ["integer", "null"], "minimum": 0, "maximum": i64::MAX } }
+            },
+            "UsageReport": {
+                "type": "object", "required": ["rows"],
+                "properties": { "rows": { "type": "array", "items": {
+                    "type": "object", "required": ["username", "day", "endpoint", "calls", "credits"],
+                    "properties": {
+                        "username": { "type": "string" },
+                        "day": { "type": "string", "description": "YYYY-MM-DD" },
+                        "endpoint": { "type": "string" },
+                        "calls": { "type": "integer", "minimum": 0 },
+                        "credits": { "type": "integer", "minimum": 0 }
+                    }
+                } } }
+            },
+            "Job": {
+                "type": "object",
+                "required": ["id", "schedule", "paused", "last_run", "last_result", "next_run"],
+                "properties": {
+                    "id": { "type": "string" },
+                    "schedule": { "type": "string" },
+                    "paused": { "type": "boolean" },
+                    "last_run": { "type": ["string", "null"] },
+                    "last_result": { "type": ["string", "null"] },
+                    "next_run": { "type": ["string", "null"] }
+                }
+            },
+            "JobList": {
+                "type": "object", "required": ["jobs"],
+                "properties": { "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } } }
+            },
+            "Route": {
+                "type": "object",
+                "required": ["id", "prefix", "upstream", "cost", "methods", "charge_on", "timeout_ms", "strip_prefix", "created_at"],
+                "properties": {
+                    "id": { "type": "integer", "minimum": 0 },
+                    "prefix": { "type": "string" },
+                    "upstream": { "type": "string" },
+                    "cost": { "type": "integer", "minimum": 0 },
+                    "methods": { "type": "array", "items": { "type": "string" } },
+                    "charge_on": { "enum": ["2xx", "non-5xx", "always"] },
+                    "timeout_ms": { "type": "integer", "minimum": 1, "maximum": 600_000 },
+                    "strip_prefix": { "type": "boolean" },
+                    "created_at": { "type": "string" }
+                }
+            },
+            "RouteList": {
+                "type": "object", "required": ["routes"],
+                "properties": { "routes": { "type": "array", "items": { "$ref": "#/components/schemas/Route" } } }
+            },
+            "NewRoute": {
+                "type": "object", "required": ["prefix", "upstream"], "additionalProperties": false,
+                "properties": {
+                    "prefix": { "type": "string", "pattern": "^/[A-Za-z0-9._~/-]{1,127}$",
+                                "description": "No `//`, no trailing `/`, not a built-in path." },
+                    "upstream": { "type": "string", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
+                                  "description": "`http://host[:port][/base]` or `https://…`, without user, query or fragment." },
+                    "cost": { "type": ["integer", "null"], "minimum": 0, "description": "Default 1." },
+                    "methods": { "type": ["array", "null"], "items": { "type": "string" }, "description": "Empty = any." },
+                    "charge_on": { "oneOf": [ { "type": "null" }, { "enum": ["2xx", "non-5xx", "always"] } ] },
+                    "timeout_ms": { "type": ["integer", "null"], "minimum": 1, "maximum": 600_000 },
+                    "strip_prefix": { "type": ["boolean", "null"] }
+                }
+            }
+    })
+}
+
+/// The union of two JSON objects.
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reference_resolves() {
+        fn walk(v: &Value, doc: &Value) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        let pointer = r.strip_prefix('#').expect("local refs only");
+                        assert!(doc.pointer(pointer).is_some(), "dangling {r}");
+                    }
+                    m.values().for_each(|x| walk(x, doc));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, doc)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        walk(&doc, &doc);
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = document();
+        let mut seen = std::collections::HashSet::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                    assert!(seen.insert(id.to_string()), "operationId {id} twice");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_json() {
+        let doc: Value = serde_json::from_str(text()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+    }
+}
