@@ -582,18 +582,11 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
         let name = format!("u{}", users.pick(&mut rng));
         let mut tx = conn.start_transaction(mysql::TxOpts::default()).unwrap();
         // The same columns creditgate reads, taken as a raw row.
-        // The same query creditgate's charge runs (account::lock): the user's
-        // row, the key joined by the token's hash, the database's clock.
+        // The very query creditgate's charge runs (account::lock): the
+        // user's row, the key joined by the token's hash, the database's clock.
         let row: Option<mysql::Row> = tx
             .exec_first(
-                "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
-                 u.disabled, u.email, u.rate_quota, u.rate_window_secs, u.rate_tat, u.low_credit, \
-                 u.low_credit_notified, k.id, k.token_hash, \
-                 (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > NOW(3))), \
-                 (k.last_used_at IS NULL OR k.last_used_at < NOW(3) - INTERVAL 1 MINUTE), \
-                 CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) \
-                 FROM users u LEFT JOIN api_keys k ON k.user_id = u.id AND k.token_hash = ? \
-                 WHERE u.username = ? FOR UPDATE",
+                format!("{} FOR UPDATE", creditgate::account::ACCOUNT_QUERY),
                 (&hash, &name),
             )
             .unwrap();

@@ -80,7 +80,7 @@ pub struct Account {
 
 /// The user's row and, joined by the token's hash, at most one key; the
 /// database's clock with it.
-const ACCOUNT_QUERY: &str =
+pub const ACCOUNT_QUERY: &str =
     "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
      u.disabled, u.email, u.rate_quota, u.rate_window_secs, u.rate_tat, u.low_credit, \
      u.low_credit_notified, k.id, k.token_hash, \
@@ -259,17 +259,31 @@ impl Account {
 }
 
 /// The one write of a coalesced batch: `taken` credits off, the limiter's
-/// and the notice's state as the batch left them. Guarded like `debit`.
+/// and the notice's state as the batch left them. The same write as `debit`.
 pub fn write_batch(
     tx: &mut mysql::Transaction<'_>,
     user_id: u64,
     taken: i64,
     end: Running,
 ) -> Result<(), DbError> {
+    take(tx, user_id, taken, end.rate_tat, end.low_credit_notified)
+}
+
+/// Takes `cost` off the locked row with the limiter's new state and the
+/// notice's flag. Relative and guarded: under the row lock it always
+/// applies; if it does not, the row changed under us (a multi-writer
+/// cluster), and the transaction is retried from the start.
+fn take(
+    tx: &mut mysql::Transaction<'_>,
+    user_id: u64,
+    cost: i64,
+    tat: Option<i64>,
+    notified: bool,
+) -> Result<(), DbError> {
     tx.exec_drop(
         "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
          low_credit_notified = low_credit_notified OR ? WHERE id = ? AND credit >= ?",
-        (taken, end.rate_tat, end.low_credit_notified, user_id, taken),
+        (cost, tat, notified, user_id, cost),
     )?;
     if tx.affected_rows() != 1 {
         return Err(DbError::Conflict(mysql::Error::MySqlError(
@@ -324,24 +338,7 @@ pub fn debit(
     let credit_remaining = account.credit - cost;
     let low_credit = crossed_low_credit(account, credit_remaining);
     if cost > 0 || tat.is_some() {
-        // Relative and guarded: under the row lock it always applies; if it
-        // does not, the row changed under us (a multi-writer cluster), and
-        // the transaction is retried from the start.
-        tx.exec_drop(
-            "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
-             low_credit_notified = low_credit_notified OR ? \
-             WHERE id = ? AND credit >= ?",
-            (cost, tat, low_credit.is_some(), account.id, cost),
-        )?;
-        if tx.affected_rows() != 1 {
-            return Err(DbError::Conflict(mysql::Error::MySqlError(
-                mysql::MySqlError {
-                    state: "40001".into(),
-                    code: 1213,
-                    message: "the credit changed under the row lock".into(),
-                },
-            )));
-        }
+        take(tx, account.id, cost, tat, low_credit.is_some())?;
     }
     usage::record(tx, account.id, now.date_naive(), endpoint, cost)?;
     Ok(Debit::Done {

@@ -167,10 +167,21 @@ pub(crate) fn remembered(
     user_id: u64,
     key: &IdempotencyKey,
 ) -> Result<Option<Answer>, DbError> {
+    stored_outcome(tx, user_id, key.as_str())
+}
+
+/// The outcome stored under `idem_key` in the last 24 h, if it reads as a
+/// `T`: the bank route's `Answer`, or a gateway route's key state (another
+/// shape counts as none).
+pub(crate) fn stored_outcome<T: serde::de::DeserializeOwned>(
+    tx: &mut impl Queryable,
+    user_id: u64,
+    idem_key: &str,
+) -> Result<Option<T>, DbError> {
     let stored: Option<String> = tx.exec_first(
         "SELECT outcome FROM idempotency_keys \
          WHERE user_id = ? AND idem_key = ? AND created_at > NOW(3) - INTERVAL 1 DAY",
-        (user_id, key.as_str()),
+        (user_id, idem_key),
     )?;
     Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
 }

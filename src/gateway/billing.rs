@@ -153,7 +153,7 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     let scoped_key = req.idempotency_key.map(|k| scoped(req.endpoint, k));
     let check = match &scoped_key {
         Some(key) => check_key(
-            key_state(&mut tx, account.id, key)?,
+            crate::credit::stored_outcome(&mut tx, account.id, key)?,
             req.fingerprint,
             req.now.timestamp(),
         ),
@@ -289,19 +289,6 @@ fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError
     }
     tx.commit().map_err(db::commit_failed)?;
     Ok(credit)
-}
-
-fn key_state(
-    tx: &mut impl Queryable,
-    user_id: u64,
-    key: &str,
-) -> Result<Option<KeyState>, DbError> {
-    let stored: Option<String> = tx.exec_first(
-        "SELECT outcome FROM idempotency_keys \
-         WHERE user_id = ? AND idem_key = ? AND created_at > NOW(3) - INTERVAL 1 DAY",
-        (user_id, key),
-    )?;
-    Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
 /// A new keyed request: REPLACE takes over an expired row, or one of

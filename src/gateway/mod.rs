@@ -315,7 +315,7 @@ fn fingerprint(req: &Incoming<'_>) -> String {
         h.update(b"\n");
     }
     h.update(req.body.as_deref().unwrap_or_default());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::token::hex(&h.finalize())
 }
 
 /// The request as the upstream gets it (SPEC, gateway rule 5).
