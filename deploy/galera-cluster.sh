@@ -224,7 +224,7 @@ init_cluster() {
 # ---- HAProxy ----------------------------------------------------------------
 
 write_haproxy_cfg() {
-    local n
+    local n role
     {
         cat <<EOF
 # Written by deploy/galera-cluster.sh; single writer in front of the Galera nodes.
@@ -232,6 +232,10 @@ global
     log stdout format raw local0 info
     maxconn 4000
     stats socket $dir/haproxy/stats.sock mode 600 level admin
+    # The health check is a script (deploy/galera-check.sh): HAProxy 2.x
+    # runs external checks only when told both of these.
+    external-check
+    insecure-fork-wanted
 
 defaults
     log global
@@ -245,21 +249,23 @@ defaults
 listen galera
     bind 127.0.0.1:$haproxy_port
     mode tcp
-    # balance first: every new connection goes to the first server that is up,
-    # so all clients write through one node.
+    # One writer: n1 is the only active server, n2 and n3 are backups, and
+    # HAProxy sends every connection to n1 while it is up, else to the first
+    # backup that is up (never to both: no allbackups).
     balance first
-    # Logs in as haproxy (no password, no privileges) and quits.
-    option mysql-check user haproxy post-41
-    # Once a node has been chosen, keep it even when an earlier one comes back
-    # (otherwise n1 rejoining would pull new connections away from n2 while old
-    # ones still write to n2: two writers). One entry for everyone: key = dst.
-    stick-table type ip size 1
-    stick on dst
-    # A node marked down gets its sessions cut, so clients move together.
-    default-server on-marked-down shutdown-sessions
+    # Up only while Synced: a node that is joining, or a blocked donor, is down.
+    option external-check
+    external-check path "/usr/bin:/bin:/usr/sbin:/sbin"
+    external-check command $root_dir/deploy/galera-check.sh
+    # A node marked down gets its sessions cut, so clients move together;
+    # when n1 is back (Synced), the backup's sessions are cut too, so that
+    # nobody stays on the backup while new connections go to n1.
+    default-server on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions
 EOF
         for n in "${nodes[@]}"; do
-            echo "    server $n 127.0.0.1:$(sql_port "$n") check inter 500 fall 2 rise 2"
+            role=""
+            [ "$n" = n1 ] || role=" backup"
+            echo "    server $n 127.0.0.1:$(sql_port "$n") check inter 500 fall 2 rise 2$role"
         done
         cat <<EOF
 
@@ -273,6 +279,14 @@ listen stats
 EOF
     } >"$dir/haproxy/haproxy.cfg"
 }
+
+# HAProxy's status of NODE (UP, DOWN, "UP 1/2", ...) from the stats page's CSV.
+haproxy_status() {
+    local csv
+    { csv=$(exec 3<>"/dev/tcp/127.0.0.1/$stats_port" && printf 'GET /;csv HTTP/1.0\r\n\r\n' >&3 && cat <&3); } 2>/dev/null || return 1
+    echo "$csv" | awk -F, -v n="$1" '$1 == "galera" && $2 == n { print $18 }'
+}
+haproxy_up() { [ "$(haproxy_status "$1" || true)" = UP ]; }
 
 start_haproxy() {
     mkdir -p "$dir/haproxy"
@@ -323,6 +337,10 @@ cmd_start() {
     for n in "${nodes[@]}"; do
         wait_for "$n to be Synced in a cluster of 3" "$deadline" node_synced "$n" \
             || die "$n is $(node_state "$n" || echo 'not answering'); see $dir/$n/error.log"
+    done
+    for n in "${nodes[@]}"; do
+        wait_for "HAProxy to mark $n up" "$deadline" haproxy_up "$n" \
+            || die "HAProxy has $n $(haproxy_status "$n" || echo 'unknown'); see $dir/haproxy/haproxy.log"
     done
     wait_for "HAProxy to answer" "$deadline" haproxy_answers || die "HAProxy does not answer; see $dir/haproxy/haproxy.log"
     say "cluster up in $(($(date +%s) - t0)) s: 3 nodes Synced, HAProxy writes through $(writer)"
@@ -379,7 +397,13 @@ cmd_restart() {
     fi
     wait_for "$1 to be Synced in a cluster of 3" "$deadline" node_synced "$1" \
         || die "$1 is $(node_state "$1" || echo 'not answering'); see $dir/$1/error.log"
-    say "$1 is Synced"
+    # Only once HAProxy has seen it is the cluster as it was: for n1, that is
+    # when the writer moves back to it.
+    if haproxy_pid >/dev/null; then
+        wait_for "HAProxy to mark $1 up" "$deadline" haproxy_up "$1" \
+            || die "HAProxy has $1 $(haproxy_status "$1" || echo 'unknown'); see $dir/haproxy/haproxy.log"
+    fi
+    say "$1 is Synced and up in HAProxy"
 }
 
 cmd_status() {

@@ -294,7 +294,7 @@ impl Heartbeat {
             Some(cluster::Change::MultiWriter(n)) => {
                 log::error!(
                     "live instances write through {n} Galera nodes: multi-writer is not exact; \
-                     send every instance to one node (HAProxy balance first)"
+                     send every instance to one node (HAProxy: one server, the others backup)"
                 );
                 if beat.mails {
                     self.mailer.send(
@@ -302,7 +302,8 @@ impl Heartbeat {
                         &format!(
                             "Live creditgate instances write through {n} Galera nodes. Galera \
                              loses updates on a hot row written from several nodes: send every \
-                             instance to one node (HAProxy balance first)."
+                             instance to one node (HAProxy with one active server and the \
+                             others as backups; see the README, \"HAProxy in front of Galera\")."
                         ),
                     );
                 }

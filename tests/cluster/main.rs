@@ -56,8 +56,13 @@ fn cluster(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A fresh database on the cluster, reached through HAProxy.
+/// A fresh database on the cluster, reached through HAProxy. Also turns on
+/// the servers' warnings, captured per test: a failing test shows why its
+/// requests got 503.
 fn cluster_db() -> TestDb {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .is_test(true)
+        .try_init();
     TestDb::on(&haproxy(), NO_SOCKET)
 }
 
