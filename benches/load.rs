@@ -580,38 +580,25 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
     let hash = creditgate::token::hash(TOKEN);
     Box::new(move || {
         let name = format!("u{}", users.pick(&mut rng));
+        // In creditgate's order (credit::charge_once): the bank before the
+        // transaction, then the locked transaction.
+        let bank: Option<mysql::Row> = conn.exec_first(creditgate::banks::FIND, ("BOFA",)).unwrap();
+        let cost: i64 = bank.expect("bank").get(4).unwrap();
         let mut tx = conn.start_transaction(mysql::TxOpts::default()).unwrap();
-        // The same columns creditgate reads, taken as a raw row.
         // The very query creditgate's charge runs (account::lock): the
         // user's row, the key joined by the token's hash, the database's clock.
         let row: Option<mysql::Row> = tx
-            .exec_first(
-                format!("{} FOR UPDATE", creditgate::account::ACCOUNT_QUERY),
-                (&hash, &name),
-            )
+            .exec_first(creditgate::account::ACCOUNT_FOR_UPDATE, (&hash, &name))
             .unwrap();
         let row = row.expect("user exists");
-        let (id, credit): (u64, i64) = (row.get(0).unwrap(), row.get(1).unwrap());
-        let bank: Option<mysql::Row> = tx
-            .exec_first(
-                "SELECT code, name, country, bic, cost, data FROM banks WHERE code = ?",
-                ("BOFA",),
-            )
-            .unwrap();
-        let cost: i64 = bank.expect("bank").get(4).unwrap();
+        let id: u64 = row.get(0).unwrap();
         tx.exec_drop(
-            "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
-             low_credit_notified = low_credit_notified OR ? WHERE id = ? AND credit >= ?",
+            creditgate::account::TAKE,
             (cost, None::<i64>, false, id, cost),
         )
         .unwrap();
-        let _ = credit;
-        tx.exec_drop(
-            "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, 1, ?) \
-             ON DUPLICATE KEY UPDATE calls = calls + 1, credits = credits + VALUES(credits)",
-            (id, &today, "banks_data", cost),
-        )
-        .unwrap();
+        tx.exec_drop(creditgate::usage::RECORD, (id, &today, "banks_data", cost))
+            .unwrap();
         tx.commit().unwrap();
         true
     })

@@ -11,7 +11,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use mysql::prelude::Queryable;
 
-use crate::db::DbError;
+use crate::banks;
+use crate::db::{DbError, Statements};
 use crate::model::{next_refill, Period, RateLimit, RefillDay, Username};
 use crate::ratelimit::{self, Decision};
 use crate::token::{self, Credentials};
@@ -78,17 +79,35 @@ pub struct Account {
     now_us: i64,
 }
 
+/// The text of `ACCOUNT_QUERY`, as a macro so that the locking variant
+/// can be a constant too (`concat!` takes literals only).
+macro_rules! account_query {
+    () => {
+        "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
+         u.disabled, u.email, u.rate_quota, u.rate_window_secs, u.rate_tat, u.low_credit, \
+         u.low_credit_notified, k.id, k.token_hash, \
+         (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > NOW(3))), \
+         (k.last_used_at IS NULL OR k.last_used_at < NOW(3) - INTERVAL 1 MINUTE), \
+         CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) \
+         FROM users u LEFT JOIN api_keys k ON k.user_id = u.id AND k.token_hash = ? \
+         WHERE u.username = ?"
+    };
+}
+
 /// The user's row and, joined by the token's hash, at most one key; the
 /// database's clock with it.
-pub const ACCOUNT_QUERY: &str =
-    "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
-     u.disabled, u.email, u.rate_quota, u.rate_window_secs, u.rate_tat, u.low_credit, \
-     u.low_credit_notified, k.id, k.token_hash, \
-     (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > NOW(3))), \
-     (k.last_used_at IS NULL OR k.last_used_at < NOW(3) - INTERVAL 1 MINUTE), \
-     CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) \
-     FROM users u LEFT JOIN api_keys k ON k.user_id = u.id AND k.token_hash = ? \
-     WHERE u.username = ?";
+pub const ACCOUNT_QUERY: &str = account_query!();
+
+/// `ACCOUNT_QUERY`, locking the user's row for the transaction.
+pub const ACCOUNT_FOR_UPDATE: &str = concat!(account_query!(), " FOR UPDATE");
+
+/// The charge's one write (`take`).
+pub const TAKE: &str = "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
+     low_credit_notified = low_credit_notified OR ? WHERE id = ? AND credit >= ?";
+
+/// The statements every paid request runs, prepared once per pooled
+/// connection (`db::Connection::prepared`).
+pub const PER_REQUEST: &[&str] = &[ACCOUNT_FOR_UPDATE, banks::FIND, TAKE, usage::RECORD];
 
 /// The name to look up, or `UnknownUser` without asking the database. A
 /// name that cannot exist must not reach it: `users.username` is ASCII with
@@ -107,17 +126,18 @@ pub fn lookup_name(credentials: &Credentials) -> Result<Username, AuthFailure> {
 /// from a wrong or expired key no more than the one query does.
 pub fn lock(
     conn: &mut impl Queryable,
+    sql: &Statements,
     name: &Username,
     token: &str,
     for_update: bool,
 ) -> Result<Result<Account, AuthFailure>, DbError> {
     let hash = token::hash(token);
-    let sql = if for_update {
-        format!("{ACCOUNT_QUERY} FOR UPDATE")
+    let query = if for_update {
+        ACCOUNT_FOR_UPDATE
     } else {
-        ACCOUNT_QUERY.to_string()
+        ACCOUNT_QUERY
     };
-    let row: Option<mysql::Row> = conn.exec_first(sql, (&hash, name.as_str()))?;
+    let row: Option<mysql::Row> = conn.exec_first(sql.get(query), (&hash, name.as_str()))?;
     Ok(authenticate(row, &hash, name))
 }
 
@@ -262,11 +282,19 @@ impl Account {
 /// and the notice's state as the batch left them. The same write as `debit`.
 pub fn write_batch(
     tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
     user_id: u64,
     taken: i64,
     end: Running,
 ) -> Result<(), DbError> {
-    take(tx, user_id, taken, end.rate_tat, end.low_credit_notified)
+    take(
+        tx,
+        sql,
+        user_id,
+        taken,
+        end.rate_tat,
+        end.low_credit_notified,
+    )
 }
 
 /// Takes `cost` off the locked row with the limiter's new state and the
@@ -275,16 +303,13 @@ pub fn write_batch(
 /// cluster), and the transaction is retried from the start.
 fn take(
     tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
     user_id: u64,
     cost: i64,
     tat: Option<i64>,
     notified: bool,
 ) -> Result<(), DbError> {
-    tx.exec_drop(
-        "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
-         low_credit_notified = low_credit_notified OR ? WHERE id = ? AND credit >= ?",
-        (cost, tat, notified, user_id, cost),
-    )?;
+    tx.exec_drop(sql.get(TAKE), (cost, tat, notified, user_id, cost))?;
     if tx.affected_rows() != 1 {
         return Err(DbError::Conflict(mysql::Error::MySqlError(
             mysql::MySqlError {
@@ -324,6 +349,7 @@ pub enum Debit {
 /// against the limit.
 pub fn debit(
     tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
     account: &Account,
     cost: i64,
     endpoint: &str,
@@ -338,9 +364,9 @@ pub fn debit(
     let credit_remaining = account.credit - cost;
     let low_credit = crossed_low_credit(account, credit_remaining);
     if cost > 0 || tat.is_some() {
-        take(tx, account.id, cost, tat, low_credit.is_some())?;
+        take(tx, sql, account.id, cost, tat, low_credit.is_some())?;
     }
-    usage::record(tx, account.id, now.date_naive(), endpoint, cost)?;
+    usage::record(tx, sql, account.id, now.date_naive(), endpoint, cost)?;
     Ok(Debit::Done {
         credit_remaining,
         low_credit,

@@ -6,7 +6,7 @@ use std::fmt;
 use mysql::prelude::Queryable;
 use serde::{Deserialize, Serialize};
 
-use crate::db::{DbError, Pool};
+use crate::db::{DbError, Pool, Statements};
 use crate::model::{BankCode, Credit};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,11 +64,15 @@ impl From<DbError> for BankError {
 type BankRow = (String, String, Option<String>, Option<String>, i64, String);
 
 /// The bank with this code, read through any connection or transaction.
-pub fn find(conn: &mut impl Queryable, code: &BankCode) -> Result<Option<Bank>, DbError> {
-    let row: Option<BankRow> = conn.exec_first(
-        "SELECT code, name, country, bic, cost, data FROM banks WHERE code = ?",
-        (code.as_str(),),
-    )?;
+/// The bank lookup of a paid request.
+pub const FIND: &str = "SELECT code, name, country, bic, cost, data FROM banks WHERE code = ?";
+
+pub fn find(
+    conn: &mut impl Queryable,
+    sql: &Statements,
+    code: &BankCode,
+) -> Result<Option<Bank>, DbError> {
+    let row: Option<BankRow> = conn.exec_first(sql.get(FIND), (code.as_str(),))?;
     Ok(row.map(|(code, name, country, bic, cost, data)| Bank {
         code,
         name,
@@ -116,5 +120,5 @@ pub fn add(pool: &Pool, new: NewBank) -> Result<Bank, BankError> {
         Err(DbError::Duplicate(_)) => return Err(BankError::Exists(new.code.to_string())),
         other => other?,
     }
-    Ok(find(&mut **conn, &new.code)?.expect("just inserted"))
+    Ok(find(&mut **conn, &Statements::default(), &new.code)?.expect("just inserted"))
 }

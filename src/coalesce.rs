@@ -33,7 +33,7 @@ use mysql::TxOpts;
 use crate::account::{self, Account, AuthFailure, Running};
 use crate::banks::{self, Bank};
 use crate::credit::{self, Answer, Charge, ChargeOutcome};
-use crate::db::{self, DbError, Pool};
+use crate::db::{self, DbError, Pool, Statements};
 use crate::metrics::Metrics;
 use crate::model::{BankCode, IdempotencyKey, Username};
 use crate::token::Credentials;
@@ -228,7 +228,9 @@ fn decide_all(
     for req in requests {
         let token = req.credentials.token.as_str();
         if !auth.contains_key(token) {
-            auth.insert(token, account::lock(tx, name, token, true)?);
+            // A batch runs these once for many requests: by SQL text.
+            let sql = Statements::default();
+            auth.insert(token, account::lock(tx, &sql, name, token, true)?);
         }
         let account = match &auth[token] {
             Ok(a) => a.clone(),
@@ -281,7 +283,8 @@ fn decide_one(
         book.touched.insert(id);
     }
     if !banks.contains_key(req.bank) {
-        banks.insert(req.bank.clone(), banks::find(tx, req.bank)?);
+        let bank = banks::find(tx, &Statements::default(), req.bank)?;
+        banks.insert(req.bank.clone(), bank);
     }
     let (answer, low_credit) = match &banks[req.bank] {
         None => (Answer::UnknownBank, None),
@@ -335,7 +338,7 @@ fn write(tx: &mut mysql::Transaction<'_>, book: Ledger) -> Result<(), DbError> {
         return Ok(()); // nobody authenticated: nothing to write
     };
     if book.taken > 0 || end != start {
-        account::write_batch(tx, book.user_id, book.taken, end)?;
+        account::write_batch(tx, &Statements::default(), book.user_id, book.taken, end)?;
     }
     for ((endpoint, day), (calls, credits)) in &book.usage {
         usage::record_many(tx, book.user_id, *day, endpoint, *calls, *credits)?;

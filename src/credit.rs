@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{self, Account, Debit, LowCredit, RateState};
 use crate::banks::{self, Bank};
-use crate::db::{self, DbError, Pool};
+use crate::db::{self, DbError, Pool, Statements};
 use crate::ledger::{self, Event, Reason};
 use crate::model::{BankCode, IdempotencyKey, Period, RefillDay, Username};
 use crate::token::Credentials;
@@ -74,8 +74,14 @@ fn charge_once(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> 
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
     let mut conn = pool.get()?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
+    // Before the transaction, so that neither this round trip nor the
+    // bank's JSON holds the user's row lock (one hot user goes as fast as
+    // that lock is held); and outside it, because a snapshot taken before
+    // the lock would hide an earlier holder's idempotency key.
+    let bank = banks::find(&mut **conn, &sql, req.bank)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let outcome = charge_in(&mut tx, &name, req)?;
+    let outcome = charge_in(&mut tx, &sql, &name, req, bank)?;
     // A connection lost during COMMIT leaves the charge in doubt: the client
     // gets 503, and only a retry with the same Idempotency-Key can tell
     // (it replays the answer if the charge was applied).
@@ -84,17 +90,20 @@ fn charge_once(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> 
     Ok(outcome)
 }
 
-/// One paid lookup inside `tx`, which the caller commits: lock and
-/// authenticate, replay, rate limit, charge, remember. Nothing is written
+/// One paid lookup of `bank` (read by the caller; `None`: no such bank)
+/// inside `tx`, which the caller commits: lock and authenticate, replay,
+/// rate limit, charge, remember. Nothing is written
 /// before the request is known to be charged or counted, so an early answer
 /// (401, replay, 429) leaves `tx` as it was — which lets a coalesced batch
 /// (`coalesce`) decide several requests in one transaction.
 pub(crate) fn charge_in(
     tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
     name: &Username,
     req: &Charge<'_>,
+    bank: Option<Bank>,
 ) -> Result<ChargeOutcome, DbError> {
-    let account = match account::lock(tx, name, &req.credentials.token, true)? {
+    let account = match account::lock(tx, sql, name, &req.credentials.token, true)? {
         Ok(a) => a,
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
@@ -113,7 +122,7 @@ pub(crate) fn charge_in(
         Err(refused) => return Ok(ChargeOutcome::RateLimited(refused)),
     };
     account::touch_key(tx, &account)?;
-    let (answer, low_credit) = decide(tx, &account, req, rate.as_ref())?;
+    let (answer, low_credit) = decide(tx, sql, &account, req, bank, rate.as_ref())?;
     if let Some(key) = req.idempotency_key {
         remember(tx, account.id, key, &answer)?;
     }
@@ -128,16 +137,18 @@ pub(crate) fn charge_in(
 /// The bank lookup's answer, charged when it is a 200.
 fn decide(
     tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
     account: &Account,
     req: &Charge<'_>,
+    bank: Option<Bank>,
     rate: Option<&RateState>,
 ) -> Result<(Answer, Option<LowCredit>), DbError> {
-    let Some(bank) = banks::find(tx, req.bank)? else {
+    let Some(bank) = bank else {
         account::save_rate(tx, account, rate.map(|r| r.decision.new_tat))?;
         return Ok((Answer::UnknownBank, None));
     };
     Ok(
-        match account::debit(tx, account, bank.cost, BANKS_ENDPOINT, req.now, rate)? {
+        match account::debit(tx, sql, account, bank.cost, BANKS_ENDPOINT, req.now, rate)? {
             Debit::Done {
                 credit_remaining,
                 low_credit,
@@ -222,7 +233,13 @@ pub fn balance(
         Err(why) => return Ok(Err(why)),
     };
     let mut conn = pool.get()?;
-    let found = account::lock(&mut **conn, &name, &credentials.token, false)?;
+    let found = account::lock(
+        &mut **conn,
+        &Statements::default(),
+        &name,
+        &credentials.token,
+        false,
+    )?;
     if let Ok(a) = &found {
         account::touch_key(&mut **conn, a)?;
     }

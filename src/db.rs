@@ -5,8 +5,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use mysql::prelude::Queryable;
-use mysql::{Opts, OptsBuilder};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use mysql::prelude::{AsStatement, Queryable};
+use mysql::{Opts, OptsBuilder, Statement};
 use r2d2_mysql::MySqlConnectionManager;
 
 pub type Conn = r2d2::PooledConnection<Manager>;
@@ -119,6 +122,59 @@ pub struct Manager {
 pub struct Connection {
     conn: mysql::Conn,
     trusted_until: Option<Instant>,
+    /// The per-request statements, once prepared on this connection.
+    statements: Option<Statements>,
+}
+
+/// Statements of the per-request path, prepared once per pooled connection
+/// and kept with it (`Connection::prepared`). Run by SQL text, the driver
+/// finds a statement in its cache only after parsing the whole text for
+/// named parameters, on every call: ~4,800 instructions per statement and
+/// 11 % of a paid request's instructions (callgrind). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Statements(Arc<Vec<(&'static str, Statement)>>);
+
+/// A statement to run: prepared on this connection, or SQL text that the
+/// driver prepares (and caches) on first use.
+pub enum Stmt<'a> {
+    Prepared(&'a Statement),
+    Text(&'static str),
+}
+
+impl Statements {
+    /// The statement for `sql`: the prepared one if `sql` is among them.
+    pub fn get(&self, sql: &'static str) -> Stmt<'_> {
+        match self.0.iter().find(|(text, _)| *text == sql) {
+            Some((_, statement)) => Stmt::Prepared(statement),
+            None => Stmt::Text(sql),
+        }
+    }
+}
+
+impl AsStatement for Stmt<'_> {
+    fn as_statement<Q: Queryable>(&self, queryable: &mut Q) -> mysql::Result<Cow<'_, Statement>> {
+        match self {
+            Stmt::Prepared(statement) => Ok(Cow::Borrowed(statement)),
+            Stmt::Text(sql) => queryable.prep(sql).map(Cow::Owned),
+        }
+    }
+}
+
+impl Connection {
+    /// `sqls` prepared on this connection: at the first call, then kept.
+    /// Every caller passes the same list (the per-request path's).
+    pub fn prepared(&mut self, sqls: &[&'static str]) -> Result<Statements, DbError> {
+        if let Some(statements) = &self.statements {
+            return Ok(statements.clone());
+        }
+        let mut list = Vec::with_capacity(sqls.len());
+        for sql in sqls {
+            list.push((*sql, self.conn.prep(sql)?));
+        }
+        let statements = Statements(Arc::new(list));
+        self.statements = Some(statements.clone());
+        Ok(statements)
+    }
 }
 
 impl std::ops::Deref for Connection {
@@ -142,6 +198,7 @@ impl r2d2::ManageConnection for Manager {
         Ok(Connection {
             conn: self.inner.connect()?,
             trusted_until: None,
+            statements: None,
         })
     }
 
@@ -372,6 +429,10 @@ fn opts(url: &str) -> Result<OptsBuilder, DbError> {
         // worker forever; lock waits are bounded below this.
         .read_timeout(Some(Duration::from_secs(15)))
         .write_timeout(Some(Duration::from_secs(15)))
+        // The driver closes the statement its cache evicts, and `Statements`
+        // holds some of them: room for every SQL text in the code (all are
+        // constants, ~100), so that nothing is ever evicted.
+        .stmt_cache_size(Some(512))
         // Days and timestamps are UTC whatever the server's zone.
         .init(vec![
             "SET time_zone = '+00:00'",

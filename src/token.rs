@@ -23,12 +23,15 @@ pub fn hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
-/// Lower-case hex of `bytes`.
+/// Lower-case hex of `bytes`. By table, not `write!("{:02x}")`: every paid
+/// request hashes its token, and the formatter spent ~7,500 instructions
+/// on the 32 bytes (callgrind), about 4 % of a whole request.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(out, "{b:02x}");
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     out
 }

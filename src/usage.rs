@@ -8,20 +8,25 @@ use chrono::NaiveDate;
 use mysql::prelude::Queryable;
 use serde::Serialize;
 
-use crate::db::{DbError, Pool};
+use crate::db::{DbError, Pool, Statements};
 use crate::model::{Day, Username};
 
 /// Counts one paid call. Must run inside the charge's transaction.
+/// A paid call counted (`record`).
+pub const RECORD: &str =
+    "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, 1, ?) \
+     ON DUPLICATE KEY UPDATE calls = calls + 1, credits = credits + VALUES(credits)";
+
 pub fn record(
     tx: &mut impl Queryable,
+    sql: &Statements,
     user_id: u64,
     day: NaiveDate,
     endpoint: &str,
     credits: i64,
 ) -> Result<(), DbError> {
     Ok(tx.exec_drop(
-        "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, 1, ?) \
-         ON DUPLICATE KEY UPDATE calls = calls + 1, credits = credits + VALUES(credits)",
+        sql.get(RECORD),
         (
             user_id,
             day.format("%Y-%m-%d").to_string(),

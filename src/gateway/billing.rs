@@ -134,8 +134,9 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
         Err(why) => return Ok(Charged::Unauthorized(why)),
     };
     let mut conn = pool.get()?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let account = match account::lock(&mut tx, &name, &req.credentials.token, true)? {
+    let account = match account::lock(&mut tx, &sql, &name, &req.credentials.token, true)? {
         Ok(a) => a,
         Err(why) => return Ok(Charged::Unauthorized(why)),
     };
@@ -176,6 +177,7 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     account::touch_key(&mut tx, &account)?;
     let charged = match account::debit(
         &mut tx,
+        &sql,
         &account,
         req.cost,
         req.endpoint,
