@@ -3,11 +3,13 @@
 
 use chrono::Utc;
 use rouille::{Request, Response};
+use serde::Serialize;
 use serde_json::json;
 
 use super::error::with_rate;
 use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, AppState, Ctx};
 use crate::account::LowCredit;
+use crate::banks::BankData;
 use crate::coalesce;
 use crate::credit::{self, Answer, AuthFailure, Charge, ChargeOutcome};
 use crate::db;
@@ -64,6 +66,18 @@ pub fn banks_data(
     }
 }
 
+/// The body of a paid bank lookup; fields in the order `json!` printed
+/// them (by name), so the bytes are what they were.
+#[derive(Serialize)]
+struct PaidBody<'a> {
+    bank: &'a str,
+    bic: Option<&'a str>,
+    country: Option<&'a str>,
+    credit_remaining: i64,
+    data: &'a BankData,
+    name: &'a str,
+}
+
 /// The response for a decided (or replayed) bank lookup.
 fn answer_response(
     state: &AppState,
@@ -79,14 +93,14 @@ fn answer_response(
             if !replayed {
                 state.metrics.credits_charged(bank.cost);
             }
-            Response::json(&json!({
-                "bank": bank.code,
-                "name": bank.name,
-                "country": bank.country,
-                "bic": bank.bic,
-                "data": bank.data,
-                "credit_remaining": credit_remaining,
-            }))
+            Response::json(&PaidBody {
+                bank: &bank.code,
+                bic: bank.bic.as_deref(),
+                country: bank.country.as_deref(),
+                credit_remaining,
+                data: &bank.data,
+                name: &bank.name,
+            })
             .with_additional_header("X-Credit-Remaining", credit_remaining.to_string())
         }
         Answer::InsufficientCredit {
