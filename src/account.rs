@@ -105,9 +105,15 @@ pub const ACCOUNT_FOR_UPDATE: &str = concat!(account_query!(), " FOR UPDATE");
 pub const TAKE: &str = "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
      low_credit_notified = low_credit_notified OR ? WHERE id = ? AND credit >= ?";
 
-/// The statements every paid request runs, prepared once per pooled
-/// connection (`db::Connection::prepared`).
-pub const PER_REQUEST: &[&str] = &[ACCOUNT_FOR_UPDATE, banks::FIND, TAKE, usage::RECORD];
+/// The statements every paid request (and every coalesced batch) runs,
+/// prepared once per pooled connection (`db::Connection::prepared`).
+pub const PER_REQUEST: &[&str] = &[
+    ACCOUNT_FOR_UPDATE,
+    banks::FIND,
+    TAKE,
+    usage::RECORD,
+    usage::RECORD_MANY,
+];
 
 /// The name to look up, or `UnknownUser` without asking the database. A
 /// name that cannot exist must not reach it: `users.username` is ASCII with

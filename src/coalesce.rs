@@ -23,7 +23,7 @@
 //! this runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -68,7 +68,7 @@ type Reply = Result<ChargeOutcome, DbError>;
 
 struct Entry {
     request: Request,
-    reply: Sender<Reply>,
+    reply: SyncSender<Reply>,
 }
 
 #[derive(Default)]
@@ -102,10 +102,11 @@ impl Coalescer {
             Ok(name) => name,
             Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
         };
+        let mine = (request.credentials.token.clone(), request.bank.clone());
         match self.join(&name, request) {
             Role::Follower(answer) => answer.recv().unwrap_or_else(|_| Err(lost())),
             Role::Leader(batch, answer) => {
-                let size = self.lead(pool, &name, &batch);
+                let size = self.lead(pool, &name, (&mine.0, &mine.1), &batch);
                 metrics.coalesced_batch(size);
                 answer.recv().unwrap_or_else(|_| Err(lost()))
             }
@@ -114,7 +115,10 @@ impl Coalescer {
 
     /// Joins the user's open batch, or opens one and leads it.
     fn join(&self, name: &Username, request: Request) -> Role {
-        let (reply, answer) = mpsc::channel();
+        // One answer per channel: a one-slot channel. (`channel()` is
+        // unbounded and allocates a block of 31 answers on the first send:
+        // ~8,800 instructions per request, by callgrind.)
+        let (reply, answer) = mpsc::sync_channel(1);
         let entry = Entry { request, reply };
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(batch) = open.get(name.as_str()) {
@@ -133,23 +137,43 @@ impl Coalescer {
     }
 
     /// Closes the batch once the row is locked and decides every entry;
-    /// retried whole on a conflict, like a single transaction.
-    /// Returns how many requests the batch held.
-    fn lead(&self, pool: &Pool, name: &Username, batch: &Arc<Mutex<Batch>>) -> usize {
+    /// retried whole on a conflict, like a single transaction. `mine` is
+    /// the leader's own (token, bank): its bank is read before the
+    /// transaction and its account is what takes the lock, as a single
+    /// request's would (`credit::charge_once`), so that a batch of one costs
+    /// what a single request does. Returns how many requests the batch held.
+    fn lead(
+        &self,
+        pool: &Pool,
+        name: &Username,
+        mine: (&str, &BankCode),
+        batch: &Arc<Mutex<Batch>>,
+    ) -> usize {
         let mut entries: Vec<Entry> = Vec::new();
         let result = pool.retrying(|| {
             let mut conn = pool.get()?;
+            let sql = conn.prepared(account::PER_REQUEST)?;
+            let bank = banks::find(&mut **conn, &sql, mine.1)?;
             let mut tx = conn.start_transaction(TxOpts::default())?;
             // Waiting here is what the followers would have done alone.
-            tx.exec_drop(
-                "SELECT id FROM users WHERE username = ? FOR UPDATE",
-                (name.as_str(),),
-            )?;
+            let account = account::lock(&mut tx, &sql, name, mine.0, true)?;
             if entries.is_empty() {
                 entries = self.close(name, batch);
             }
             let requests: Vec<Charge<'_>> = entries.iter().map(|e| e.request.charge()).collect();
-            let outcomes = decide_all(&mut tx, name, &requests)?;
+            let outcomes = if let [alone] = requests.as_slice() {
+                // Nobody joined: the single request's own steps, which the
+                // batch's bookkeeping would only repeat more slowly.
+                vec![credit::charge_locked(&mut tx, &sql, account, alone, bank)?]
+            } else {
+                let seen = Seen {
+                    token: mine.0,
+                    account,
+                    bank_code: mine.1,
+                    bank,
+                };
+                decide_all(&mut tx, &sql, name, &requests, seen)?
+            };
             tx.commit().map_err(db::commit_failed)?;
             db::trust(&mut conn);
             Ok(outcomes)
@@ -203,17 +227,30 @@ struct Ledger {
     touched: BTreeSet<u64>,
 }
 
+/// What the leader looked up before deciding: its token's account (the
+/// lock) and its bank.
+struct Seen<'a> {
+    token: &'a str,
+    account: Result<Account, AuthFailure>,
+    bank_code: &'a BankCode,
+    bank: Option<Bank>,
+}
+
 /// Decides every request in arrival order against the running balance,
 /// limiter and notice — the steps of `credit::charge_in`, with the bank and
 /// each token looked up once per batch — then writes once: one UPDATE of the
 /// user's row, one usage upsert per endpoint and day, the idempotent answers.
-fn decide_all(
+fn decide_all<'a>(
     tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
     name: &Username,
-    requests: &[Charge<'_>],
+    requests: &'a [Charge<'a>],
+    seen: Seen<'a>,
 ) -> Result<Vec<ChargeOutcome>, DbError> {
-    let mut auth: HashMap<&str, Result<Account, AuthFailure>> = HashMap::new();
-    let mut banks: HashMap<BankCode, Option<Bank>> = HashMap::new();
+    let mut auth: HashMap<&str, Result<Account, AuthFailure>> =
+        HashMap::from([(seen.token, seen.account)]);
+    let mut banks: HashMap<BankCode, Option<Bank>> =
+        HashMap::from([(seen.bank_code.clone(), seen.bank)]);
     let mut book = Ledger {
         user_id: 0,
         start: None,
@@ -228,9 +265,7 @@ fn decide_all(
     for req in requests {
         let token = req.credentials.token.as_str();
         if !auth.contains_key(token) {
-            // A batch runs these once for many requests: by SQL text.
-            let sql = Statements::default();
-            auth.insert(token, account::lock(tx, &sql, name, token, true)?);
+            auth.insert(token, account::lock(tx, sql, name, token, true)?);
         }
         let account = match &auth[token] {
             Ok(a) => a.clone(),
@@ -241,17 +276,17 @@ fn decide_all(
         };
         book.user_id = account.id;
         book.start.get_or_insert(account.running());
-        let account = account
-            .clone()
-            .with_running(*book.now.get_or_insert(account.running()));
-        outcomes.push(decide_one(tx, &account, req, &mut banks, &mut book)?);
+        let running = *book.now.get_or_insert(account.running());
+        let account = account.with_running(running);
+        outcomes.push(decide_one(tx, sql, &account, req, &mut banks, &mut book)?);
     }
-    write(tx, book)?;
+    write(tx, sql, book)?;
     Ok(outcomes)
 }
 
 fn decide_one(
     tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
     account: &Account,
     req: &Charge<'_>,
     banks: &mut HashMap<BankCode, Option<Bank>>,
@@ -283,7 +318,7 @@ fn decide_one(
         book.touched.insert(id);
     }
     if !banks.contains_key(req.bank) {
-        let bank = banks::find(tx, &Statements::default(), req.bank)?;
+        let bank = banks::find(tx, sql, req.bank)?;
         banks.insert(req.bank.clone(), bank);
     }
     let (answer, low_credit) = match &banks[req.bank] {
@@ -333,15 +368,15 @@ fn decide_one(
 }
 
 /// The batch's one write, inside its transaction.
-fn write(tx: &mut mysql::Transaction<'_>, book: Ledger) -> Result<(), DbError> {
+fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Ledger) -> Result<(), DbError> {
     let (Some(start), Some(end)) = (book.start, book.now) else {
         return Ok(()); // nobody authenticated: nothing to write
     };
     if book.taken > 0 || end != start {
-        account::write_batch(tx, &Statements::default(), book.user_id, book.taken, end)?;
+        account::write_batch(tx, sql, book.user_id, book.taken, end)?;
     }
     for ((endpoint, day), (calls, credits)) in &book.usage {
-        usage::record_many(tx, book.user_id, *day, endpoint, *calls, *credits)?;
+        usage::record_many(tx, sql, book.user_id, *day, endpoint, *calls, *credits)?;
     }
     for (key, answer) in &book.to_remember {
         credit::remember(tx, book.user_id, key, answer)?;

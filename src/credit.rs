@@ -103,7 +103,20 @@ pub(crate) fn charge_in(
     req: &Charge<'_>,
     bank: Option<Bank>,
 ) -> Result<ChargeOutcome, DbError> {
-    let account = match account::lock(tx, sql, name, &req.credentials.token, true)? {
+    let account = account::lock(tx, sql, name, &req.credentials.token, true)?;
+    charge_locked(tx, sql, account, req, bank)
+}
+
+/// `charge_in` once the row is locked: `account` is what `account::lock`
+/// found. A coalesced batch that nobody joined ends here too.
+pub(crate) fn charge_locked(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    account: Result<Account, AuthFailure>,
+    req: &Charge<'_>,
+    bank: Option<Bank>,
+) -> Result<ChargeOutcome, DbError> {
+    let account = match account {
         Ok(a) => a,
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };

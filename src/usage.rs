@@ -38,8 +38,14 @@ pub fn record(
 
 /// Counts `calls` paid calls at once (a coalesced batch). Must run inside
 /// the charge's transaction.
+/// `calls` paid calls counted at once (`record_many`).
+pub const RECORD_MANY: &str =
+    "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), credits = credits + VALUES(credits)";
+
 pub fn record_many(
     tx: &mut impl Queryable,
+    sql: &Statements,
     user_id: u64,
     day: NaiveDate,
     endpoint: &str,
@@ -47,8 +53,7 @@ pub fn record_many(
     credits: i64,
 ) -> Result<(), DbError> {
     Ok(tx.exec_drop(
-        "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, ?, ?) \
-         ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), credits = credits + VALUES(credits)",
+        sql.get(RECORD_MANY),
         (
             user_id,
             day.format("%Y-%m-%d").to_string(),
