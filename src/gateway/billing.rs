@@ -36,7 +36,7 @@ pub struct RouteCharge<'a> {
     pub idempotency_key: Option<&'a IdempotencyKey>,
     pub now: DateTime<Utc>,
     /// The request's fingerprint (method, path, query, body), so that only
-    /// the same request under a key is a retry.
+    /// the same request under a key is a retry; empty without a key.
     pub fingerprint: &'a str,
     /// How long a keyed request in flight makes its retries wait (409):
     /// the route's timeout and a margin. Past it, a crashed instance's
