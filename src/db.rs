@@ -2,11 +2,10 @@
 //! and the schema migrations in `sql/` (compiled in, recorded in
 //! `schema_migrations`). Business rules live in the domain modules.
 
-use std::fmt;
-use std::time::{Duration, Instant};
-
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mysql::prelude::{AsStatement, Queryable};
 use mysql::{Opts, OptsBuilder, Statement};
@@ -582,6 +581,14 @@ fn apply_missing(conn: &mut Conn) -> Result<Vec<&'static str>, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_not_prepared_on_the_connection_runs_as_text() {
+        assert!(matches!(
+            Statements::default().get("SELECT 1"),
+            Stmt::Text("SELECT 1")
+        ));
+    }
 
     fn server_error(code: u16) -> mysql::Error {
         mysql::Error::MySqlError(mysql::MySqlError {
