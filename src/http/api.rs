@@ -66,8 +66,8 @@ pub fn banks_data(
     }
 }
 
-/// The body of a paid bank lookup; fields in the order `json!` printed
-/// them (by name), so the bytes are what they were.
+/// The body of a paid bank lookup, serialised once; its fields in the
+/// order `json!` printed them (by name), as they always came.
 #[derive(Serialize)]
 struct PaidBody<'a> {
     bank: &'a str,
