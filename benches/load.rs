@@ -67,6 +67,29 @@ struct Stats {
     peak_rss_kb: Option<u64>,
 }
 
+/// The head of every table the bench prints.
+fn print_header() {
+    println!(
+        "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+}
+
+/// One row of such a table: `s` measured for `side`, with its `ratio` text.
+fn print_row(users: Users, conns: usize, side: &str, s: &Stats, ratio: &str) {
+    println!(
+        "| {} | {conns} | {side} | {:.0} | {:.2} | {:.2} | {} | {} | {ratio} |",
+        users.label(),
+        s.rps(),
+        s.pct(0.50),
+        s.pct(0.99),
+        s.non2xx,
+        s.peak_rss_kb
+            .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "-".into()),
+    );
+}
+
 impl Stats {
     fn rps(&self) -> f64 {
         self.ok as f64 / self.secs
@@ -143,10 +166,7 @@ fn main() {
         "\ncreditgate bench: {} cores, {secs} s per measurement after {warmup:?} warm-up\n",
         cores()
     );
-    println!(
-        "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    print_header();
     let mut plain = Vec::new();
     for &(users, conns) in &rows {
         let ceiling = measure(warmup, run, conns, None, |_| ceiling_worker(&url, users));
@@ -154,24 +174,9 @@ fn main() {
             http_worker(server.addr, users, BANK_PATH)
         });
         plain.push(cg.rps());
-        for (side, s) in [("ceiling", &ceiling), ("creditgate", &cg)] {
-            println!(
-                "| {} | {conns} | {side} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
-                users.label(),
-                s.rps(),
-                s.pct(0.50),
-                s.pct(0.99),
-                s.non2xx,
-                s.peak_rss_kb
-                    .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
-                    .unwrap_or_else(|| "-".into()),
-                if side == "creditgate" {
-                    format!("{:.2}", cg.rps() / ceiling.rps())
-                } else {
-                    String::new()
-                },
-            );
-        }
+        print_row(users, conns, "ceiling", &ceiling, "");
+        let ratio = format!("{:.2}", cg.rps() / ceiling.rps());
+        print_row(users, conns, "creditgate", &cg, &ratio);
     }
     if only.is_empty() && !quick {
         rate_limited_rows(&pool, &server, &rows, &plain, warmup, run);
@@ -204,26 +209,13 @@ fn rate_limited_rows(
         .query_drop("UPDATE users SET rate_quota = 1000000, rate_window_secs = 1")
         .unwrap();
     println!("\nthe same rows with a rate limit (1000000/s) on every user\n");
-    println!(
-        "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    print_header();
     for (&(users, conns), &without) in rows.iter().zip(plain) {
         let s = measure(warmup, run, conns, Some(server.pid), |_| {
             http_worker(server.addr, users, BANK_PATH)
         });
-        println!(
-            "| {} | {conns} | creditgate, rate limited | {:.0} | {:.2} | {:.2} | {} | {} | {:.2} |",
-            users.label(),
-            s.rps(),
-            s.pct(0.50),
-            s.pct(0.99),
-            s.non2xx,
-            s.peak_rss_kb
-                .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
-                .unwrap_or_else(|| "-".into()),
-            s.rps() / without,
-        );
+        let ratio = format!("{:.2}", s.rps() / without);
+        print_row(users, conns, "creditgate, rate limited", &s, &ratio);
     }
     pool.get()
         .unwrap()
@@ -241,10 +233,7 @@ fn only_gateway() -> bool {
 fn coalesce_rows(url: &str, plain: &Server, users: u64, warmup: Duration, run: Duration) {
     let mut coalescing = start_server_with(url, &[("CREDITGATE_COALESCE", "on")]);
     println!("\ncoalesced charging (CREDITGATE_COALESCE=on) against the per-request path\n");
-    println!(
-        "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    print_header();
     for (users, conns) in [
         (Users::Hot, 32),
         (Users::Hot, 8),
@@ -271,17 +260,7 @@ fn coalesce_rows(url: &str, plain: &Server, users: u64, warmup: Duration, run: D
                 "coalescing off" => format!("{:.2} × ceiling", off.rps() / ceiling.rps()),
                 _ => String::new(),
             };
-            println!(
-                "| {} | {conns} | {side} | {:.0} | {:.2} | {:.2} | {} | {} | {ratio} |",
-                users.label(),
-                s.rps(),
-                s.pct(0.50),
-                s.pct(0.99),
-                s.non2xx,
-                s.peak_rss_kb
-                    .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
-                    .unwrap_or_else(|| "-".into()),
-            );
+            print_row(users, conns, side, s, &ratio);
         }
     }
     coalescing.stop();
@@ -314,10 +293,7 @@ fn gateway_rows(
 gateway route (to a trivial loopback upstream) against the bank route
 "
     );
-    println!(
-        "| users | conns | side | req/s | p50 ms | p99 ms | non-2xx | server peak RSS | ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    print_header();
     for &conns in conns_list {
         let users = Users::Spread(users);
         let bank = measure(warmup, run, conns, Some(server.pid), |_| {
@@ -326,28 +302,13 @@ gateway route (to a trivial loopback upstream) against the bank route
         let gw = measure(warmup, run, conns, Some(server.pid), |_| {
             http_worker(server.addr, users, GATEWAY_PATH)
         });
-        for (side, s) in [("bank route", &bank), ("gateway route", &gw)] {
-            println!(
-                "| {} | {conns} | {side} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
-                users.label(),
-                s.rps(),
-                s.pct(0.50),
-                s.pct(0.99),
-                s.non2xx,
-                s.peak_rss_kb
-                    .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
-                    .unwrap_or_else(|| "-".into()),
-                if side == "gateway route" {
-                    format!(
-                        "{:.2} (p50 +{:.2} ms)",
-                        gw.rps() / bank.rps(),
-                        gw.pct(0.5) - bank.pct(0.5)
-                    )
-                } else {
-                    String::new()
-                },
-            );
-        }
+        print_row(users, conns, "bank route", &bank, "");
+        let ratio = format!(
+            "{:.2} (p50 +{:.2} ms)",
+            gw.rps() / bank.rps(),
+            gw.pct(0.5) - bank.pct(0.5)
+        );
+        print_row(users, conns, "gateway route", &gw, &ratio);
     }
 }
 
