@@ -292,23 +292,17 @@ fn decide_one(
     banks: &mut HashMap<BankCode, Option<Bank>>,
     book: &mut Ledger,
 ) -> Result<ChargeOutcome, DbError> {
-    if let Some(key) = req.idempotency_key {
-        let known = match book.remembered.get(key.as_str()) {
+    // An answer this batch gave the key counts as remembered too.
+    let known = match req.idempotency_key {
+        Some(key) => match book.remembered.get(key.as_str()) {
             Some(answer) => Some(answer.clone()),
             None => credit::remembered(tx, account.id, key)?,
-        };
-        if let Some(answer) = known {
-            return Ok(ChargeOutcome::Answered {
-                answer,
-                replayed: true,
-                rate: account.rate_now(),
-                low_credit: None,
-            });
-        }
-    }
-    let rate = match account.rate_check() {
-        Ok(rate) => rate,
-        Err(refused) => return Ok(ChargeOutcome::RateLimited(refused)),
+        },
+        None => None,
+    };
+    let rate = match credit::before_charge(account, known) {
+        credit::Go::Charge(rate) => rate,
+        credit::Go::Answer(early) => return Ok(early),
     };
     let mut running = account.running();
     if let Some(r) = &rate {

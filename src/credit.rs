@@ -120,19 +120,13 @@ pub(crate) fn charge_locked(
         Ok(a) => a,
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
-    if let Some(key) = req.idempotency_key {
-        if let Some(answer) = remembered(tx, account.id, key)? {
-            return Ok(ChargeOutcome::Answered {
-                answer,
-                replayed: true,
-                rate: account.rate_now(),
-                low_credit: None,
-            });
-        }
-    }
-    let rate = match account.rate_check() {
-        Ok(rate) => rate,
-        Err(refused) => return Ok(ChargeOutcome::RateLimited(refused)),
+    let known = match req.idempotency_key {
+        Some(key) => remembered(tx, account.id, key)?,
+        None => None,
+    };
+    let rate = match before_charge(&account, known) {
+        Go::Charge(rate) => rate,
+        Go::Answer(early) => return Ok(early),
     };
     account::touch_key(tx, &account)?;
     let (answer, low_credit) = decide(tx, sql, &account, req, bank, rate.as_ref())?;
@@ -145,6 +139,33 @@ pub(crate) fn charge_locked(
         rate,
         low_credit,
     })
+}
+
+/// What `before_charge` says of a request.
+pub(crate) enum Go {
+    /// Go on and charge, with the limiter's allowing word (`None` without
+    /// a limit).
+    Charge(Option<RateState>),
+    /// Answered without charging: a replay, or refused by the limit.
+    Answer(ChargeOutcome),
+}
+
+/// The steps before anything is charged, the same for a single request and
+/// for one in a coalesced batch: the answer already remembered for the
+/// request's key (`known`) is replayed, then the rate limiter may refuse.
+pub(crate) fn before_charge(account: &Account, known: Option<Answer>) -> Go {
+    if let Some(answer) = known {
+        return Go::Answer(ChargeOutcome::Answered {
+            answer,
+            replayed: true,
+            rate: account.rate_now(),
+            low_credit: None,
+        });
+    }
+    match account.rate_check() {
+        Ok(rate) => Go::Charge(rate),
+        Err(refused) => Go::Answer(ChargeOutcome::RateLimited(refused)),
+    }
 }
 
 /// The bank lookup's answer, charged when it is a 200.
