@@ -141,6 +141,18 @@ pub(crate) fn insert(
     Ok(id.unwrap_or(0))
 }
 
+/// `TooMany` when the locked user already has `MAX_KEYS` working keys.
+fn refuse_if_full(tx: &mut impl Queryable, user_id: u64) -> Result<(), KeyError> {
+    let working: Option<u64> = tx.exec_first(
+        format!("SELECT COUNT(*) FROM api_keys WHERE user_id = ? AND {WORKS}"),
+        (user_id,),
+    )?;
+    if working.unwrap_or(0) >= MAX_KEYS {
+        return Err(KeyError::TooMany);
+    }
+    Ok(())
+}
+
 /// The locked user's id, or `UnknownUser`.
 fn lock_user(tx: &mut impl Queryable, username: &Username) -> Result<u64, KeyError> {
     let id: Option<u64> = tx.exec_first(
@@ -174,13 +186,7 @@ pub fn create(
         let mut conn = pool.get()?;
         let mut tx = conn.start_transaction(TxOpts::default())?;
         let user_id = lock_user(&mut tx, username)?;
-        let working: Option<u64> = tx.exec_first(
-            format!("SELECT COUNT(*) FROM api_keys WHERE user_id = ? AND {WORKS}"),
-            (user_id,),
-        )?;
-        if working.unwrap_or(0) >= MAX_KEYS {
-            return Err(KeyError::TooMany);
-        }
+        refuse_if_full(&mut tx, user_id)?;
         let id = insert(
             &mut tx,
             user_id,
@@ -247,13 +253,7 @@ pub fn rotate(pool: &Pool, username: &Username, grace: Span) -> Result<String, K
         // With a grace, the old keys still work beside the new one for a
         // while: the 20 must hold then too (without one they stop at once).
         if !grace.get().is_zero() {
-            let working: Option<u64> = tx.exec_first(
-                format!("SELECT COUNT(*) FROM api_keys WHERE user_id = ? AND {WORKS}"),
-                (user_id,),
-            )?;
-            if working.unwrap_or(0) >= MAX_KEYS {
-                return Err(KeyError::TooMany);
-            }
+            refuse_if_full(&mut tx, user_id)?;
         }
         let id = insert(&mut tx, user_id, Some("rotated"), None, &token)?;
         tx.exec_drop(
