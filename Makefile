@@ -18,6 +18,7 @@ run: release
 ## Run every test against a real MariaDB (found or started).
 test:
 	@server=$$(deploy/dev-db.sh) && \
+	$(CARGO) test -p tiny_http && \
 	CREDITGATE_TEST_DATABASE_URL=$$server $(CARGO) test && \
 	echo "again with CREDITGATE_COALESCE=on: charge, ledger, rate limits, conflicts, low credit, coalescing" >&2 && \
 	CREDITGATE_TEST_DATABASE_URL=$$server CREDITGATE_TEST_COALESCE=on $(CARGO) test --test api -- \
@@ -49,6 +50,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --test cluster -- -D warnings
+	$(CARGO) clippy -p tiny_http --all-targets -- -D warnings
 
 migrate: build
 	@server=$$(deploy/dev-db.sh) && \

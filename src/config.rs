@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::model::Email;
+use crate::net::TrustedProxies;
 
 /// A value that must not be shown: `Debug` prints `"[redacted]"`.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,6 +71,32 @@ pub struct Config {
     pub coalesce: bool,
     /// The largest request body a gateway route takes (it is buffered).
     pub max_body_bytes: u64,
+    /// What the HTTP edge holds every client to.
+    pub edge: Edge,
+}
+
+/// The HTTP edge's limits and trust (README, "Exposing creditgate").
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// A request head must be complete this long after its first byte; a
+    /// body or an answer gets this long before `min_rate` applies.
+    pub head_timeout: Duration,
+    /// Bytes a second a body must arrive at, and an answer be taken at.
+    pub min_rate: u64,
+    /// Connections one client address may hold at once (0 = no cap).
+    pub max_conns_per_ip: usize,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
+    /// The largest gateway answer stored for an idempotent replay.
+    pub idempotent_answer_bytes: u64,
+    /// PEM certificate chain and key: serve HTTPS.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/creditgate";
@@ -87,13 +114,16 @@ impl Config {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let threads =
-            number(&var, "CREDITGATE_THREADS", 1, 1024)?.unwrap_or(8 * cores as u64) as usize;
+        let threads = number(&var, "CREDITGATE_THREADS", 1, 4096)?
+            .unwrap_or(default_threads(cores) as u64) as usize;
         Ok(Config {
             database_url: Secret::new(database_url(var("DATABASE_URL"))?),
             bind: bind(var("CREDITGATE_BIND"))?,
             threads,
-            db_pool: number(&var, "CREDITGATE_DB_POOL", 1, 1024)?.unwrap_or(threads as u64) as u32,
+            // Not one per handler thread: most of them wait on clients and
+            // upstreams, and more connections on one hot row only queue.
+            db_pool: number(&var, "CREDITGATE_DB_POOL", 1, 1024)?
+                .unwrap_or(threads.min(8 * cores) as u64) as u32,
             db_timeout: Duration::from_millis(
                 number(&var, "CREDITGATE_DB_TIMEOUT_MS", 10, 600_000)?.unwrap_or(3000),
             ),
@@ -129,7 +159,53 @@ impl Config {
             )?,
             max_body_bytes: number(&var, "CREDITGATE_MAX_BODY_BYTES", 0, 1 << 30)?
                 .unwrap_or(1_048_576),
+            edge: edge(&var)?,
         })
+    }
+}
+
+/// Handler threads mostly wait (on clients, upstreams, the database), so
+/// there are many: a blocked one costs its touched stack, not a core
+/// (BENCHMARKS.md, "Handler threads").
+pub fn default_threads(cores: usize) -> usize {
+    (32 * cores).max(64)
+}
+
+fn edge(var: &impl Fn(&str) -> Option<String>) -> Result<Edge, ConfigError> {
+    let trusted_proxies = match var("CREDITGATE_TRUSTED_PROXIES") {
+        None => TrustedProxies::default(),
+        Some(v) => TrustedProxies::parse(&v)
+            .map_err(|e| bad("CREDITGATE_TRUSTED_PROXIES", &format!("{e} (expected a comma-separated list of CIDR blocks, e.g. 10.0.0.0/8,127.0.0.1)")))?,
+    };
+    Ok(Edge {
+        head_timeout: Duration::from_millis(
+            number(var, "CREDITGATE_HEAD_TIMEOUT_MS", 100, 600_000)?.unwrap_or(10_000),
+        ),
+        min_rate: number(var, "CREDITGATE_MIN_RATE_BYTES", 1, 1 << 30)?.unwrap_or(1024),
+        max_conns_per_ip: number(var, "CREDITGATE_MAX_CONNS_PER_IP", 0, 1_000_000)?.unwrap_or(64)
+            as usize,
+        trusted_proxies,
+        idempotent_answer_bytes: number(var, "CREDITGATE_IDEMPOTENT_ANSWER_BYTES", 0, 16 << 20)?
+            .unwrap_or(1 << 20),
+        tls: tls_files(var("CREDITGATE_TLS_CERT"), var("CREDITGATE_TLS_KEY"))?,
+    })
+}
+
+fn tls_files(cert: Option<String>, key: Option<String>) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        })),
+        (Some(_), None) => Err(bad(
+            "CREDITGATE_TLS_KEY",
+            "must be set with CREDITGATE_TLS_CERT",
+        )),
+        (None, Some(_)) => Err(bad(
+            "CREDITGATE_TLS_CERT",
+            "must be set with CREDITGATE_TLS_KEY",
+        )),
     }
 }
 
@@ -244,7 +320,14 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.database_url.expose(), DEFAULT_DATABASE_URL);
         assert_eq!(c.bind.to_string(), "127.0.0.1:5000");
-        assert_eq!(c.db_pool as usize, c.threads);
+        assert!(c.threads >= 64);
+        assert!(c.db_pool as usize <= c.threads);
+        assert_eq!(c.edge.head_timeout, Duration::from_secs(10));
+        assert_eq!(c.edge.min_rate, 1024);
+        assert_eq!(c.edge.max_conns_per_ip, 64);
+        assert!(c.edge.trusted_proxies.is_empty());
+        assert_eq!(c.edge.idempotent_answer_bytes, 1 << 20);
+        assert!(c.edge.tls.is_none());
         assert!(c.admin_token.is_none());
         assert_eq!(c.mail_prefix, "creditgate - ");
         assert_eq!(c.heartbeat, Duration::from_secs(10));
@@ -274,6 +357,12 @@ mod tests {
             ("CREDITGATE_SMTP_URL", "http://x"),
             ("CREDITGATE_ALERT_TO", "ops"),
             ("DATABASE_URL", "postgres://x"),
+            ("CREDITGATE_HEAD_TIMEOUT_MS", "5"),
+            ("CREDITGATE_MIN_RATE_BYTES", "0"),
+            ("CREDITGATE_MAX_CONNS_PER_IP", "lots"),
+            ("CREDITGATE_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("CREDITGATE_IDEMPOTENT_ANSWER_BYTES", "1e6"),
+            ("CREDITGATE_TLS_CERT", "/etc/cert.pem"),
         ] {
             let e = config(&[(name, value)]).unwrap_err();
             assert_eq!(e.variable, name, "{e}");

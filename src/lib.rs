@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod mail;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod openapi;
 pub mod ratelimit;
 pub mod shutdown;

@@ -45,7 +45,7 @@ pub fn serve(
         credentials: &credentials,
         idempotency_key: key.as_ref(),
         body,
-        peer: req.remote_addr().ip(),
+        peer: super::client_ip(state, req),
         request_id: ctx.id,
         now: Utc::now(),
     };

@@ -113,7 +113,18 @@ pub fn bind(state: Arc<AppState>) -> Result<HttpServer, BindError> {
     let threads = state.config.threads;
     let handler_state = Arc::clone(&state);
     let handler: Handler = Box::new(move |req| handle(&handler_state, req));
-    let server = rouille::Server::new(addr, handler)
+    let edge = &state.config.edge;
+    let proxies = edge.trusted_proxies.clone();
+    let limits = tiny_http::Limits {
+        head_timeout: edge.head_timeout,
+        min_rate: edge.min_rate,
+        max_conns_per_ip: edge.max_conns_per_ip,
+        // A trusted proxy's connections carry many clients.
+        exempt: (!proxies.is_empty())
+            .then(|| Arc::new(move |ip: &std::net::IpAddr| proxies.trusts(ip)) as _),
+    };
+    let server = limits
+        .scope(|| rouille::Server::new(addr, handler))
         .map_err(|e| BindError(format!("cannot listen on {addr}: {e}")))?
         .pool_size(threads);
     Ok(HttpServer { server, state })
@@ -314,7 +325,7 @@ fn allow(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
 /// login form).
 pub(crate) fn refuse_if_throttled(state: &AppState, req: &Request) -> Result<(), ApiError> {
     let now = chrono::Utc::now().timestamp() as u64;
-    match state.throttle.check(req.remote_addr().ip(), now) {
+    match state.throttle.check(client_ip(state, req), now) {
         Ok(()) => Ok(()),
         Err(retry_after) => Err(ApiError::TooManyFailures { retry_after }),
     }
@@ -342,8 +353,25 @@ pub(crate) fn count_auth_failure(
 ) {
     state.metrics.auth_failure();
     let now = chrono::Utc::now().timestamp() as u64;
-    state.throttle.failed(req.remote_addr().ip(), now);
+    state.throttle.failed(client_ip(state, req), now);
     log::info!("req={} authentication failed: {why}", ctx.id);
+}
+
+/// The client's address: the socket's peer, or the address a trusted proxy
+/// reports for it (`CREDITGATE_TRUSTED_PROXIES`), so that one client
+/// behind a shared proxy cannot lock out everyone else behind it.
+pub(crate) fn client_ip(state: &AppState, req: &Request) -> std::net::IpAddr {
+    let peer = req.remote_addr().ip();
+    let proxies = &state.config.edge.trusted_proxies;
+    if proxies.is_empty() {
+        return peer;
+    }
+    let forwarded: Vec<&str> = req
+        .headers()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("X-Forwarded-For"))
+        .map(|(_, v)| v)
+        .collect();
+    proxies.client(peer, &forwarded)
 }
 
 /// Every `Authorization` header value, in order.

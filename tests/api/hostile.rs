@@ -226,7 +226,8 @@ fn cases(w: &World) -> Vec<Case> {
     add(
         "NUL in the username",
         paid_with(&format!("Bearer ali\0ce:{t}")),
-        unauthorized,
+        // A control character in a header value: the head is malformed.
+        Expect::Status(400),
     );
     add(
         "CR and LF in the username (query)",
@@ -241,7 +242,8 @@ fn cases(w: &World) -> Vec<Case> {
     add(
         "bare CR in a header value",
         paid_with(&format!("Bearer ali\rce:{t}")),
-        unauthorized,
+        // RFC 9112 §2.2: a bare CR is refused, not taken as a line end.
+        Expect::Status(400),
     );
 
     // SQL and LIKE metacharacters where a username, token or bank goes.
@@ -402,7 +404,6 @@ fn cases(w: &World) -> Vec<Case> {
         ("129-character Idempotency-Key", long_key.as_str()),
         ("10 KB Idempotency-Key", huge_key.as_str()),
         ("Idempotency-Key with a space", "a b"),
-        ("Idempotency-Key with a NUL", "a\0b"),
         ("empty Idempotency-Key", ""),
     ] {
         add(
@@ -724,9 +725,61 @@ fn cases(w: &World) -> Vec<Case> {
         Expect::Error(404, "not_found"),
     );
     add(
-        "a negative Content-Length",
-        get(PAID, &[("Content-Length", "-1")]),
-        unauthorized,
+        "Idempotency-Key with a NUL",
+        get(PAID, &[("Authorization", &alice), ("Idempotency-Key", "a\0b")]),
+        Expect::Status(400),
+    );
+    // Framing (RFC 9112 §6): anything two parsers could read two ways is
+    // refused at the edge, with the connection closed. See: #18
+    for (name, headers) in [
+        ("a negative Content-Length", vec![("Content-Length", "-1")]),
+        ("Content-Length +5", vec![("Content-Length", "+5")]),
+        ("Content-Length 5, 6", vec![("Content-Length", "5, 6")]),
+        ("Content-Length 4 4", vec![("Content-Length", "4 4")]),
+        (
+            "an overflowing Content-Length",
+            vec![("Content-Length", "99999999999999999999999")],
+        ),
+        (
+            "two different Content-Length headers",
+            vec![("Content-Length", "5"), ("Content-Length", "6")],
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            vec![("Content-Length", "5"), ("Transfer-Encoding", "chunked")],
+        ),
+        ("Transfer-Encoding xchunked", vec![("Transfer-Encoding", "xchunked")]),
+        (
+            "Transfer-Encoding gzip, chunked",
+            vec![("Transfer-Encoding", "gzip, chunked")],
+        ),
+    ] {
+        let mut headers = headers;
+        headers.push(("Authorization", &alice));
+        add(
+            name,
+            [get(PAID, &headers), b"hello".to_vec()].concat(),
+            Expect::Status(400),
+        );
+    }
+    add(
+        "an obs-folded header",
+        raw_head(&[
+            b"GET /api/v1.0/banks_data/bofa/ HTTP/1.1\r\nAuthorization: ",
+            alice.as_bytes(),
+            b"\r\nX-Folded: a\r\n b\r\n",
+        ]),
+        Expect::Status(400),
+    );
+    add(
+        "an HTTP/2.0 request line",
+        b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(),
+        Expect::Status(505),
+    );
+    add(
+        "an HTTP/3.0 request line",
+        b"GET /health HTTP/3.0\r\nHost: x\r\n\r\n".to_vec(),
+        Expect::Status(505),
     );
     add(
         "a broken chunked body on a GET",
@@ -806,7 +859,9 @@ fn mismatch(expect: Expect, answer: Option<&Resp>) -> Option<String> {
             _ => Some(format!("no answer, expected {expect:?}")),
         };
     };
-    if r.status >= 500 {
+    // The one 5xx a hostile request may get: 505 for an HTTP version
+    // creditgate does not speak, when the case says so.
+    if r.status >= 500 && !matches!(expect, Expect::Status(s) if s == r.status) {
         return Some(format!("{} {}", r.status, r.body));
     }
     let error = || {
@@ -967,11 +1022,13 @@ fn a_one_megabyte_header_is_refused_before_it_is_read() {
 
 #[test]
 fn slow_and_silent_clients_are_cut_off_and_do_not_starve_the_workers() {
-    // Arrange: more stalled connections than the server has workers (16 in
-    // tests), of three kinds: one that never finishes its head, one that
-    // trickles a byte every two seconds, and idle keep-alive connections.
-    let w = world();
-    let addr = w.app.addr;
+    // Arrange: a 2 s head deadline (CREDITGATE_HEAD_TIMEOUT_MS; 10 s by
+    // default) and more stalled connections than the server has workers
+    // (16 in tests), of three kinds: one that never finishes its head, one
+    // that trickles a byte a second, and idle keep-alive connections.
+    let app = spawn_app_with(&[("CREDITGATE_HEAD_TIMEOUT_MS", "2000")]);
+    let probe = app.db.add_user("probe", 1_000);
+    let addr = app.addr;
     let half_sent: Vec<TcpStream> = (0..40)
         .map(|_| {
             let mut s = connect(addr);
@@ -985,8 +1042,8 @@ fn slow_and_silent_clients_are_cut_off_and_do_not_starve_the_workers() {
         let mut s = connect(addr);
         let started = Instant::now();
         let mut sent = 0;
-        // Two bytes per header line; the head never ends.
-        while started.elapsed() < Duration::from_secs(40) {
+        // A byte a second, well inside the socket timeout; the head never ends.
+        while started.elapsed() < Duration::from_secs(20) {
             let byte: &[u8] = if sent == 0 {
                 b"GET /health HTTP/1.1\r\n"
             } else {
@@ -996,7 +1053,7 @@ fn slow_and_silent_clients_are_cut_off_and_do_not_starve_the_workers() {
                 break;
             }
             sent += 1;
-            let (out, closed, _) = read_until_closed(&mut s, Duration::from_secs(2));
+            let (out, closed, _) = read_until_closed(&mut s, Duration::from_secs(1));
             if closed {
                 return (parse_response(&out).map(|r| r.status), started.elapsed());
             }
@@ -1005,17 +1062,17 @@ fn slow_and_silent_clients_are_cut_off_and_do_not_starve_the_workers() {
     });
     // Act + Assert: meanwhile a paid request is served at once.
     let started = Instant::now();
-    assert_eq!(w.app.bank("probe", &w.probe, "bofa").status, 200);
-    assert!(started.elapsed() < Duration::from_secs(2));
-    // The half-sent heads get 408 and are closed after the socket timeout.
+    assert_eq!(app.bank("probe", &probe, "bofa").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The half-sent heads get 408 and are closed after the head deadline.
     for mut s in half_sent {
-        let (out, closed, _) = read_until_closed(&mut s, Duration::from_secs(15));
+        let (out, closed, _) = read_until_closed(&mut s, Duration::from_secs(6));
         assert!(closed, "a half-sent request is still open");
         assert_eq!(parse_response(&out).map(|r| r.status), Some(408));
     }
     let waited = started.elapsed();
     assert!(
-        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        waited >= Duration::from_millis(1800) && waited < Duration::from_secs(6),
         "{waited:?}"
     );
     // Idle connections are closed without an answer.
@@ -1023,14 +1080,14 @@ fn slow_and_silent_clients_are_cut_off_and_do_not_starve_the_workers() {
         let (out, closed, _) = read_until_closed(&mut s, Duration::from_secs(3));
         assert!(closed && out.is_empty(), "{closed} {out:?}");
     }
-    // The trickler gets 408 once its head has taken 20 s.
+    // The trickler gets 408 once its head has taken 2 s.
     let (status, took) = trickler.join().unwrap();
     assert_eq!(status, Some(408));
     assert!(
-        took >= Duration::from_secs(19) && took < Duration::from_secs(30),
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(6),
         "{took:?}"
     );
-    assert_eq!(w.app.bank("probe", &w.probe, "bofa").status, 200);
+    assert_eq!(app.bank("probe", &probe, "bofa").status, 200);
 }
 
 #[test]

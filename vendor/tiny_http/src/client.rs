@@ -1,18 +1,17 @@
-use ascii::AsciiString;
-
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read};
 
-use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::common::{HTTPVersion, Method, StatusCode};
+use crate::common::{HTTPVersion, Header, StatusCode};
+use crate::head::{self, Head, HeadError};
+use crate::limits::Limits;
+use crate::request::Conn;
 use crate::util::RefinedTcpStream;
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::util::{BodyLeft, SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
 /// PATCHED: a request head (request line plus headers) longer than this is
@@ -21,16 +20,12 @@ use crate::Request;
 /// 50 MB header line was read into memory whole.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// PATCHED: a client that has started a request head must finish it within
-/// this long, or gets 408 and the connection is closed; the socket's read
-/// timeout alone would let it send a byte every few seconds forever.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
 pub struct ClientConnection {
-    // address of the client
-    remote_addr: IoResult<Option<SocketAddr>>,
+    // PATCHED: what every request of this connection is given (address,
+    // limits, the closer).
+    conn: Conn,
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
@@ -49,38 +44,51 @@ pub struct ClientConnection {
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
 
-    // PATCHED: reports whether the previous request's unread body was
-    // drained; if not, the stream is mid-body and must be closed.
-    previous_body: Option<Receiver<IoResult<()>>>,
-
-    // true if the connection goes through SSL
-    secure: bool,
+    // PATCHED: what the previous request's body reader left unread, to be
+    // drained here (or the connection closed) before the next head.
+    previous_body: Option<Receiver<BodyLeft>>,
 }
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
-    WrongRequestLine,
-    WrongHeader(HTTPVersion),
+    /// PATCHED: the head is malformed, not HTTP/1.x, or has too many lines.
+    BadHead(HeadError),
+    /// PATCHED: the body's framing is ambiguous (RFC 9112 §6): 400.
+    BadFraming(HTTPVersion),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     /// PATCHED: the head is over `MAX_HEAD_BYTES` (414 or 431).
     HeadTooLarge(StatusCode),
     /// PATCHED: the client started a head and did not finish it in time.
     HeadTimeout,
-    /// PATCHED: the head holds bytes that are not ASCII.
-    NotAscii,
     /// PATCHED: the previous request left a body that was not drained.
     BodyNotDrained,
-    ReadIoError(IoError),
+    /// The connection ended, or an idle keep-alive connection timed out.
+    Closed,
+}
+
+impl ReadError {
+    /// PATCHED: the answer before the connection is closed, if any (an idle
+    /// connection, a closed one or an undrained body get none).
+    fn answer(&self) -> Option<(StatusCode, HTTPVersion)> {
+        let v11 = HTTPVersion(1, 1);
+        match self {
+            ReadError::BadHead(e) => Some((e.status(), v11)),
+            ReadError::BadFraming(v) => Some((StatusCode(400), v.clone())),
+            ReadError::ExpectationFailed(v) => Some((StatusCode(417), v.clone())),
+            ReadError::HeadTooLarge(status) => Some((*status, v11)),
+            ReadError::HeadTimeout => Some((StatusCode(408), v11)),
+            ReadError::BodyNotDrained | ReadError::Closed => None,
+        }
+    }
 }
 
 /// PATCHED: the socket as the readers see it, checking the deadline of the
 /// request head being read (if any) before and after each read of the
 /// socket. Between two socket reads the bytes come from the buffer and no
-/// time passes, so this holds a head to `HEAD_TIMEOUT` as a check at every
-/// byte did, without reading the clock per byte (that was 14,000 of a paid
-/// request's 128,000 instructions in creditgate, by callgrind).
+/// time passes, so this holds a head to its deadline as a check at every
+/// byte did, without reading the clock per byte.
 struct HeadClock<R> {
     inner: R,
     deadline: Arc<Mutex<Option<Instant>>>,
@@ -102,20 +110,20 @@ impl<R: Read> Read for HeadClock<R> {
     }
 }
 
-/// PATCHED: what one request head may still spend.
-struct HeadBudget {
-    bytes_left: usize,
-    started: Option<Instant>,
-}
-
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: Limits,
     ) -> ClientConnection {
-        let remote_addr = read_socket.peer_addr();
-        let secure = read_socket.secure();
+        let remote_addr = read_socket.peer_addr().ok().flatten();
+        let conn = Conn {
+            secure: read_socket.secure(),
+            remote_addr,
+            limits,
+            closer: Some(read_socket.closer()),
+        };
 
         let head_deadline = Arc::new(Mutex::new(None));
         let read_socket = HeadClock {
@@ -126,84 +134,67 @@ impl ClientConnection {
         let first_header = source.next().unwrap();
 
         ClientConnection {
+            conn,
             source,
             sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
-            remote_addr,
             next_header_source: first_header,
             head_deadline,
             no_more_requests: false,
             previous_body: None,
-            secure,
         }
     }
 
     /// true if the connection is HTTPS
     pub fn secure(&self) -> bool {
-        self.secure
-    }
-
-    /// Reads the next line from self.next_header_source.
-    ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    ///
-    /// PATCHED: spends `budget`, and refuses a line that does not fit in it
-    /// with `too_large`.
-    fn read_next_line(
-        &mut self,
-        budget: &mut HeadBudget,
-        too_large: StatusCode,
-    ) -> Result<AsciiString, ReadError> {
-        let mut buf = Vec::new();
-        let mut prev_byte_was_cr = false;
-
-        loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(Ok(b)) => b,
-                // the socket's read timeout fired in the middle of a head
-                Some(Err(e))
-                    if budget.started.is_some()
-                        && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-                {
-                    return Err(ReadError::HeadTimeout)
-                }
-                Some(Err(e)) => return Err(ReadError::ReadIoError(e)),
-                None => {
-                    return Err(ReadError::ReadIoError(IoError::new(
-                        ErrorKind::ConnectionAborted,
-                        "Unexpected EOF",
-                    )))
-                }
-            };
-
-            if budget.started.is_none() {
-                // The head's first byte: from now on `HeadClock` holds the
-                // rest of it to the deadline.
-                let now = Instant::now();
-                budget.started = Some(now);
-                self.set_head_deadline(Some(now + HEAD_TIMEOUT));
-            }
-            if budget.bytes_left == 0 {
-                return Err(ReadError::HeadTooLarge(too_large));
-            }
-            budget.bytes_left -= 1;
-
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf).map_err(|_| ReadError::NotAscii);
-            }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
-        }
+        self.conn.secure
     }
 
     /// PATCHED: sets (or, with `None`, lifts) the deadline `HeadClock` checks.
     fn set_head_deadline(&self, deadline: Option<Instant>) {
         *self.head_deadline.lock().unwrap_or_else(|e| e.into_inner()) = deadline;
+    }
+
+    /// PATCHED: reads one head from the buffer and parses it with
+    /// `httparse` (see `head`), within `MAX_HEAD_BYTES` and, from its first
+    /// byte, `head_timeout`. Only the head's bytes are consumed: what
+    /// follows is the body's.
+    fn read_head(&mut self) -> Result<Head, ReadError> {
+        let mut head = Vec::new();
+        loop {
+            let chunk = match self.next_header_source.fill_buf() {
+                Ok([]) if head.is_empty() => return Err(ReadError::Closed),
+                // Closed in the middle of a head.
+                Ok([]) => return Err(ReadError::BadHead(HeadError::Malformed)),
+                Ok(chunk) => chunk,
+                Err(e)
+                    if !head.is_empty()
+                        && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    return Err(ReadError::HeadTimeout)
+                }
+                Err(_) => return Err(ReadError::Closed),
+            };
+            let take = chunk.len().min(MAX_HEAD_BYTES - head.len());
+            let before = head.len();
+            head.extend_from_slice(&chunk[..take]);
+            if before == 0 {
+                // The head's first bytes: from now on `HeadClock` holds the
+                // rest of it to the deadline.
+                self.set_head_deadline(Some(Instant::now() + self.conn.limits.head_timeout));
+            }
+            match head::parse(&head) {
+                Ok(Some((parsed, len))) => {
+                    self.next_header_source.consume(len - before);
+                    return Ok(parsed);
+                }
+                Ok(None) if head.len() < MAX_HEAD_BYTES => self.next_header_source.consume(take),
+                Ok(None) => {
+                    let status = if head.contains(&b'\n') { 431 } else { 414 };
+                    return Err(ReadError::HeadTooLarge(StatusCode(status)));
+                }
+                Err(e) => return Err(ReadError::BadHead(e)),
+            }
+        }
     }
 
     /// Reads a request from the stream.
@@ -212,52 +203,22 @@ impl ClientConnection {
         // PATCHED: no deadline until the next head's first byte (an idle
         // keep-alive connection waits under the socket timeout only).
         self.set_head_deadline(None);
-        // PATCHED: waits until the previous request's body reader is gone;
-        // if it gave up draining, what follows is body, not a request.
-        if let Some(drained) = self.previous_body.take() {
-            if let Ok(Err(_)) = drained.recv() {
-                return Err(ReadError::BodyNotDrained);
+        // PATCHED: waits until the previous request's body reader is gone,
+        // and drains what it left here, on this connection's thread; if it
+        // cannot, what follows is body, not a request.
+        if let Some(previous) = self.previous_body.take() {
+            if let Ok(left) = previous.recv() {
+                if crate::util::drain(left).is_err() {
+                    return Err(ReadError::BodyNotDrained);
+                }
             }
         }
 
-        let mut budget = HeadBudget {
-            bytes_left: MAX_HEAD_BYTES,
-            started: None,
-        };
-
-        let (method, path, version, headers) = {
-            // reading the request line
-            let (method, path, version) = {
-                let line = self.read_next_line(&mut budget, StatusCode(414))?;
-
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
-
-            // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self.read_next_line(&mut budget, StatusCode(431))?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
-                }
-
-                headers
-            };
-
-            (method, path, version, headers)
-        };
-        // PATCHED: the head is complete; the body is not held to its deadline.
+        let head = self.read_head()?;
+        // PATCHED: the head is complete; the body has its own clock.
         self.set_head_deadline(None);
+        let framing = head::framing(&head.headers, &head.version)
+            .map_err(|()| ReadError::BadFraming(head.version.clone()))?;
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -267,26 +228,11 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
-        let mut request = crate::request::new_request(
-            self.secure,
-            method,
-            path,
-            version.clone(),
-            headers,
-            *self.remote_addr.as_ref().unwrap(),
-            data_source,
-            writer,
-        )
-        .map_err(|e| {
-            use crate::request;
-            match e {
-                request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
-                }
-            }
-        })?;
-        self.previous_body = request.body_drained.take();
+        let version = head.version.clone();
+        let mut request =
+            crate::request::new_request(&self.conn, head, framing, data_source, writer)
+                .map_err(|_| ReadError::ExpectationFailed(version))?;
+        self.previous_body = request.body_left.take();
 
         // return the request
         Ok(request)
@@ -299,7 +245,7 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
+        use crate::Response;
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
@@ -307,160 +253,41 @@ impl Iterator for ClientConnection {
             return None;
         }
 
-        loop {
-            let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
+        let rq = match self.read() {
+            Ok(rq) => rq,
+            // PATCHED: every refused head gets its answer, then the
+            // connection is closed, since where the next request would start
+            // is unknown. (The 505 for `HTTP/2.0` used to be written while
+            // the request still held the writer before it: a deadlock that
+            // kept the thread and its descriptors forever.)
+            Err(e) => {
+                if let Some((status, version)) = e.answer() {
                     let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                    let close = Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap();
+                    Response::from_string(status.default_reason_phrase())
+                        .with_status_code(status)
+                        .with_header(close)
+                        .raw_print(writer, version, &[], false, None)
                         .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
                 }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                // PATCHED: refused heads get an answer, then the connection is
-                // closed, since the rest of what the client sends is unread.
-                Err(ReadError::HeadTooLarge(status)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::from_string(status.default_reason_phrase())
-                        .with_status_code(status);
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None;
-                }
-
-                Err(ReadError::NotAscii) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None;
-                }
-
-                Err(ReadError::HeadTimeout) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None;
-                }
-
-                // PATCHED: the previous response is already sent; just close.
-                Err(ReadError::BodyNotDrained) => return None,
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
-                }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
-            };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
+                return None;
             }
+        };
 
-            // updating the status of the connection
-            let connection_header = rq
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Connection"))
-                .map(|h| h.value.as_str());
+        // updating the status of the connection
+        // PATCHED: "upgrade" is no longer special: upgrades are not served.
+        let connection_header = rq
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Connection"))
+            .map(|h| h.value.as_str().to_ascii_lowercase());
+        let v10 = *rq.http_version() == HTTPVersion(1, 0);
+        self.no_more_requests = match connection_header {
+            Some(ref val) if val.contains("close") => true,
+            Some(ref val) => v10 && !val.contains("keep-alive"),
+            None => v10,
+        };
 
-            let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
-
-            match lowercase {
-                Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
-                    self.no_more_requests = true
-                }
-                None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
-                _ => (),
-            };
-
-            // returning the request
-            return Some(rq);
-        }
-    }
-}
-
-/// Parses a "HTTP/1.1" string.
-fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
-    let (major, minor) = match version {
-        "HTTP/0.9" => (0, 9),
-        "HTTP/1.0" => (1, 0),
-        "HTTP/1.1" => (1, 1),
-        "HTTP/2.0" => (2, 0),
-        "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
-    };
-
-    Ok(HTTPVersion(major, minor))
-}
-
-/// Parses the request line of the request.
-/// eg. GET / HTTP/1.1
-fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
-    let mut parts = line.split(' ');
-
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
-    let version = parts.next().and_then(|w| parse_http_version(w).ok());
-
-    method
-        .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
-}
-
-#[cfg(test)]
-mod test {
-    #[test]
-    fn test_parse_request_line() {
-        let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1").unwrap();
-
-        assert!(method == crate::Method::Get);
-        assert!(path == "/hello");
-        assert!(ver == crate::common::HTTPVersion(1, 1));
-
-        assert!(super::parse_request_line("GET /hello").is_err());
-        assert!(super::parse_request_line("qsd qsd qsd").is_err());
+        Some(rq)
     }
 }

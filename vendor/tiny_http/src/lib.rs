@@ -90,6 +90,16 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
+// PATCHED: lints newer clippy versions raise on upstream's unchanged code;
+// the vendored crate is a workspace member (its tests run in `make test`),
+// so it is linted with creditgate's `-D warnings`.
+#![allow(
+    clippy::doc_overindented_list_items,
+    clippy::large_enum_variant,
+    clippy::needless_borrow,
+    clippy::unnecessary_map_or,
+    clippy::io_other_error
+)]
 
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
 use zeroize::Zeroizing;
@@ -108,6 +118,7 @@ use std::time::Duration;
 
 use client::ClientConnection;
 use connection::Connection;
+use limits::ConnCounter;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
@@ -118,16 +129,13 @@ pub use test::TestRequest;
 
 mod client;
 mod common;
-
-/// PATCHED: a client socket on which nothing can be read or written for this
-/// long is closed: an idle keep-alive connection, a client that stops in the
-/// middle of a request or of its body, or one that stops reading its answer.
-/// Without it each such client held a thread until it went away.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+mod head;
+mod limits;
 
 /// PATCHED: the limits below are part of the public API so that users can
-/// document them.
-pub use client::{HEAD_TIMEOUT, MAX_HEAD_BYTES};
+/// document them; the timeouts and rates are per server (`Limits`).
+pub use client::MAX_HEAD_BYTES;
+pub use limits::{Exempt, Limits};
 pub use util::{MAX_DRAIN_BYTES, MAX_DRAIN_TIME};
 mod connection;
 mod request;
@@ -297,69 +305,50 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let limits = Limits::current();
+        let ssl = Arc::new(ssl);
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            let counter = ConnCounter::default();
+            let mut backoff = Duration::ZERO;
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        if let Err(e) = sock.set_timeouts(Some(CLIENT_TIMEOUT)) {
-                            log::error!("Error setting client timeouts: {}", e);
-                            continue;
-                        }
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                let (sock, peer) = match server.accept() {
+                    Ok(accepted) => {
+                        backoff = Duration::ZERO;
+                        accepted
                     }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
+                    // PATCHED: out of descriptors (EMFILE, ENFILE) or memory:
+                    // wait and try again, ever more slowly, but never stop
+                    // accepting. This used to end the accept thread: the
+                    // port closed while the process lived on.
                     Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        if backoff.is_zero() {
+                            log::error!("Error accepting new client (will retry): {}", e);
+                        }
+                        backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                        thread::sleep(backoff);
+                        continue;
                     }
+                };
+                // PATCHED: one address may hold only so many connections;
+                // one more is closed at once.
+                let Some(slot) = counter.admit(peer.map(|p| p.ip()), &limits) else {
+                    continue;
+                };
+                if let Err(e) = sock.set_timeouts(Some(limits.head_timeout)) {
+                    log::error!("Error setting client timeouts: {}", e);
+                    continue;
                 }
+                let mut job = Some((sock, slot, Arc::clone(&ssl), limits.clone()));
+                let messages = inside_messages.clone();
+                tasks_pool.spawn(Box::new(move || {
+                    if let Some((sock, _slot, ssl, limits)) = job.take() {
+                        serve_connection(sock, &ssl, limits, &messages);
+                    }
+                }));
             }
             log::debug!("Terminating accept thread");
         });
@@ -424,6 +413,75 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// PATCHED: the first and the longest an accept waits after a failure.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// PATCHED: one connection, on its own thread: the TLS setup (no longer on
+/// the accept thread, where a slow handshake stalled every new client),
+/// then its requests in order.
+#[allow(clippy::ptr_arg)]
+fn serve_connection<S>(
+    sock: Connection,
+    ssl: &Option<S>,
+    limits: Limits,
+    messages: &Arc<MessagesQueue<Message>>,
+) where
+    S: SslAccept,
+{
+    use util::RefinedTcpStream;
+    let (read_closable, write_closable) = match ssl {
+        None => RefinedTcpStream::new(sock),
+        Some(ssl) => match ssl.accept_stream(sock) {
+            Some(pair) => pair,
+            None => return,
+        },
+    };
+    let client = ClientConnection::new(write_closable, read_closable, limits);
+    // Synchronization is needed for HTTPS requests to avoid a deadlock
+    if client.secure() {
+        let (sender, receiver) = mpsc::channel();
+        for rq in client {
+            messages.push(rq.with_notify_sender(sender.clone()).into());
+            receiver.recv().unwrap();
+        }
+    } else {
+        for rq in client {
+            messages.push(rq.into());
+        }
+    }
+}
+
+/// PATCHED: what the connection thread asks of the TLS context (nothing,
+/// without a TLS feature).
+trait SslAccept {
+    fn accept_stream(
+        &self,
+        sock: Connection,
+    ) -> Option<(util::RefinedTcpStream, util::RefinedTcpStream)>;
+}
+
+impl SslAccept for () {
+    fn accept_stream(
+        &self,
+        _sock: Connection,
+    ) -> Option<(util::RefinedTcpStream, util::RefinedTcpStream)> {
+        None
+    }
+}
+
+#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+impl SslAccept for crate::ssl::SslContextImpl {
+    fn accept_stream(
+        &self,
+        sock: Connection,
+    ) -> Option<(util::RefinedTcpStream, util::RefinedTcpStream)> {
+        // trying to apply SSL over the connection
+        // if an error occurs, we just close the socket
+        self.accept(sock).ok().map(util::RefinedTcpStream::new)
     }
 }
 

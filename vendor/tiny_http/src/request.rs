@@ -1,15 +1,17 @@
 use std::io::Error as IoError;
-use std::io::{self, Cursor, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 
+use std::convert::TryFrom;
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use std::sync::mpsc::{Receiver, Sender};
 
-use crate::util::{EqualReader, FusedReader};
+use crate::head::{Framing, Head};
+use crate::limits::{Limits, RateClock, SlowBodyGuard, SlowReaderGuard};
+use crate::util::refined_tcp_stream::Closer;
+use crate::util::{BodyLeft, ChunkedBody, EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -75,9 +77,16 @@ pub struct Request {
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
 
-    // PATCHED: where the body reader reports, when dropped, whether it could
-    // drain an unread body; taken by `ClientConnection`.
-    pub(crate) body_drained: Option<Receiver<io::Result<()>>>,
+    // PATCHED: where the body reader reports, when dropped, what of the
+    // body is left for the connection to drain; taken by `ClientConnection`.
+    pub(crate) body_left: Option<Receiver<BodyLeft>>,
+
+    // PATCHED: the answer is written under `limits.min_rate`.
+    limits: Limits,
+
+    // PATCHED: closes the connection when an answer could not be written
+    // whole (its length or its chunks would lie to the client).
+    closer: Option<Closer>,
 }
 
 struct NotifyOnDrop<R> {
@@ -109,15 +118,7 @@ impl<R> Drop for NotifyOnDrop<R> {
 pub enum RequestCreationError {
     /// The client sent an `Expect` header that was not recognized by tiny-http.
     ExpectationFailed,
-
-    /// Error while reading data from the socket during the creation of the `Request`.
-    CreationIoError(IoError),
-}
-
-impl From<IoError> for RequestCreationError {
-    fn from(err: IoError) -> RequestCreationError {
-        RequestCreationError::CreationIoError(err)
-    }
+    // PATCHED: no IO error: creating a request no longer reads its body.
 }
 
 /// Builds a new request.
@@ -129,39 +130,35 @@ impl From<IoError> for RequestCreationError {
 /// It is the responsibility of the `Request` to read only the data of the request and not further.
 ///
 /// The `Write` object will be used by the `Request` to write the response.
-#[allow(clippy::too_many_arguments)]
-pub fn new_request<R, W>(
-    secure: bool,
-    method: Method,
-    path: String,
-    version: HTTPVersion,
-    headers: Vec<Header>,
-    remote_addr: Option<SocketAddr>,
-    mut source_data: R,
+/// PATCHED: what a connection hands to each request it reads.
+pub(crate) struct Conn {
+    pub(crate) secure: bool,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) limits: Limits,
+    pub(crate) closer: Option<Closer>,
+}
+
+/// PATCHED: the body's framing is decided by `head::framing` (strict, RFC
+/// 9112) before this is called; no body is read here (the handler reads it,
+/// after it has checked whatever it checks first), and a `Connection:
+/// upgrade` header no longer makes the rest of the connection the body.
+pub(crate) fn new_request<R, W>(
+    conn: &Conn,
+    head: Head,
+    framing: Framing,
+    source_data: R,
     writer: W,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
-
+    let Head {
+        method,
+        path,
+        version,
+        headers,
+    } = head;
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
         match headers
@@ -175,77 +172,44 @@ where
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
+    // Every byte of a body is held to the minimum rate.
+    let source_data = SlowBodyGuard {
+        inner: source_data,
+        clock: RateClock::new(&conn.limits),
     };
-
-    let mut body_drained = None;
-
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, drained) = EqualReader::new(source_data, content_length);
-            body_drained = Some(drained);
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+    let body_length = match framing {
+        Framing::Length(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => None,
+    };
+    let (reader, body_left) = match (framing, body_length) {
+        (Framing::Length(_), Some(n)) if n > 0 => {
+            let (data_reader, left) = EqualReader::new(source_data, n);
+            let reader = Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send>;
+            (reader, Some(left))
         }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
-    } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+        (Framing::Chunked, _) => {
+            let (data_reader, left) = ChunkedBody::new(source_data);
+            let reader = Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send>;
+            (reader, Some(left))
+        }
+        _ => (Box::new(io::empty()) as Box<dyn Read + Send>, None),
     };
 
     Ok(Request {
         data_reader: Some(reader),
         response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
-        remote_addr,
-        secure,
+        remote_addr: conn.remote_addr,
+        secure: conn.secure,
         method,
         path,
         http_version: version,
         headers,
-        body_length: content_length,
+        body_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
-        body_drained,
+        body_left,
+        limits: conn.limits.clone(),
+        closer: conn.closer.clone(),
     })
 }
 
@@ -345,7 +309,7 @@ impl Request {
     ///
     /// # Example
     ///
-    /// ```no_run
+    /// ```ignore
     /// # extern crate rustc_serialize;
     /// # extern crate tiny_http;
     /// # use rustc_serialize::json::Json;
@@ -452,19 +416,33 @@ impl Request {
     where
         R: Read,
     {
-        let mut writer = self.extract_writer_impl();
+        // PATCHED: a client that does not take its answer is cut off like
+        // one that does not send its body.
+        let mut writer = SlowReaderGuard {
+            inner: self.extract_writer_impl(),
+            clock: RateClock::new(&self.limits),
+        };
 
         let do_not_send_body = self.method == Method::Head;
 
-        Self::ignore_client_closing_errors(response.raw_print(
-            writer.by_ref(),
-            self.http_version.clone(),
-            &self.headers,
-            do_not_send_body,
-            None,
-        ))?;
-
-        Self::ignore_client_closing_errors(writer.flush())
+        let written = response
+            .raw_print(
+                writer.by_ref(),
+                self.http_version.clone(),
+                &self.headers,
+                do_not_send_body,
+                None,
+            )
+            .and_then(|()| writer.flush());
+        if written.is_err() {
+            // PATCHED: the answer is cut short (the handler's body failed,
+            // or the client is gone): close the connection, so that the
+            // client sees the cut and nothing is written after it.
+            if let Some(closer) = self.closer.as_mut() {
+                closer.close();
+            }
+        }
+        Self::ignore_client_closing_errors(written)
     }
 
     fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::sync::mpsc::Receiver;
 
 use std::io::Result as IoResult;
-use std::io::{self, Cursor, Read, Write};
+use std::io::{self, Cursor, Error as IoError, ErrorKind, Read, Write};
 
 use std::fs::File;
 
@@ -433,16 +433,35 @@ where
                 Some(TransferEncoding::Chunked) => {
                     use chunked_transfer::Encoder;
 
-                    let mut writer = Encoder::new(writer);
-                    io::copy(&mut reader, &mut writer)?;
+                    // PATCHED: the encoder writes the last chunk when it is
+                    // dropped, also after a failed copy, which made an answer
+                    // cut short look complete. A blown fuse stops that write.
+                    let blown = std::cell::Cell::new(false);
+                    let mut writer = Encoder::new(Fuse {
+                        inner: writer,
+                        blown: &blown,
+                    });
+                    if let Err(e) = io::copy(&mut reader, &mut writer) {
+                        blown.set(true);
+                        return Err(e);
+                    }
                 }
 
                 Some(TransferEncoding::Identity) => {
                     assert!(data_length.is_some());
                     let data_length = data_length.unwrap();
 
+                    // PATCHED: exactly the declared length: fewer bytes would
+                    // let the next answer on the connection be read as the
+                    // rest of this one, more would be a second answer.
                     if data_length >= 1 {
-                        io::copy(&mut reader, &mut writer)?;
+                        let copied = io::copy(&mut reader.take(data_length as u64), &mut writer)?;
+                        if copied != data_length as u64 {
+                            return Err(IoError::new(
+                                ErrorKind::UnexpectedEof,
+                                "the answer's body is shorter than its length",
+                            ));
+                        }
                     }
                 }
 
@@ -570,5 +589,27 @@ impl Clone for Response<io::Empty> {
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
         }
+    }
+}
+
+/// PATCHED: a writer that refuses every write once `blown` is set.
+struct Fuse<'a, W> {
+    inner: W,
+    blown: &'a std::cell::Cell<bool>,
+}
+
+impl<W: Write> Write for Fuse<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        if self.blown.get() {
+            return Err(IoError::new(ErrorKind::BrokenPipe, "answer cut short"));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        if self.blown.get() {
+            return Err(IoError::new(ErrorKind::BrokenPipe, "answer cut short"));
+        }
+        self.inner.flush()
     }
 }

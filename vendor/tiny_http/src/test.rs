@@ -64,17 +64,22 @@ impl From<TestRequest> for Request {
                 value: AsciiString::from_ascii(mock.body.len().to_string()).unwrap(),
             });
         }
-        new_request(
-            mock.secure,
-            mock.method,
-            mock.path,
-            mock.http_version,
-            mock.headers,
-            Some(mock.remote_addr),
-            mock.body.as_bytes(),
-            std::io::sink(),
-        )
-        .unwrap()
+        // PATCHED: the request is made as a connection makes it.
+        let conn = crate::request::Conn {
+            secure: mock.secure,
+            remote_addr: Some(mock.remote_addr),
+            limits: crate::Limits::default(),
+            closer: None,
+        };
+        let framing = crate::head::framing(&mock.headers, &mock.http_version)
+            .unwrap_or(crate::head::Framing::None);
+        let head = crate::head::Head {
+            method: mock.method,
+            path: mock.path,
+            version: mock.http_version,
+            headers: mock.headers,
+        };
+        new_request(&conn, head, framing, mock.body.as_bytes(), std::io::sink()).unwrap()
     }
 }
 

@@ -1,10 +1,12 @@
 pub use self::custom_stream::CustomStream;
-pub use self::equal_reader::{EqualReader, MAX_DRAIN_BYTES, MAX_DRAIN_TIME};
+pub use self::equal_reader::{
+    drain, BodyLeft, ChunkedBody, EqualReader, MAX_DRAIN_BYTES, MAX_DRAIN_TIME,
+};
 pub use self::fused_reader::FusedReader;
 pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
-pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::sequential::SequentialWriterBuilder; // PATCHED: unused import removed
+pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;

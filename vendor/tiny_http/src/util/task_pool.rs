@@ -85,7 +85,10 @@ impl TaskPool {
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        // PATCHED: a thread that cannot be started (a process or memory
+        // limit) drops its task, which closes that one connection;
+        // `thread::spawn` panicked here, on the accept thread.
+        let started = thread::Builder::new().spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -129,6 +132,9 @@ impl TaskPool {
                 task();
             }
         });
+        if let Err(e) = started {
+            log::error!("cannot start a connection thread: {}", e);
+        }
     }
 }
 

@@ -1,0 +1,286 @@
+//! PATCHED: the limits one server holds its clients to, and the clocks that
+//! enforce them on bodies and answers.
+//!
+//! rouille builds its tiny_http server with `Server::http(addr)`, which
+//! takes no configuration; several servers with different limits live in
+//! one process (creditgate's tests). So the limits travel by a scoped,
+//! thread-local value: `Limits::scope(limits, || rouille::Server::new(…))`
+//! hands them to the server created inside the closure on this thread, and
+//! nothing else sees them.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{Error as IoError, ErrorKind, Read, Result as IoResult, Write};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which client addresses the per-address connection cap leaves alone
+/// (creditgate: its trusted proxies, whose connections carry many clients).
+pub type Exempt = Arc<dyn Fn(&IpAddr) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Limits {
+    /// A request head must be complete this long after its first byte; also
+    /// the socket's timeout between two bytes (and for an idle keep-alive
+    /// connection), and the grace a body or an answer gets before
+    /// `min_rate` applies.
+    pub head_timeout: Duration,
+    /// After the grace, a request body must arrive and an answer be taken
+    /// at this many bytes a second on average, or the connection is cut.
+    pub min_rate: u64,
+    /// Connections one client address may hold at once; more are closed at
+    /// once. 0 = no cap.
+    pub max_conns_per_ip: usize,
+    pub exempt: Option<Exempt>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head_timeout: Duration::from_secs(10),
+            min_rate: 1024,
+            max_conns_per_ip: 64,
+            exempt: None,
+        }
+    }
+}
+
+impl fmt::Debug for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limits")
+            .field("head_timeout", &self.head_timeout)
+            .field("min_rate", &self.min_rate)
+            .field("max_conns_per_ip", &self.max_conns_per_ip)
+            .field("exempt", &self.exempt.is_some())
+            .finish()
+    }
+}
+
+thread_local! {
+    static SCOPED: RefCell<Option<Limits>> = const { RefCell::new(None) };
+}
+
+impl Limits {
+    /// Runs `f` with `self` as the limits of any server it creates on this
+    /// thread.
+    pub fn scope<T>(self, f: impl FnOnce() -> T) -> T {
+        let before = SCOPED.with(|s| s.replace(Some(self)));
+        let out = f();
+        SCOPED.with(|s| *s.borrow_mut() = before);
+        out
+    }
+
+    /// The scoped limits, or the defaults.
+    pub(crate) fn current() -> Limits {
+        SCOPED.with(|s| s.borrow().clone()).unwrap_or_default()
+    }
+}
+
+/// The clock of one body or one answer: `head_timeout` of grace, then
+/// `min_rate` on average. Checked before and after each socket operation,
+/// which the socket's own timeout bounds.
+#[derive(Debug)]
+pub(crate) struct RateClock {
+    grace: Duration,
+    min_rate: u64,
+    started: Option<Instant>,
+    bytes: u64,
+}
+
+impl RateClock {
+    pub(crate) fn new(limits: &Limits) -> RateClock {
+        RateClock {
+            grace: limits.head_timeout,
+            min_rate: limits.min_rate,
+            started: None,
+            bytes: 0,
+        }
+    }
+
+    fn check(&mut self, what: &str) -> IoResult<()> {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if started.elapsed() > allowance(self.grace, self.min_rate, self.bytes) {
+            return Err(IoError::new(
+                ErrorKind::TimedOut,
+                format!("{what} slower than the minimum rate"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.bytes = self.bytes.saturating_add(n as u64);
+    }
+}
+
+/// How long `bytes` may take from the start of a body or an answer.
+fn allowance(grace: Duration, min_rate: u64, bytes: u64) -> Duration {
+    grace + Duration::from_millis(bytes.saturating_mul(1000) / min_rate.max(1))
+}
+
+/// A request body's reader held to its `RateClock`.
+pub(crate) struct SlowBodyGuard<R> {
+    pub(crate) inner: R,
+    pub(crate) clock: RateClock,
+}
+
+impl<R: Read> Read for SlowBodyGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        self.clock.check("request body")?;
+        let n = self.inner.read(buf)?;
+        self.clock.advance(n);
+        self.clock.check("request body")?;
+        Ok(n)
+    }
+}
+
+/// An answer's writer held to its `RateClock`: a client that does not take
+/// its answer is cut off like one that does not send its body.
+pub(crate) struct SlowReaderGuard<W> {
+    pub(crate) inner: W,
+    pub(crate) clock: RateClock,
+}
+
+impl<W: Write> Write for SlowReaderGuard<W> {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        self.clock.check("answer")?;
+        let n = self.inner.write(buf)?;
+        self.clock.advance(n);
+        self.clock.check("answer")?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        self.clock.check("answer")?;
+        self.inner.flush()
+    }
+}
+
+/// Open connections per client address, for `max_conns_per_ip`.
+#[derive(Clone, Default)]
+pub(crate) struct ConnCounter {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+pub(crate) struct ConnSlot {
+    counter: Option<(ConnCounter, IpAddr)>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some((counter, ip)) = self.counter.take() {
+            let mut open = counter.open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl ConnCounter {
+    /// A slot for a new connection from `ip`, or `None` when that address
+    /// already holds its share.
+    pub(crate) fn admit(&self, ip: Option<IpAddr>, limits: &Limits) -> Option<ConnSlot> {
+        let ip = match ip {
+            Some(ip) if limits.max_conns_per_ip > 0 => ip,
+            _ => return Some(ConnSlot { counter: None }),
+        };
+        if limits.exempt.as_ref().is_some_and(|exempt| exempt(&ip)) {
+            return Some(ConnSlot { counter: None });
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= limits.max_conns_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot {
+            counter: Some((self.clone(), ip)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn limits(grace_ms: u64, rate: u64, cap: usize) -> Limits {
+        Limits {
+            head_timeout: Duration::from_millis(grace_ms),
+            min_rate: rate,
+            max_conns_per_ip: cap,
+            exempt: None,
+        }
+    }
+
+    #[test]
+    fn a_fast_body_passes_its_clock() {
+        let mut r = SlowBodyGuard {
+            inner: Cursor::new(vec![7u8; 10_000]),
+            clock: RateClock::new(&limits(1000, 1024, 0)),
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 10_000);
+    }
+
+    #[test]
+    fn a_body_slower_than_the_minimum_rate_is_cut_after_the_grace() {
+        let mut r = SlowBodyGuard {
+            inner: Cursor::new(vec![7u8; 100]),
+            clock: RateClock::new(&limits(50, 1024, 0)),
+        };
+        let mut byte = [0u8; 1];
+        r.read_exact(&mut byte).unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        let e = r.read_exact(&mut byte).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn the_allowance_grows_with_the_bytes_moved() {
+        let grace = Duration::from_secs(10);
+        assert_eq!(allowance(grace, 1024, 0), grace);
+        assert_eq!(allowance(grace, 1024, 10 * 1024), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn an_address_gets_its_share_of_connections_and_no_more() {
+        let counter = ConnCounter::default();
+        let l = limits(1, 1, 2);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let a = counter.admit(Some(ip), &l).unwrap();
+        let _b = counter.admit(Some(ip), &l).unwrap();
+        assert!(counter.admit(Some(ip), &l).is_none());
+        assert!(counter
+            .admit(Some("10.0.0.2".parse().unwrap()), &l)
+            .is_some());
+        drop(a);
+        assert!(counter.admit(Some(ip), &l).is_some());
+    }
+
+    #[test]
+    fn exempt_addresses_are_not_counted() {
+        let counter = ConnCounter::default();
+        let mut l = limits(1, 1, 1);
+        l.exempt = Some(Arc::new(|ip: &IpAddr| ip.is_loopback()));
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let _a = counter.admit(Some(lo), &l).unwrap();
+        assert!(counter.admit(Some(lo), &l).is_some());
+    }
+
+    #[test]
+    fn scoped_limits_reach_only_the_scope() {
+        let l = limits(1234, 5, 6);
+        let inside = l.scope(Limits::current);
+        assert_eq!(inside.head_timeout, Duration::from_millis(1234));
+        assert_eq!(Limits::current().head_timeout, Duration::from_secs(10));
+    }
+}
