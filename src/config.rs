@@ -199,12 +199,12 @@ fn tls_files(cert: Option<String>, key: Option<String>) -> Result<Option<TlsFile
             key: key.into(),
         })),
         (Some(_), None) => Err(bad(
-            "CREDITGATE_TLS_KEY",
-            "must be set with CREDITGATE_TLS_CERT",
+            "CREDITGATE_TLS_CERT",
+            "is set but CREDITGATE_TLS_KEY is not; set both (PEM files) or neither",
         )),
         (None, Some(_)) => Err(bad(
-            "CREDITGATE_TLS_CERT",
-            "must be set with CREDITGATE_TLS_KEY",
+            "CREDITGATE_TLS_KEY",
+            "is set but CREDITGATE_TLS_CERT is not; set both (PEM files) or neither",
         )),
     }
 }

@@ -298,6 +298,16 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0015_widen_idempotency_key.sql",
         include_str!("../sql/0015_widen_idempotency_key.sql"),
     ),
+    (
+        16,
+        "0016_add_routes_max_in_flight.sql",
+        include_str!("../sql/0016_add_routes_max_in_flight.sql"),
+    ),
+    (
+        17,
+        "0017_add_idempotency_keys_answer.sql",
+        include_str!("../sql/0017_add_idempotency_keys_answer.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {

@@ -48,6 +48,11 @@ pub const ERROR_CODES: &[&str] = &[
     "idempotency_in_progress",
     "upstream_unavailable",
     "upstream_timeout",
+    "route_busy",
+    "body_not_allowed",
+    "invalid_path",
+    "idempotency_key_reused",
+    "idempotency_answer_not_stored",
     "internal",
 ];
 
@@ -845,6 +850,8 @@ fn schemas_admin() -> Value {
                     "charge_on": { "enum": ["2xx", "non-5xx", "always"] },
                     "timeout_ms": { "type": "integer", "minimum": 1, "maximum": 600_000 },
                     "strip_prefix": { "type": "boolean" },
+                    "max_in_flight": { "type": ["integer", "null"], "minimum": 1,
+                                       "description": "Requests in flight at once on one instance; null = half the handler threads." },
                     "created_at": { "type": "string" }
                 }
             },
@@ -863,7 +870,8 @@ fn schemas_admin() -> Value {
                     "methods": { "type": ["array", "null"], "items": { "type": "string" }, "description": "Empty = any." },
                     "charge_on": { "oneOf": [ { "type": "null" }, { "enum": ["2xx", "non-5xx", "always"] } ] },
                     "timeout_ms": { "type": ["integer", "null"], "minimum": 1, "maximum": 600_000 },
-                    "strip_prefix": { "type": ["boolean", "null"] }
+                    "strip_prefix": { "type": ["boolean", "null"] },
+                    "max_in_flight": { "type": ["integer", "null"], "minimum": 1, "maximum": 100_000 }
                 }
             }
     })

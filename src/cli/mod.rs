@@ -197,6 +197,10 @@ pub enum RouteCommand {
         /// Forward /prefix/x as /x.
         #[arg(long)]
         strip_prefix: bool,
+        /// At most this many requests of the route at once on one instance
+        /// (more: 503 route_busy); default half the handler threads.
+        #[arg(long, allow_negative_numbers = true)]
+        max_in_flight: Option<i64>,
     },
     /// List routes.
     List {
@@ -476,6 +480,7 @@ fn route(pool: &Pool, cmd: RouteCommand) -> Result<(), CliError> {
             charge_on,
             timeout_ms,
             strip_prefix,
+            max_in_flight,
         } => {
             let raw = RawRoute {
                 prefix,
@@ -489,6 +494,7 @@ fn route(pool: &Pool, cmd: RouteCommand) -> Result<(), CliError> {
                 charge_on: Some(charge_on),
                 timeout_ms: Some(timeout_ms),
                 strip_prefix,
+                max_in_flight,
             };
             let new = NewRoute::from_raw(&raw).map_err(RouteError::Invalid)?;
             let r = store::add(pool, new)?;

@@ -197,6 +197,7 @@ fn add_route(state: &AppState, form: &Form) -> Result<Flash, ConsoleError> {
         charge_on: form.text("charge_on").map(str::to_string),
         timeout_ms: number(form, "timeout_ms")?,
         strip_prefix: form.ticked("strip_prefix"),
+        max_in_flight: number(form, "max_in_flight")?,
     };
     let new = NewRoute::from_raw(&raw).map_err(store::RouteError::Invalid)?;
     let route = store::add(&state.pool, new)?;

@@ -254,6 +254,11 @@ mod tests {
     }
 
     #[test]
+    fn gateway_upstreams_cannot_set_this_cookie() {
+        assert!(crate::gateway::forward::RESERVED_COOKIES.contains(&COOKIE));
+    }
+
+    #[test]
     fn the_session_id_is_found_among_other_cookies() {
         assert_eq!(id_from_cookie("a=1; cg_console=abc; b=2"), Some("abc"));
         assert_eq!(id_from_cookie("cg_console="), None);

@@ -12,8 +12,12 @@
 //!
 //! `Idempotency-Key` on a route: the key's row says `route_pending` (with a
 //! deadline) while the first request is in flight, `route_billed` once its
-//! answer was billable; a refund deletes it, so a retry of a refunded request
-//! is a new request.
+//! answer was billable (while its body still streams, with a deadline too),
+//! and holds the stored answer once the body is whole (`replay`); a refund
+//! deletes it, so a retry of a refunded request is a new request. A retry
+//! of a billed one is answered from the stored answer and never forwarded
+//! again; a key reused with another request is refused (422), as the IETF
+//! Idempotency-Key draft says.
 
 use std::time::Duration;
 
@@ -27,6 +31,8 @@ use crate::db::{self, DbError, Pool};
 use crate::ledger::{self, Event, Reason};
 use crate::model::IdempotencyKey;
 use crate::token::Credentials;
+
+use super::replay::StoredAnswer;
 
 pub struct RouteCharge<'a> {
     pub credentials: &'a Credentials,
@@ -49,6 +55,17 @@ pub struct RouteCharge<'a> {
 pub enum Charged {
     /// Forward the request.
     Forward(Ticket),
+    /// A retry of a billed request: its stored first answer, not charged
+    /// and not forwarded.
+    Replay {
+        answer: StoredAnswer,
+        credit_remaining: i64,
+        rate: Option<RateState>,
+    },
+    /// The key was used with another request: 422.
+    KeyReused,
+    /// A retry of a billed request whose answer was not stored: 409.
+    AnswerNotStored,
     Insufficient {
         cost: i64,
         credit_remaining: i64,
@@ -66,10 +83,9 @@ pub enum Charged {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
     pub user_id: u64,
-    /// What was taken; 0 for a replay, which charges nothing.
+    /// What was taken.
     pub charged: i64,
     pub credit_remaining: i64,
-    pub replayed: bool,
     /// The user's rate limit, for the answer's headers.
     pub rate: Option<RateState>,
     /// The charge crossed the user's low-credit threshold.
@@ -81,14 +97,44 @@ pub struct Ticket {
     key: Option<(String, String)>,
 }
 
+impl Ticket {
+    /// The request carried an Idempotency-Key (its answer is recorded).
+    pub fn keyed(&self) -> bool {
+        self.key.is_some()
+    }
+}
+
 /// The `idempotency_keys.outcome` of a keyed route request. `fp` is the
 /// request's fingerprint (method, path, query, body): only the same request
-/// is a retry; another one under the same key is a new request.
+/// is a retry; another one under the same key is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 enum KeyState {
-    RoutePending { until: i64, fp: String },
-    RouteBilled { fp: String },
+    RoutePending {
+        until: i64,
+        fp: String,
+    },
+    /// `stored`: the `answer` column holds the first answer. Until
+    /// `streaming_until` its body may still be on its way (a retry waits).
+    RouteBilled {
+        fp: String,
+        #[serde(default)]
+        stored: bool,
+        #[serde(default)]
+        streaming_until: i64,
+    },
+}
+
+impl KeyState {
+    fn fp(&self) -> &str {
+        match self {
+            KeyState::RoutePending { fp, .. } | KeyState::RouteBilled { fp, .. } => fp,
+        }
+    }
+
+    fn json(&self) -> String {
+        serde_json::to_string(self).expect("serialises")
+    }
 }
 
 /// A gateway key's row is its own: scoped by the route's endpoint, so the
@@ -99,26 +145,48 @@ fn scoped(endpoint: &str, key: &IdempotencyKey) -> String {
 }
 
 /// What a stored key state means for this request.
+#[derive(Debug, PartialEq, Eq)]
 enum KeyCheck {
     New,
     InProgress,
     Replay,
+    NotStored,
+    Reused,
 }
 
-fn check_key(state: Option<KeyState>, fp: &str, now: i64) -> KeyCheck {
+fn check_key(state: Option<&KeyState>, fp: &str, now: i64) -> KeyCheck {
     match state {
-        Some(KeyState::RoutePending { until, fp: f }) if f == fp && now < until => {
-            KeyCheck::InProgress
-        }
+        None => KeyCheck::New,
+        Some(s) if s.fp() != fp => KeyCheck::Reused,
+        Some(KeyState::RoutePending { until, .. }) if now < *until => KeyCheck::InProgress,
         // A pending request past its deadline was charged and never
-        // refunded (its instance died): it counts as billed.
-        Some(KeyState::RoutePending { fp: f, .. }) | Some(KeyState::RouteBilled { fp: f })
-            if f == fp =>
-        {
-            KeyCheck::Replay
-        }
-        _ => KeyCheck::New,
+        // refunded (its instance died): it counts as billed, and its
+        // answer was never stored.
+        Some(KeyState::RoutePending { .. }) => KeyCheck::NotStored,
+        Some(KeyState::RouteBilled { stored: true, .. }) => KeyCheck::Replay,
+        Some(KeyState::RouteBilled {
+            streaming_until, ..
+        }) if now < *streaming_until => KeyCheck::InProgress,
+        Some(KeyState::RouteBilled { .. }) => KeyCheck::NotStored,
     }
+}
+
+/// Checks the credentials without locking or charging anything: a request
+/// with a body is authenticated before its body is read, so that a client
+/// without valid credentials cannot hold a thread by trickling a body.
+/// (`charge` authenticates again under the row lock: a key revoked in
+/// between is still refused.)
+pub fn authenticate(
+    pool: &Pool,
+    credentials: &Credentials,
+) -> Result<Result<(), AuthFailure>, DbError> {
+    let name = match account::lookup_name(credentials) {
+        Ok(name) => name,
+        Err(why) => return Ok(Err(why)),
+    };
+    let mut conn = pool.get()?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
+    Ok(account::lock(&mut **conn, &sql, &name, &credentials.token, false)?.map(|_| ()))
 }
 
 /// Authenticates, then charges the route's cost (or replays a billed key),
@@ -144,7 +212,6 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
         user_id: account.id,
         charged: 0,
         credit_remaining: account.credit,
-        replayed: false,
         rate: account.rate_now(),
         low_credit: None,
         day: req.now.date_naive(),
@@ -152,28 +219,31 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
         key: None,
     };
     let scoped_key = req.idempotency_key.map(|k| scoped(req.endpoint, k));
-    let check = match &scoped_key {
-        Some(key) => check_key(
-            crate::credit::stored_outcome(&mut tx, account.id, key)?,
-            req.fingerprint,
-            req.now.timestamp(),
-        ),
-        None => KeyCheck::New,
-    };
-    if let KeyCheck::InProgress = check {
-        return Ok(Charged::InProgress);
+    if let Some(key) = &scoped_key {
+        let state: Option<KeyState> = crate::credit::stored_outcome(&mut tx, account.id, key)?;
+        match check_key(state.as_ref(), req.fingerprint, req.now.timestamp()) {
+            KeyCheck::New => {}
+            KeyCheck::InProgress => return Ok(Charged::InProgress),
+            KeyCheck::Reused => return Ok(Charged::KeyReused),
+            KeyCheck::NotStored => return Ok(Charged::AnswerNotStored),
+            // Answered from the database: nothing forwarded, nothing
+            // charged, and not counted against the rate limit.
+            KeyCheck::Replay => {
+                return Ok(match stored_answer(&mut tx, account.id, key)? {
+                    Some(answer) => Charged::Replay {
+                        answer,
+                        credit_remaining: account.credit,
+                        rate: account.rate_now(),
+                    },
+                    None => Charged::AnswerNotStored,
+                })
+            }
+        }
     }
-    // A replay is forwarded again, so it counts against the limit too.
     ticket.rate = match account.rate_check() {
         Ok(rate) => rate,
         Err(refused) => return Ok(Charged::RateLimited(refused)),
     };
-    if let KeyCheck::Replay = check {
-        account::save_rate(&mut tx, &account, ticket.rate.map(|r| r.decision.new_tat))?;
-        tx.commit().map_err(db::commit_failed)?;
-        ticket.replayed = true;
-        return Ok(Charged::Forward(ticket));
-    }
     account::touch_key(&mut tx, &account)?;
     let charged = match account::debit(
         &mut tx,
@@ -203,9 +273,8 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
                     until: req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64,
                     fp: req.fingerprint.to_string(),
                 };
-                let json = serde_json::to_string(&pending).expect("serialises");
-                start_key(&mut tx, account.id, &key, &json)?;
-                ticket.key = Some((key, json));
+                start_key(&mut tx, account.id, &key, &pending.json())?;
+                ticket.key = Some((key, pending.json()));
             }
             Charged::Forward(ticket)
         }
@@ -215,32 +284,82 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     Ok(charged)
 }
 
-/// The answer was billable: a retry with the same key is now a replay.
-pub fn settle(pool: &Pool, ticket: &Ticket) -> Result<(), DbError> {
-    let Some((key, pending)) = ticket.key.as_ref().filter(|_| !ticket.replayed) else {
+/// The answer was billable: a retry with the same key now waits for its
+/// body (until `streaming_for` has passed) and is then replayed. The
+/// ticket keeps the new state, which `record_answer` expects.
+pub fn settle(pool: &Pool, ticket: &mut Ticket, streaming_for: Duration) -> Result<(), DbError> {
+    let Some((key, pending)) = ticket.key.as_mut() else {
         return Ok(());
     };
     let fp = match serde_json::from_str(pending) {
         Ok(KeyState::RoutePending { fp, .. }) => fp,
         _ => return Ok(()),
     };
-    let json = serde_json::to_string(&KeyState::RouteBilled { fp }).expect("serialises");
+    let billed = KeyState::RouteBilled {
+        fp,
+        stored: false,
+        streaming_until: chrono::Utc::now().timestamp() + streaming_for.as_secs().max(1) as i64,
+    };
     // Its 24 h count from the first request, so created_at stays.
     pool.get()?.exec_drop(
         "UPDATE idempotency_keys SET outcome = ? \
          WHERE user_id = ? AND idem_key = ? AND outcome = ?",
-        (json, ticket.user_id, key, pending),
+        (billed.json(), ticket.user_id, &*key, &*pending),
+    )?;
+    *pending = billed.json();
+    Ok(())
+}
+
+/// The billed answer's body has ended: store it (`Some`) for replays, or
+/// say that none is stored (too large, or cut short), so a retry is
+/// answered 409 at once instead of waiting out the streaming deadline.
+pub fn record_answer(
+    pool: &Pool,
+    ticket: &Ticket,
+    answer: Option<&StoredAnswer>,
+) -> Result<(), DbError> {
+    let Some((key, settled)) = ticket.key.as_ref() else {
+        return Ok(());
+    };
+    let fp = match serde_json::from_str(settled) {
+        Ok(KeyState::RouteBilled { fp, .. }) => fp,
+        _ => return Ok(()),
+    };
+    let done = KeyState::RouteBilled {
+        fp,
+        stored: answer.is_some(),
+        streaming_until: 0,
+    };
+    pool.get()?.exec_drop(
+        "UPDATE idempotency_keys SET outcome = ?, answer = ? \
+         WHERE user_id = ? AND idem_key = ? AND outcome = ?",
+        (
+            done.json(),
+            answer.map(StoredAnswer::encode),
+            ticket.user_id,
+            key,
+            settled,
+        ),
     )?;
     Ok(())
+}
+
+/// The stored first answer under a key, if it can be read.
+fn stored_answer(
+    tx: &mut impl Queryable,
+    user_id: u64,
+    key: &str,
+) -> Result<Option<StoredAnswer>, DbError> {
+    let bytes: Option<Option<Vec<u8>>> = tx.exec_first(
+        "SELECT answer FROM idempotency_keys WHERE user_id = ? AND idem_key = ?",
+        (user_id, key),
+    )?;
+    Ok(bytes.flatten().and_then(|b| StoredAnswer::decode(&b)))
 }
 
 /// The answer was not billable: gives the charge back, once (the caller
 /// calls this at most once per ticket). Returns the credit after it.
 pub fn refund(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError> {
-    if ticket.replayed {
-        // Nothing was taken, and the first request's billing stands.
-        return Ok(ticket.credit_remaining);
-    }
     // A conflict rolled the refund back, so running it again gives back once.
     pool.retrying(|| refund_once(pool, ticket, actor))
 }
@@ -318,28 +437,45 @@ mod tests {
             until: 5,
             fp: "f".into(),
         };
-        let s = serde_json::to_string(&pending).unwrap();
+        let s = pending.json();
         assert_eq!(s, r#"{"outcome":"route_pending","until":5,"fp":"f"}"#);
         let back: KeyState = serde_json::from_str(&s).unwrap();
         assert_eq!(back, pending);
         assert!(serde_json::from_str::<KeyState>(r#"{"outcome":"unknown_bank"}"#).is_err());
+        // A row written before answers were stored reads as "not stored".
+        let old: KeyState = serde_json::from_str(r#"{"outcome":"route_billed","fp":"a"}"#).unwrap();
+        assert_eq!(check_key(Some(&old), "a", 0), KeyCheck::NotStored);
     }
 
     #[test]
-    fn only_the_same_request_is_a_retry() {
-        let billed = || Some(KeyState::RouteBilled { fp: "a".into() });
-        assert!(matches!(check_key(billed(), "a", 0), KeyCheck::Replay));
-        assert!(matches!(check_key(billed(), "b", 0), KeyCheck::New));
-        let pending = || {
-            Some(KeyState::RoutePending {
-                until: 10,
-                fp: "a".into(),
-            })
+    fn only_the_same_request_is_a_retry_and_another_is_refused() {
+        let billed = |stored, streaming_until| KeyState::RouteBilled {
+            fp: "a".into(),
+            stored,
+            streaming_until,
         };
-        assert!(matches!(check_key(pending(), "a", 5), KeyCheck::InProgress));
-        assert!(matches!(check_key(pending(), "a", 10), KeyCheck::Replay));
-        assert!(matches!(check_key(pending(), "b", 5), KeyCheck::New));
-        assert!(matches!(check_key(None, "a", 5), KeyCheck::New));
+        assert_eq!(check_key(Some(&billed(true, 0)), "a", 0), KeyCheck::Replay);
+        assert_eq!(check_key(Some(&billed(true, 0)), "b", 0), KeyCheck::Reused);
+        assert_eq!(
+            check_key(Some(&billed(false, 10)), "a", 5),
+            KeyCheck::InProgress
+        );
+        assert_eq!(
+            check_key(Some(&billed(false, 10)), "a", 10),
+            KeyCheck::NotStored
+        );
+        assert_eq!(
+            check_key(Some(&billed(false, 0)), "a", 5),
+            KeyCheck::NotStored
+        );
+        let pending = KeyState::RoutePending {
+            until: 10,
+            fp: "a".into(),
+        };
+        assert_eq!(check_key(Some(&pending), "a", 5), KeyCheck::InProgress);
+        assert_eq!(check_key(Some(&pending), "a", 10), KeyCheck::NotStored);
+        assert_eq!(check_key(Some(&pending), "b", 5), KeyCheck::Reused);
+        assert_eq!(check_key(None, "a", 5), KeyCheck::New);
     }
 
     #[test]

@@ -33,9 +33,12 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Incoming headers never passed on: `Host` and `Content-Length` are the
 /// client library's to set for the upstream connection; `Expect` was
 /// already answered by our own server, and passing it on would make the
-/// client wait for the upstream's `100 Continue`; the rest are the ones
-/// creditgate adds itself (`added_headers`), so a client cannot forge them.
-const NOT_FORWARDED: [&str; 8] = [
+/// client wait for the upstream's `100 Continue`; then the ones creditgate
+/// adds itself (`added_headers`), so a client cannot forge them; then the
+/// ones an upstream (or a framework in it) may trust for the client's
+/// address or for the real path (`X-Original-URL` and `X-Rewrite-URL` make
+/// IIS and Symfony route by the header, not the path that was charged).
+const NOT_FORWARDED: [&str; 13] = [
     "host",
     "content-length",
     "expect",
@@ -44,7 +47,17 @@ const NOT_FORWARDED: [&str; 8] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
 ];
+
+/// Cookies an upstream may not set through creditgate: the console's
+/// session (`console::session::COOKIE`; a test keeps the two in step), so
+/// an upstream on the same host cannot plant or clear an operator's login.
+pub const RESERVED_COOKIES: [&str; 1] = ["cg_console"];
 
 /// Answer headers only creditgate sets: an upstream's own would forge or
 /// duplicate what the client reads about its credit and limit.
@@ -110,6 +123,7 @@ pub fn request_headers(
 pub fn added_headers(
     incoming: &[(&str, &str)],
     peer: IpAddr,
+    secure: bool,
     user: &str,
     request_id: &str,
 ) -> Vec<(String, String)> {
@@ -125,8 +139,11 @@ pub fn added_headers(
     chain.push(&peer);
     let mut out = vec![
         ("X-Forwarded-For".to_string(), chain.join(", ")),
-        // creditgate itself listens on plain HTTP.
-        ("X-Forwarded-Proto".to_string(), "http".to_string()),
+        // How the client reached creditgate (CREDITGATE_TLS_CERT: HTTPS).
+        (
+            "X-Forwarded-Proto".to_string(),
+            if secure { "https" } else { "http" }.to_string(),
+        ),
     ];
     if let Some((_, host)) = incoming
         .iter()
@@ -151,10 +168,22 @@ pub fn response_headers(upstream: &[(&str, &str)]) -> Vec<(String, String)> {
             !is_hop_by_hop(n, &named)
                 && !n.eq_ignore_ascii_case("content-length")
                 && !OURS.iter().any(|o| n.eq_ignore_ascii_case(o))
+                && !sets_reserved_cookie(n, v)
                 && header_safe(n, v)
         })
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect()
+}
+
+/// A `Set-Cookie` for one of `RESERVED_COOKIES` (the name is what comes
+/// before the first `=`, trimmed; matched without case, as browsers differ).
+fn sets_reserved_cookie(name: &str, value: &str) -> bool {
+    name.eq_ignore_ascii_case("set-cookie")
+        && value.split_once('=').is_some_and(|(cookie, _)| {
+            RESERVED_COOKIES
+                .iter()
+                .any(|r| cookie.trim().eq_ignore_ascii_case(r))
+        })
 }
 
 /// The query string for the upstream: the client's, less every `token`
@@ -525,7 +554,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.2"),
         ];
         let peer: IpAddr = "192.0.2.7".parse().unwrap();
-        let out = added_headers(&incoming, peer, "alice", "r-42");
+        let out = added_headers(&incoming, peer, false, "alice", "r-42");
         assert_eq!(
             value(&out, "x-forwarded-for"),
             Some("10.0.0.1, 10.0.0.2, 192.0.2.7")
@@ -534,8 +563,9 @@ mod tests {
         assert_eq!(value(&out, "x-forwarded-host"), Some("api.example.com"));
         assert_eq!(value(&out, "x-creditgate-user"), Some("alice"));
         assert_eq!(value(&out, "x-request-id"), Some("r-42"));
-        let alone = added_headers(&[], "::1".parse().unwrap(), "bob", "r");
+        let alone = added_headers(&[], "::1".parse().unwrap(), true, "bob", "r");
         assert_eq!(value(&alone, "x-forwarded-for"), Some("::1"));
+        assert_eq!(value(&alone, "x-forwarded-proto"), Some("https"));
         assert!(!has(&alone, "x-forwarded-host"));
     }
 
@@ -544,6 +574,7 @@ mod tests {
         let out = added_headers(
             &[("Host", "a\r\nX-Evil: 1")],
             "::1".parse().unwrap(),
+            false,
             "u",
             "r",
         );
@@ -567,6 +598,34 @@ mod tests {
         let out = response_headers(&upstream);
         let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["Content-Type", "Set-Cookie", "Set-Cookie"]);
+    }
+
+    #[test]
+    fn an_upstream_cannot_set_the_consoles_cookie() {
+        let upstream = [
+            ("Set-Cookie", "cg_console=forged; Path=/console"),
+            ("set-cookie", " CG_CONSOLE =x"),
+            ("Set-Cookie", "cg_console_other=1"),
+            ("Set-Cookie", "theme=dark"),
+        ];
+        let out = response_headers(&upstream);
+        let values: Vec<&str> = out.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, ["cg_console_other=1", "theme=dark"]);
+    }
+
+    #[test]
+    fn client_forwarding_and_rewrite_headers_are_not_passed_on() {
+        let incoming = [
+            ("Forwarded", "for=1.2.3.4"),
+            ("X-Real-IP", "1.2.3.4"),
+            ("True-Client-IP", "1.2.3.4"),
+            ("X-Original-URL", "/admin"),
+            ("X-Rewrite-URL", "/admin"),
+            ("Accept", "*/*"),
+        ];
+        let out = request_headers(&incoming, true);
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Accept"]);
     }
 
     #[test]

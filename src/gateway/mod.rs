@@ -11,7 +11,9 @@
 //! into an `Incoming` and a `Served` into a response.
 
 pub mod billing;
+pub mod bulkhead;
 pub mod forward;
+pub mod replay;
 pub mod routes;
 pub mod store;
 
@@ -32,7 +34,9 @@ use crate::model::IdempotencyKey;
 use crate::shutdown::Shutdown;
 use crate::token::Credentials;
 use billing::{Charged, RouteCharge, Ticket};
+use bulkhead::Bulkheads;
 use forward::{Client, ForwardError, Outgoing, RequestBody};
+use replay::{Recorded, Recorder, StoredAnswer};
 use routes::Route;
 
 /// How often every instance re-reads the `routes` table. A change reaches
@@ -49,6 +53,8 @@ const REFUND_TRIES: u32 = 3;
 pub struct Gateway {
     routes: RwLock<Arc<Vec<Route>>>,
     client: Client,
+    /// How many requests each route may have in flight here.
+    pub bulkheads: Arc<Bulkheads>,
 }
 
 /// A request on a route, as the HTTP layer extracted it.
@@ -64,8 +70,12 @@ pub struct Incoming<'a> {
     /// `None` when the client sent no body at all.
     pub body: Option<Vec<u8>>,
     pub peer: IpAddr,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub secure: bool,
     pub request_id: u64,
     pub now: DateTime<Utc>,
+    /// The largest answer stored for a keyed request's replays.
+    pub store_answer_up_to: u64,
 }
 
 /// The upstream's answer, to stream back.
@@ -90,6 +100,10 @@ pub enum GatewayError {
     },
     RateLimited(RateState),
     InProgress,
+    /// The key was used with another request (422).
+    KeyReused,
+    /// A retry of a billed request whose answer was not stored (409).
+    AnswerNotStored,
     /// Refunded (when `refunded`); the credit after it.
     Unreachable(Unanswered),
     /// Refunded (when `refunded`); the credit after it.
@@ -112,6 +126,8 @@ impl fmt::Display for GatewayError {
             GatewayError::Unauthorized(why) => write!(f, "{why}"),
             GatewayError::Insufficient { .. } => f.write_str("insufficient credit"),
             GatewayError::InProgress => f.write_str("idempotency key in flight"),
+            GatewayError::KeyReused => f.write_str("idempotency key reused"),
+            GatewayError::AnswerNotStored => f.write_str("idempotent answer not stored"),
             GatewayError::RateLimited(_) => f.write_str("rate limited"),
             GatewayError::Unreachable(_) => f.write_str("upstream unreachable"),
             GatewayError::Timeout(_) => f.write_str("upstream timed out"),
@@ -136,11 +152,13 @@ impl From<DbError> for GatewayError {
 }
 
 impl Gateway {
-    /// `idle_per_host`: keep-alive connections kept per upstream.
-    pub fn new(idle_per_host: usize) -> Gateway {
+    /// For `threads` handler threads: as many keep-alive connections kept
+    /// per upstream, and the bulkheads sized from them.
+    pub fn new(threads: usize) -> Gateway {
         Gateway {
             routes: RwLock::new(Arc::new(Vec::new())),
-            client: Client::new(idle_per_host),
+            client: Client::new(threads),
+            bulkheads: Arc::new(Bulkheads::new(threads)),
         }
     }
 
@@ -188,7 +206,8 @@ impl Gateway {
             .expect("start the route refresh thread")
     }
 
-    /// Charges, forwards, and refunds when the answer is not billable.
+    /// Charges, forwards, and refunds when the answer is not billable; a
+    /// retry of a billed keyed request is answered from its stored answer.
     pub fn serve(
         &self,
         pool: &Pool,
@@ -214,6 +233,11 @@ impl Gateway {
         };
         let ticket = match billing::charge(pool, &charge)? {
             Charged::Forward(ticket) => ticket,
+            Charged::Replay {
+                answer,
+                credit_remaining,
+                rate,
+            } => return Ok(replayed(answer, credit_remaining, rate)),
             Charged::Insufficient {
                 cost,
                 credit_remaining,
@@ -228,12 +252,12 @@ impl Gateway {
                 })
             }
             Charged::InProgress => return Err(GatewayError::InProgress),
+            Charged::KeyReused => return Err(GatewayError::KeyReused),
+            Charged::AnswerNotStored => return Err(GatewayError::AnswerNotStored),
             Charged::RateLimited(rate) => return Err(GatewayError::RateLimited(rate)),
             Charged::Unauthorized(why) => return Err(GatewayError::Unauthorized(why)),
         };
-        if !ticket.replayed {
-            metrics.credits_charged(ticket.charged);
-        }
+        metrics.credits_charged(ticket.charged);
         self.forward(pool, metrics, &req, ticket, timeout)
     }
 
@@ -243,7 +267,7 @@ impl Gateway {
         pool: &Pool,
         metrics: &Metrics,
         req: &Incoming<'_>,
-        ticket: Ticket,
+        mut ticket: Ticket,
         timeout: Duration,
     ) -> Result<Served, GatewayError> {
         let route = req.route;
@@ -251,57 +275,124 @@ impl Gateway {
         let sent = self.client.send(outgoing(req, timeout));
         let prefix = route.prefix.as_str();
         match sent {
-            Ok(answer) => {
+            Ok(mut answer) => {
                 metrics.upstream(prefix, &answer.status.to_string(), started.elapsed());
-                let mut credit_remaining = ticket.credit_remaining;
-                if route.charge_on.billable(answer.status) {
-                    if let Err(e) = billing::settle(pool, &ticket) {
-                        // The key's pending row counts as billed once it
-                        // expires, so this only delays replays.
-                        log::warn!(
-                            "req={} idempotency key not settled: {}",
-                            req.request_id,
-                            error_chain(&e)
-                        );
-                    }
+                if !route.charge_on.billable(answer.status) {
+                    let credit_remaining = refund(pool, metrics, &ticket, prefix, req.request_id).0;
+                    // Refunded: the threshold was not crossed after all.
                     return Ok(Served {
                         answer,
                         credit_remaining,
-                        replayed: ticket.replayed,
+                        replayed: false,
                         rate: ticket.rate,
-                        low_credit: ticket.low_credit,
+                        low_credit: None,
                     });
                 }
-                credit_remaining = refund(pool, metrics, &ticket, prefix, req.request_id).0;
-                // Refunded: the threshold was not crossed after all.
+                match billing::settle(pool, &mut ticket, timeout + Duration::from_secs(5)) {
+                    Ok(()) if ticket.keyed() => {
+                        answer = recorded(pool.clone(), ticket.clone(), answer, req)
+                    }
+                    Ok(()) => {}
+                    // The key's pending row counts as billed (and not
+                    // stored) once it expires, so a retry is never
+                    // forwarded again; it only waits longer.
+                    Err(e) => log::warn!(
+                        "req={} idempotency key not settled: {}",
+                        req.request_id,
+                        error_chain(&e)
+                    ),
+                }
                 Ok(Served {
                     answer,
-                    credit_remaining,
-                    replayed: ticket.replayed,
+                    credit_remaining: ticket.credit_remaining,
+                    replayed: false,
                     rate: ticket.rate,
-                    low_credit: None,
+                    low_credit: ticket.low_credit,
                 })
             }
-            Err(e) => {
-                let label = match e {
-                    ForwardError::Timeout => "timeout",
-                    _ => "unavailable",
-                };
-                metrics.upstream(prefix, label, started.elapsed());
-                log::warn!("req={} route {prefix}: {e}", req.request_id);
-                let (credit_remaining, refunded) =
-                    refund(pool, metrics, &ticket, prefix, req.request_id);
-                let unanswered = Unanswered {
-                    credit_remaining,
-                    refunded,
-                    rate: ticket.rate,
-                };
-                Err(match e {
-                    ForwardError::Timeout => GatewayError::Timeout(unanswered),
-                    _ => GatewayError::Unreachable(unanswered),
-                })
-            }
+            Err(e) => Err(self.unanswered(pool, metrics, req, &ticket, e, started)),
         }
+    }
+
+    /// The upstream gave no answer: refund, and say why.
+    fn unanswered(
+        &self,
+        pool: &Pool,
+        metrics: &Metrics,
+        req: &Incoming<'_>,
+        ticket: &Ticket,
+        e: ForwardError,
+        started: Instant,
+    ) -> GatewayError {
+        let prefix = req.route.prefix.as_str();
+        let label = match e {
+            ForwardError::Timeout => "timeout",
+            _ => "unavailable",
+        };
+        metrics.upstream(prefix, label, started.elapsed());
+        log::warn!("req={} route {prefix}: {e}", req.request_id);
+        let (credit_remaining, refunded) = refund(pool, metrics, ticket, prefix, req.request_id);
+        let unanswered = Unanswered {
+            credit_remaining,
+            refunded,
+            rate: ticket.rate,
+        };
+        match e {
+            ForwardError::Timeout => GatewayError::Timeout(unanswered),
+            _ => GatewayError::Unreachable(unanswered),
+        }
+    }
+}
+
+/// A retry's answer: the first one, as stored.
+fn replayed(answer: StoredAnswer, credit_remaining: i64, rate: Option<RateState>) -> Served {
+    Served {
+        answer: forward::Answer {
+            status: answer.status,
+            headers: answer.headers,
+            length: Some(answer.body.len() as u64),
+            body: Box::new(Cursor::new(answer.body)),
+        },
+        credit_remaining,
+        replayed: true,
+        rate,
+        low_credit: None,
+    }
+}
+
+/// The billed answer of a keyed request, its body recorded on the way to
+/// the client and stored when it ends, for the key's retries.
+fn recorded(
+    pool: Pool,
+    ticket: Ticket,
+    answer: forward::Answer,
+    req: &Incoming<'_>,
+) -> forward::Answer {
+    let request_id = req.request_id;
+    let body = Recorder::new(
+        answer.body,
+        answer.status,
+        answer.headers.clone(),
+        answer.length,
+        req.store_answer_up_to,
+        move |recorded| {
+            let stored = match &recorded {
+                Recorded::Whole(a) => Some(a),
+                Recorded::TooLarge | Recorded::Cut => None,
+            };
+            if let Err(e) = billing::record_answer(&pool, &ticket, stored) {
+                // The key stays "streaming" until its deadline, then
+                // answers 409: never forwarded again, never charged twice.
+                log::warn!(
+                    "req={request_id} answer for idempotent replays not stored: {}",
+                    error_chain(&e)
+                );
+            }
+        },
+    );
+    forward::Answer {
+        body: Box::new(body),
+        ..answer
     }
 }
 
@@ -332,6 +423,7 @@ fn outgoing(req: &Incoming<'_>, timeout: Duration) -> Outgoing {
     headers.extend(forward::added_headers(
         req.headers,
         req.peer,
+        req.secure,
         &req.credentials.username,
         &req.request_id.to_string(),
     ));
@@ -358,10 +450,6 @@ fn refund(
     prefix: &str,
     request_id: u64,
 ) -> (i64, bool) {
-    if ticket.replayed {
-        // Nothing was taken by this request.
-        return (ticket.credit_remaining, true);
-    }
     let mut tries = 0;
     loop {
         tries += 1;

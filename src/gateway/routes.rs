@@ -87,6 +87,42 @@ pub fn unsafe_path(path: &str) -> bool {
     has_dot_segment(path) || lower.contains("%2f") || lower.contains("%5c") || path.contains('\\')
 }
 
+/// Why a request path is refused with 400 before anything is charged, if
+/// it is: a `;` (a path parameter: Tomcat and Spring read `/a/..;/b` as
+/// `/b`), an encoded `%` (decoded twice, `%252e%252e` is `..`), a bad
+/// percent-escape, or escapes that are not UTF-8 (an overlong `%c0%ae` is a
+/// dot to a lenient decoder).
+pub fn refused_path(path: &str) -> Option<&'static str> {
+    if path.contains(';') {
+        return Some("a ';' in a gateway path is not passed on");
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            decoded.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+            return Some("a '%' must start an escape of two hex digits");
+        };
+        if byte == b'%' {
+            return Some("an encoded '%' (double encoding) is not passed on");
+        }
+        decoded.push(byte);
+        i += 3;
+    }
+    if std::str::from_utf8(&decoded).is_err() {
+        return Some("percent-escapes must decode to UTF-8 (no overlong forms)");
+    }
+    None
+}
+
 pub fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|seg| {
         let lower = seg.to_ascii_lowercase();
@@ -381,6 +417,7 @@ impl Serialize for Methods {
 pub const DEFAULT_COST: i64 = 1;
 pub const DEFAULT_TIMEOUT_MS: u32 = 30_000;
 pub const MAX_TIMEOUT_MS: u32 = 600_000;
+pub const MAX_IN_FLIGHT: u32 = 100_000;
 
 /// A stored route, as the request flow uses it and the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -393,6 +430,9 @@ pub struct Route {
     pub charge_on: ChargeOn,
     pub timeout_ms: u32,
     pub strip_prefix: bool,
+    /// The route's bulkhead on one instance; `None`: half the handler
+    /// threads.
+    pub max_in_flight: Option<u32>,
     pub created_at: String,
 }
 
@@ -406,6 +446,7 @@ pub struct NewRoute {
     pub charge_on: ChargeOn,
     pub timeout_ms: u32,
     pub strip_prefix: bool,
+    pub max_in_flight: Option<u32>,
 }
 
 /// A route's fields as typed by an operator or read from a row; `None` takes
@@ -419,6 +460,7 @@ pub struct RawRoute {
     pub charge_on: Option<String>,
     pub timeout_ms: Option<i64>,
     pub strip_prefix: bool,
+    pub max_in_flight: Option<i64>,
 }
 
 /// A route field that was refused; the admin API answers 400
@@ -475,6 +517,18 @@ impl NewRoute {
             None => ChargeOn::default(),
             Some(s) => ChargeOn::parse(s).map_err(invalid("charge_on"))?,
         };
+        let max_in_flight = match raw.max_in_flight {
+            None => None,
+            Some(n) if (1..=i64::from(MAX_IN_FLIGHT)).contains(&n) => Some(n as u32),
+            Some(n) => {
+                return Err(invalid_msg(
+                    "max_in_flight",
+                    format!(
+                        "max_in_flight is 1 to {MAX_IN_FLIGHT} (or null for the default), not {n}"
+                    ),
+                ))
+            }
+        };
         Ok(NewRoute {
             prefix: Prefix::parse(&raw.prefix).map_err(invalid("prefix"))?,
             upstream: Upstream::parse(&raw.upstream).map_err(invalid("upstream"))?,
@@ -483,6 +537,7 @@ impl NewRoute {
             charge_on,
             timeout_ms,
             strip_prefix: raw.strip_prefix,
+            max_in_flight,
         })
     }
 
@@ -503,12 +558,13 @@ impl NewRoute {
             charge_on: self.charge_on,
             timeout_ms: self.timeout_ms,
             strip_prefix: self.strip_prefix,
+            max_in_flight: self.max_in_flight,
             created_at,
         }
     }
 }
 
-const ROUTE_FIELDS: [&str; 7] = [
+const ROUTE_FIELDS: [&str; 8] = [
     "prefix",
     "upstream",
     "cost",
@@ -516,6 +572,7 @@ const ROUTE_FIELDS: [&str; 7] = [
     "charge_on",
     "timeout_ms",
     "strip_prefix",
+    "max_in_flight",
 ];
 
 fn raw_from_json(body: &serde_json::Value) -> Result<RawRoute, InvalidRoute> {
@@ -571,6 +628,7 @@ fn raw_from_json(body: &serde_json::Value) -> Result<RawRoute, InvalidRoute> {
         charge_on,
         timeout_ms: integer("timeout_ms")?,
         strip_prefix,
+        max_in_flight: integer("max_in_flight")?,
     })
 }
 
@@ -893,7 +951,7 @@ mod tests {
             serde_json::json!({
                 "id": 7, "prefix": "/weather", "upstream": "http://h:8080/v1", "cost": 1,
                 "methods": ["GET", "POST"], "charge_on": "2xx", "timeout_ms": 30000,
-                "strip_prefix": true, "created_at": "2026-01-01T00:00:00Z"
+                "strip_prefix": true, "max_in_flight": null, "created_at": "2026-01-01T00:00:00Z"
             })
         );
     }
@@ -921,6 +979,32 @@ mod tests {
         assert_eq!(id("/a/x"), Some(1));
         assert_eq!(id("/ab"), None);
         assert_eq!(id("/"), None);
+    }
+
+    #[test]
+    fn paths_an_upstream_could_read_another_way_are_refused() {
+        for path in [
+            "/w/..;/admin",
+            "/w/a;jsessionid=1",
+            "/w/%252e%252e/admin",
+            "/w/%25",
+            "/w/%c0%ae%c0%ae/admin",
+            "/w/%e0%80%ae",
+            "/w/%ff",
+            "/w/%zz",
+            "/w/%4",
+        ] {
+            assert!(refused_path(path).is_some(), "{path}");
+        }
+        for path in [
+            "/w",
+            "/w/a%20b",
+            "/w/caf%C3%A9",
+            "/w/%2e%2e",
+            "/w/a-b_c.d~e",
+        ] {
+            assert_eq!(refused_path(path), None, "{path}");
+        }
     }
 
     #[test]

@@ -55,14 +55,36 @@ impl From<InvalidRoute> for RouteError {
 const METHODS_COLUMN: usize = 512;
 
 const ROUTE_COLUMNS: &str = "id, prefix, upstream, cost, methods, charge_on, timeout_ms, \
-     strip_prefix, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ')";
+     strip_prefix, max_in_flight, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ')";
 
-type RouteRow = (u64, String, String, i64, String, String, i64, bool, String);
+type RouteRow = (
+    u64,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    bool,
+    Option<i64>,
+    String,
+);
 
 /// A stored row as a route; `None` (and a warning) for a row that no longer
 /// passes validation, so one bad row cannot take every route down.
 fn from_row(r: RouteRow) -> Option<Route> {
-    let (id, prefix, upstream, cost, methods, charge_on, timeout_ms, strip_prefix, created_at) = r;
+    let (
+        id,
+        prefix,
+        upstream,
+        cost,
+        methods,
+        charge_on,
+        timeout_ms,
+        strip_prefix,
+        max_in_flight,
+        created_at,
+    ) = r;
     let raw = RawRoute {
         prefix,
         upstream,
@@ -71,6 +93,7 @@ fn from_row(r: RouteRow) -> Option<Route> {
         charge_on: Some(charge_on),
         timeout_ms: Some(timeout_ms),
         strip_prefix,
+        max_in_flight,
     };
     match NewRoute::from_raw(&raw) {
         Ok(new) => Some(new.into_route(id, created_at)),
@@ -91,8 +114,8 @@ pub fn add(pool: &Pool, new: NewRoute) -> Result<Route, RouteError> {
     }
     let mut conn = pool.get().map_err(DbError::from)?;
     let inserted = conn.exec_drop(
-        "INSERT INTO routes (prefix, upstream, cost, methods, charge_on, timeout_ms, strip_prefix) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO routes (prefix, upstream, cost, methods, charge_on, timeout_ms, \
+         strip_prefix, max_in_flight) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.prefix.as_str(),
             new.upstream.to_string(),
@@ -101,6 +124,7 @@ pub fn add(pool: &Pool, new: NewRoute) -> Result<Route, RouteError> {
             new.charge_on.as_str(),
             new.timeout_ms,
             new.strip_prefix,
+            new.max_in_flight,
         ),
     );
     match inserted.map_err(DbError::from) {

@@ -65,6 +65,19 @@ pub enum ApiError {
     UpstreamUnavailable(Unanswered),
     /// A gateway route's upstream did not answer in time (refunded).
     UpstreamTimeout(Unanswered),
+    /// The route's bulkhead is full: nothing charged or forwarded.
+    RouteBusy,
+    /// A body on GET, HEAD, OPTIONS or DELETE to a gateway route.
+    BodyNotAllowed,
+    /// A gateway path an upstream could read another way (`;`, `%25`,
+    /// overlong or invalid UTF-8): refused before anything is charged.
+    InvalidPath(&'static str),
+    /// The same Idempotency-Key with another request (method, path, query,
+    /// body): 422, nothing charged.
+    IdempotencyKeyReused,
+    /// The first answer under this key was too large to store: a retry
+    /// cannot be answered without forwarding it again.
+    IdempotencyAnswerNotStored,
     Internal,
 }
 
@@ -96,6 +109,8 @@ impl From<GatewayError> for ApiError {
             },
             GatewayError::RateLimited(rate) => ApiError::RateLimited(rate),
             GatewayError::InProgress => ApiError::IdempotencyInProgress,
+            GatewayError::KeyReused => ApiError::IdempotencyKeyReused,
+            GatewayError::AnswerNotStored => ApiError::IdempotencyAnswerNotStored,
             GatewayError::Unreachable(u) => ApiError::UpstreamUnavailable(u),
             GatewayError::Timeout(u) => ApiError::UpstreamTimeout(u),
             GatewayError::Db(e) => ApiError::Database(e),
@@ -140,6 +155,8 @@ impl ApiError {
             | ApiError::Route(RouteError::Invalid(_))
             | ApiError::Key(KeyError::TooMany)
             | ApiError::InvalidRate(_)
+            | ApiError::BodyNotAllowed
+            | ApiError::InvalidPath(_)
             | ApiError::InvalidBody(_) => 400,
             ApiError::InsufficientCredit { .. } => 402,
             ApiError::AdminDisabled => 403,
@@ -153,14 +170,17 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::User(UserError::Exists(_))
             | ApiError::Route(RouteError::Exists(_))
-            | ApiError::IdempotencyInProgress => 409,
+            | ApiError::IdempotencyInProgress
+            | ApiError::IdempotencyAnswerNotStored => 409,
             ApiError::BodyTooLarge { .. } => 413,
+            ApiError::IdempotencyKeyReused => 422,
             ApiError::TooManyFailures { .. } | ApiError::RateLimited(_) => 429,
             ApiError::HeadersTooLarge => 431,
             ApiError::Internal => 500,
             ApiError::UpstreamUnavailable(_) => 502,
             ApiError::UpstreamTimeout(_) => 504,
             ApiError::Unavailable
+            | ApiError::RouteBusy
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
             | ApiError::Route(RouteError::Db(_))
@@ -206,6 +226,11 @@ impl ApiError {
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
             ApiError::UpstreamUnavailable(_) => "upstream_unavailable",
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
+            ApiError::RouteBusy => "route_busy",
+            ApiError::BodyNotAllowed => "body_not_allowed",
+            ApiError::InvalidPath(_) => "invalid_path",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyAnswerNotStored => "idempotency_answer_not_stored",
             ApiError::Internal => "internal",
         }
     }
@@ -268,6 +293,25 @@ impl ApiError {
             ApiError::UpstreamTimeout(u) => {
                 format!("the upstream did not answer in time; {}", refund_note(u))
             }
+            ApiError::RouteBusy => {
+                "this route has as many requests in flight as it may; nothing was charged, \
+                 retry in a second"
+                    .into()
+            }
+            ApiError::BodyNotAllowed => {
+                "a GET, HEAD, OPTIONS or DELETE request to a gateway route carries no body".into()
+            }
+            ApiError::InvalidPath(why) => format!("the path is refused: {why}"),
+            ApiError::IdempotencyKeyReused => {
+                "this Idempotency-Key was used with a different request (method, path, query or \
+                 body); use a new key for a new request; nothing was charged"
+                    .into()
+            }
+            ApiError::IdempotencyAnswerNotStored => {
+                "the first answer under this Idempotency-Key was too large to store, so it \
+                 cannot be replayed; nothing was charged or forwarded"
+                    .into()
+            }
             ApiError::Internal => "internal error".into(),
         }
     }
@@ -304,7 +348,9 @@ impl ApiError {
             ApiError::TooManyFailures { retry_after } => {
                 r = r.with_additional_header("Retry-After", retry_after.to_string());
             }
-            ApiError::IdempotencyInProgress => r = r.with_additional_header("Retry-After", "1"),
+            ApiError::IdempotencyInProgress | ApiError::RouteBusy => {
+                r = r.with_additional_header("Retry-After", "1")
+            }
             ApiError::UpstreamUnavailable(u) | ApiError::UpstreamTimeout(u) => {
                 r = r.with_additional_header("X-Credit-Remaining", u.credit_remaining.to_string());
                 r = with_rate(r, u.rate.as_ref());

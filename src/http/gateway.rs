@@ -10,10 +10,15 @@ use rouille::{Request, Response, ResponseBody};
 
 use super::api::{credentials, idempotency_key, notify_low_credit};
 use super::{unauthorized, ApiError, AppState, Ctx};
+use crate::gateway::billing;
+use crate::gateway::bulkhead::Permit;
 use crate::gateway::routes::{self, Route};
 use crate::gateway::{GatewayError, Incoming, Served};
 use crate::ratelimit;
 
+/// The order is the edge's defence: nothing that costs a thread for long
+/// (reading a body, calling the upstream) happens before the cheap
+/// refusals, the route's bulkhead and the credentials.
 pub fn serve(
     state: &AppState,
     req: &Request,
@@ -27,13 +32,32 @@ pub fn serve(
     if routes::unsafe_path(path) {
         return Err(ApiError::NotFound);
     }
+    if let Some(why) = routes::refused_path(path) {
+        return Err(ApiError::InvalidPath(why));
+    }
     if !route.methods.allows(req.method()) {
         return Err(ApiError::MethodNotAllowed {
             allow: route.methods.as_slice().join(", "),
         });
     }
+    let has_body = has_body(req);
+    // A body-ignoring upstream would read it as the next request.
+    if has_body && ["GET", "HEAD", "OPTIONS", "DELETE"].contains(&req.method()) {
+        return Err(ApiError::BodyNotAllowed);
+    }
+    let permit = state
+        .gateway
+        .bulkheads
+        .enter(route.id, route.max_in_flight)
+        .ok_or(ApiError::RouteBusy)?;
     let key = idempotency_key(req)?;
     let credentials = credentials(state, req, ctx)?;
+    if has_body {
+        match billing::authenticate(&state.pool, &credentials)? {
+            Ok(()) => {}
+            Err(why) => return Err(unauthorized(state, req, ctx, &why)),
+        }
+    }
     let body = read_body(req, state.config.max_body_bytes)?;
     let headers: Vec<(&str, &str)> = req.headers().collect();
     let incoming = Incoming {
@@ -45,41 +69,53 @@ pub fn serve(
         credentials: &credentials,
         idempotency_key: key.as_ref(),
         body,
-        peer: super::client_ip(state, req),
+        peer: req.remote_addr().ip(),
+        secure: state.config.edge.tls.is_some(),
         request_id: ctx.id,
         now: Utc::now(),
+        store_answer_up_to: state.config.edge.idempotent_answer_bytes,
     };
     match state.gateway.serve(&state.pool, &state.metrics, incoming) {
         Ok(served) => {
             if let Some(low) = &served.low_credit {
                 notify_low_credit(state, low);
             }
-            Ok(streamed(served))
+            Ok(streamed(served, permit))
         }
         Err(GatewayError::Unauthorized(why)) => Err(unauthorized(state, req, ctx, &why)),
         Err(e) => Err(e.into()),
     }
 }
 
+/// The client declared a body (a length above 0, or chunked framing; the
+/// edge has refused every other framing already).
+fn has_body(req: &Request) -> bool {
+    let length = req.header("Content-Length").map(str::trim);
+    req.header("Transfer-Encoding").is_some() || length.is_some_and(|l| l != "0")
+}
+
 /// The client's body, read whole before anything is charged so that an
 /// oversized one (by `Content-Length` or, chunked, while reading) is
-/// refused with nothing charged. `None` when the client sent none.
+/// refused with nothing charged, and one cut short (or too slow: the edge
+/// holds it to the minimum rate) is never forwarded. `None` when the
+/// client sent none.
 fn read_body(req: &Request, limit: u64) -> Result<Option<Vec<u8>>, ApiError> {
-    let declared = req.header("Content-Length");
-    let chunked = req.header("Transfer-Encoding").is_some();
-    if declared.is_none() && !chunked {
+    if !has_body(req) && req.header("Content-Length").is_none() {
         return Ok(None);
     }
-    if let Some(n) = declared.and_then(|v| v.trim().parse::<u64>().ok()) {
+    if let Some(n) = req
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
         if n > limit {
             return Err(ApiError::BodyTooLarge { limit });
         }
     }
     let mut bytes = Vec::new();
     if let Some(body) = req.data() {
-        body.take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|_| ApiError::InvalidBody("the request body could not be read".into()))?;
+        body.take(limit + 1).read_to_end(&mut bytes).map_err(|_| {
+            ApiError::InvalidBody("the request body was cut short or sent too slowly".into())
+        })?;
     }
     if bytes.len() as u64 > limit {
         return Err(ApiError::BodyTooLarge { limit });
@@ -87,8 +123,9 @@ fn read_body(req: &Request, limit: u64) -> Result<Option<Vec<u8>>, ApiError> {
     Ok(Some(bytes))
 }
 
-/// The upstream's status, headers and body, streamed as it arrives.
-fn streamed(served: Served) -> Response {
+/// The upstream's status, headers and body, streamed as it arrives; the
+/// route's bulkhead place is held until the body is done.
+fn streamed(served: Served, permit: Permit) -> Response {
     let answer = served.answer;
     let mut headers: Vec<(Cow<'static, str>, Cow<'static, str>)> = answer
         .headers
@@ -107,14 +144,30 @@ fn streamed(served: Served) -> Response {
             headers.push((name.into(), value.into()));
         }
     }
+    let body = Held {
+        inner: answer.body,
+        _permit: permit,
+    };
     let data = match answer.length.and_then(|n| usize::try_from(n).ok()) {
-        Some(n) => ResponseBody::from_reader_and_size(answer.body, n),
-        None => ResponseBody::from_reader(answer.body),
+        Some(n) => ResponseBody::from_reader_and_size(body, n),
+        None => ResponseBody::from_reader(body),
     };
     Response {
         status_code: answer.status,
         headers,
         data,
         upgrade: None,
+    }
+}
+
+/// A body that holds its route's bulkhead place until it is dropped.
+struct Held<R> {
+    inner: R,
+    _permit: Permit,
+}
+
+impl<R: Read> Read for Held<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
     }
 }

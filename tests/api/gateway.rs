@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use crate::daemon::Daemon;
 use crate::helpers::{
-    creditgate, in_parallel, request, send_raw, spawn_app, Resp, TestApp, TestDb, TestServer,
+    creditgate, in_parallel, request, send_raw, spawn_app, spawn_app_with, Resp, TestApp, TestDb,
+    TestServer,
 };
 use crate::upstream::Upstream;
 
@@ -23,7 +24,11 @@ struct World {
 }
 
 fn world(credit: i64) -> World {
-    let app = spawn_app();
+    world_on(spawn_app(), credit)
+}
+
+/// `world` on a server the test configured.
+fn world_on(app: TestApp, credit: i64) -> World {
     let token = app.db.add_user("alice", credit);
     World {
         app,
@@ -209,7 +214,7 @@ fn forwarding_headers_are_added_and_forged_ones_replaced() {
 fn method_and_body_are_passed_on() {
     let w = world(10);
     w.route("/m", json!({}));
-    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+    for method in ["POST", "PUT", "PATCH"] {
         let echo = echoed(&w.call(
             method,
             "/m/items",
@@ -219,6 +224,10 @@ fn method_and_body_are_passed_on() {
         assert_eq!(echo["method"], method);
         assert_eq!(echo["body"], r#"{"n":1}"#);
     }
+    assert_eq!(
+        echoed(&w.call("DELETE", "/m/items", &[], None))["method"],
+        "DELETE"
+    );
     // A chunked body arrives whole.
     let raw = format!(
         "POST /m/c HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\n\
@@ -228,6 +237,30 @@ fn method_and_body_are_passed_on() {
     let echo = echoed(&send_raw(w.app.addr, raw.as_bytes()).unwrap());
     assert_eq!(echo["body"], "hello world");
     assert_eq!(w.credit(), 5);
+}
+
+// See: #18 — a body on a method whose body an upstream may ignore would be
+// read there as the next request, uncharged.
+#[test]
+fn a_body_on_get_head_options_or_delete_is_refused_uncharged() {
+    let w = world(10);
+    w.route("/m", json!({}));
+    for method in ["GET", "HEAD", "OPTIONS", "DELETE"] {
+        let r = w.call(
+            method,
+            "/m/x",
+            &[],
+            Some("GET /m/smuggled HTTP/1.1\r\n\r\n"),
+        );
+        assert_eq!(r.status, 400, "{method}");
+        if method != "HEAD" {
+            assert_eq!(r.error(), "body_not_allowed");
+        }
+    }
+    // An empty body is no body.
+    echoed(&w.call("GET", "/m/x", &[("Content-Length", "0")], None));
+    assert_eq!(w.credit(), 9);
+    assert_eq!(w.upstream.seen().len(), 1);
 }
 
 #[test]
@@ -497,28 +530,34 @@ fn a_slow_body_is_not_charged_until_it_has_arrived() {
     assert_eq!(w.credit(), 9);
 }
 
+// See: #18 — a replay used to be forwarded again: one credit bought
+// unlimited upstream calls, and a POST's effect was repeated upstream.
 #[test]
-fn a_billed_request_retried_with_its_key_is_forwarded_again_and_not_charged() {
+fn a_billed_request_retried_with_its_key_is_answered_from_the_stored_answer() {
     let w = world(10);
     w.route("/i", json!({ "cost": 2, "strip_prefix": true }));
-    let first = w.call(
-        "POST",
-        "/i/echo",
-        &[("Idempotency-Key", "order-1")],
-        Some("a"),
-    );
+    let send = || {
+        w.call(
+            "POST",
+            "/i/echo",
+            &[("Idempotency-Key", "order-1")],
+            Some("a"),
+        )
+    };
+    let first = send();
     assert_eq!(first.status, 200);
     assert_eq!(first.header("Idempotency-Replayed"), None);
-    let again = w.call(
-        "POST",
-        "/i/echo",
-        &[("Idempotency-Key", "order-1")],
-        Some("a"),
-    );
-    assert_eq!(again.status, 200);
-    assert_eq!(again.header("Idempotency-Replayed"), Some("true"));
-    assert_eq!(again.header("X-Credit-Remaining"), Some("8"));
-    assert_eq!(w.upstream.seen().len(), 2, "a replay is forwarded again");
+    for _ in 0..4 {
+        let again = send();
+        assert_eq!(again.status, 200);
+        assert_eq!(again.header("Idempotency-Replayed"), Some("true"));
+        assert_eq!(again.header("X-Credit-Remaining"), Some("8"));
+        // The first answer, byte for byte, with its end-to-end headers.
+        assert_eq!(again.body, first.body);
+        assert_eq!(again.header("X-Upstream"), Some("yes"));
+        assert_eq!(again.header("Keep-Alive"), None);
+    }
+    assert_eq!(w.upstream.seen().len(), 1, "five sends, one upstream call");
     assert_eq!(w.credit(), 8);
     // A refunded request's key starts afresh.
     assert_eq!(
@@ -529,6 +568,28 @@ fn a_billed_request_retried_with_its_key_is_forwarded_again_and_not_charged() {
     let retry = w.call("GET", "/i/status/200", &[("Idempotency-Key", "k2")], None);
     assert_eq!(retry.header("Idempotency-Replayed"), None);
     assert_eq!(w.credit(), 6);
+    w.assert_ledger();
+}
+
+#[test]
+fn an_answer_too_large_to_store_makes_a_retry_409_not_a_second_call() {
+    let app = spawn_app_with(&[("CREDITGATE_IDEMPOTENT_ANSWER_BYTES", "100")]);
+    let w = world_on(app, 10);
+    w.route("/i", json!({ "cost": 1, "strip_prefix": true }));
+    let big = w.call("GET", "/i/bytes/5000", &[("Idempotency-Key", "big")], None);
+    assert_eq!((big.status, big.body.len()), (200, 5000));
+    let again = w.call("GET", "/i/bytes/5000", &[("Idempotency-Key", "big")], None);
+    assert_eq!(
+        (again.status, again.error().as_str()),
+        (409, "idempotency_answer_not_stored")
+    );
+    // A small one under another key is stored and replayed.
+    w.call("GET", "/i/bytes/50", &[("Idempotency-Key", "small")], None);
+    let replay = w.call("GET", "/i/bytes/50", &[("Idempotency-Key", "small")], None);
+    assert_eq!(replay.header("Idempotency-Replayed"), Some("true"));
+    assert_eq!(replay.body.len(), 50);
+    assert_eq!(w.upstream.seen().len(), 2);
+    assert_eq!(w.credit(), 8);
     w.assert_ledger();
 }
 
@@ -927,15 +988,20 @@ fn a_key_is_the_same_request_only_on_its_own_route_with_the_same_content() {
     assert_eq!(bank.status, 200);
     assert_eq!(post("/k/echo", "a").status, 200);
     assert_eq!(w.credit(), 20 - 1 - 2);
-    // Another route, or another body, under the same key: a new request.
+    // Another route under the same key: a new request (keys are scoped by
+    // route). Another body on the same route: refused, as the IETF
+    // Idempotency-Key draft says, and nothing charged or forwarded.
     let other = post("/other/echo", "a");
     assert_eq!(other.header("Idempotency-Replayed"), None);
     let changed = post("/k/echo", "b");
-    assert_eq!(changed.header("Idempotency-Replayed"), None);
-    assert_eq!(w.credit(), 20 - 1 - 2 - 5 - 2);
+    assert_eq!(
+        (changed.status, changed.error().as_str()),
+        (422, "idempotency_key_reused")
+    );
+    assert_eq!(w.credit(), 20 - 1 - 2 - 5);
     // The same request is a replay; the bank route still replays its own.
     assert_eq!(
-        post("/k/echo", "b").header("Idempotency-Replayed"),
+        post("/k/echo", "a").header("Idempotency-Replayed"),
         Some("true")
     );
     let again = w.call(
@@ -945,7 +1011,8 @@ fn a_key_is_the_same_request_only_on_its_own_route_with_the_same_content() {
         None,
     );
     assert_eq!(again.header("Idempotency-Replayed"), Some("true"));
-    assert_eq!(w.credit(), 10);
+    assert_eq!(w.credit(), 12);
+    assert_eq!(w.upstream.seen().len(), 2);
     w.assert_ledger();
 }
 

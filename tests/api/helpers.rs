@@ -209,10 +209,15 @@ pub fn test_config(db_url: &str, admin_token: &str, vars: &[(&str, &str)]) -> Co
         ("DATABASE_URL".into(), db_url.to_string()),
         ("CREDITGATE_BIND".into(), "127.0.0.1:0".into()),
         ("CREDITGATE_ADMIN_TOKEN".into(), admin_token.to_string()),
-        ("CREDITGATE_THREADS".into(), "16".into()),
+        // Enough that a route's default bulkhead (half of them) holds the
+        // concurrency tests; the edge tests set their own.
+        ("CREDITGATE_THREADS".into(), "64".into()),
         ("CREDITGATE_DB_POOL".into(), "8".into()),
         // Tests fire many failures from 127.0.0.1 on purpose.
         ("CREDITGATE_AUTH_FAILS_PER_MIN".into(), "1000000".into()),
+        // ...and many connections from it at once: every client of a
+        // concurrency test is 127.0.0.1. The edge tests set their own cap.
+        ("CREDITGATE_MAX_CONNS_PER_IP".into(), "100000".into()),
     ]);
     // `make test` runs the exactness, idempotency, rate-limit and ledger
     // tests a second time with coalesced charging on (issue #13): the same

@@ -726,7 +726,10 @@ fn cases(w: &World) -> Vec<Case> {
     );
     add(
         "Idempotency-Key with a NUL",
-        get(PAID, &[("Authorization", &alice), ("Idempotency-Key", "a\0b")]),
+        get(
+            PAID,
+            &[("Authorization", &alice), ("Idempotency-Key", "a\0b")],
+        ),
         Expect::Status(400),
     );
     // Framing (RFC 9112 §6): anything two parsers could read two ways is
@@ -748,7 +751,10 @@ fn cases(w: &World) -> Vec<Case> {
             "Content-Length and Transfer-Encoding",
             vec![("Content-Length", "5"), ("Transfer-Encoding", "chunked")],
         ),
-        ("Transfer-Encoding xchunked", vec![("Transfer-Encoding", "xchunked")]),
+        (
+            "Transfer-Encoding xchunked",
+            vec![("Transfer-Encoding", "xchunked")],
+        ),
         (
             "Transfer-Encoding gzip, chunked",
             vec![("Transfer-Encoding", "gzip, chunked")],
