@@ -23,7 +23,18 @@ pub struct Daemon {
 impl Daemon {
     /// Runs `creditgate <args>` with only `env` (plus `RUST_LOG=info`) set.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(BIN)
+        Daemon::spawn(Command::new(BIN), args, env)
+    }
+
+    /// Like `start`, under a limit of `fds` open descriptors (`ulimit -n`).
+    pub fn start_with_fd_limit(args: &[&str], env: &[(&str, &str)], fds: u32) -> Daemon {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &format!("ulimit -n {fds} && exec \"$0\" \"$@\""), BIN]);
+        Daemon::spawn(sh, args, env)
+    }
+
+    fn spawn(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut child = command
             .args(args)
             .env_clear()
             .env("RUST_LOG", "info")

@@ -944,7 +944,10 @@ fn a_legitimate_variation_of_each_form_still_works() {
 }
 
 /// Reads whatever the server sends until it closes, or `limit` passes.
-fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool, Duration) {
+pub(crate) fn read_until_closed(
+    stream: &mut TcpStream,
+    limit: Duration,
+) -> (Vec<u8>, bool, Duration) {
     let started = Instant::now();
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -966,7 +969,7 @@ fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool,
     (out, false, started.elapsed())
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).expect("connect")
 }
 

@@ -16,6 +16,7 @@ mod cli;
 mod coalesce;
 mod conflicts;
 mod console;
+mod edge;
 mod faults;
 mod gateway;
 mod hostile;

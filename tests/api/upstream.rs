@@ -6,6 +6,10 @@
 //! - `/sleep/<ms>`: waits, then 200;
 //! - `/bytes/<n>`: n bytes generated while they are sent, never held whole,
 //!   with a `Content-Length` (or chunked, with `?chunked`);
+//! - `/set-cookie`: 200 setting the console's cookie and another one;
+//! - `/cut/<n>`: declares n bytes (or chunked, with `?chunked`), sends
+//!   4 KiB (enough to pass the server's write buffer) and closes the
+//!   connection: an answer cut short;
 //! - anything else (`/echo…`): 200 with the request described as JSON, plus
 //!   `X-Upstream: yes` and the hop-by-hop `Keep-Alive: timeout=5` creditgate
 //!   must strip. tiny_http refuses to send a `Connection` header of a
@@ -55,7 +59,13 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
-        let server = Arc::new(Server::http("127.0.0.1:0").expect("bind the test upstream"));
+        // Every connection comes from creditgate on 127.0.0.1: no cap.
+        let limits = tiny_http::Limits {
+            max_conns_per_ip: 0,
+            ..tiny_http::Limits::default()
+        };
+        let server = limits.scope(|| Server::http("127.0.0.1:0"));
+        let server = Arc::new(server.expect("bind the test upstream"));
         let addr = server.server_addr().to_ip().expect("a TCP address");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -138,6 +148,20 @@ fn handle(mut request: Request, seen: &Mutex<Vec<Seen>>) {
     } else if let Some(ms) = path.strip_prefix("/sleep/") {
         thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
         request.respond(json_response(200, r#"{"slept":true}"#.to_string()))
+    } else if path == "/set-cookie" {
+        let json = r#"{"cookies":true}"#.to_string();
+        let response = json_response(200, json)
+            .with_header(header("Set-Cookie", "cg_console=forged; Path=/console"))
+            .with_header(header("Set-Cookie", "theme=dark"));
+        request.respond(response)
+    } else if let Some(n) = path.strip_prefix("/cut/") {
+        let n: usize = n.parse().unwrap_or(100);
+        let chunked = record.url.ends_with("?chunked");
+        // 4 KiB, then the read fails: the server closes the connection.
+        let cut = io::Read::chain(io::Cursor::new(vec![b'c'; 4096]), Failing);
+        let response = Response::new(StatusCode(200), vec![], cut, (!chunked).then_some(n), None)
+            .with_chunked_threshold(if chunked { 0 } else { usize::MAX });
+        request.respond(response)
     } else if let Some(n) = path.strip_prefix("/bytes/") {
         let n: u64 = n.parse().unwrap_or(0);
         let chunked = record.url.ends_with("?chunked");
@@ -178,6 +202,15 @@ fn json_response(code: u16, body: String) -> Response<io::Cursor<Vec<u8>>> {
 
 fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+}
+
+/// A body whose source fails (the upstream's own source went away).
+struct Failing;
+
+impl Read for Failing {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::other("the source went away"))
+    }
 }
 
 /// `left` more bytes of a repeating pattern, made as they are read.

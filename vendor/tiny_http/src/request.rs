@@ -436,8 +436,11 @@ impl Request {
             .and_then(|()| writer.flush());
         if written.is_err() {
             // PATCHED: the answer is cut short (the handler's body failed,
-            // or the client is gone): close the connection, so that the
-            // client sees the cut and nothing is written after it.
+            // or the client is gone): what is written goes out, then the
+            // connection is closed, so that the client sees the cut (a body
+            // shorter than its length, or no last chunk) and nothing is
+            // written after it.
+            let _ = writer.flush();
             if let Some(closer) = self.closer.as_mut() {
                 closer.close();
             }
