@@ -17,6 +17,7 @@ pub mod import;
 pub mod jobs;
 pub mod keys;
 pub mod ledger;
+pub mod logging;
 pub mod mail;
 pub mod metrics;
 pub mod model;
