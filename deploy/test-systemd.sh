@@ -9,8 +9,9 @@
 #   priorities reach the journal and lines carry no second timestamp; no
 #   token, admin token or database password is in the journal; stop exits
 #   0; a start with the database unreachable fails and its reason shows
-#   under `journalctl -p err`; a SIGKILLed main process comes back; after
-#   /stopServer the unit stays inactive.
+#   under `journalctl -p err`; a SIGKILLed main process comes back, and so
+#   does a hung one (the watchdog); after /stopServer the unit stays
+#   inactive.
 # The database (its own name and user) is dropped and the container powered
 # off, pass or fail. Needs root. Usage: deploy/test-systemd.sh BINARY
 set -uo pipefail
@@ -171,6 +172,10 @@ boot() {
 fail() { failures+=("$*"); say "FAIL: $*"; }
 ok() { passed=$((passed + 1)); say "ok: $*"; }
 show() { in_ct systemctl show creditgate -p "$1" --value; }
+# Whole output first: `cmd | grep -q` under pipefail fails when grep quits
+# early and cmd gets SIGPIPE.
+has() { local out; out=$("${@:2}"); grep -q -- "$1" <<<"$out"; }
+unit_log() { in_ct journalctl -u creditgate -o cat --no-pager "$@"; }
 health() { curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:$http_port/health"; }
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 cg() { in_ct systemd-run --quiet --wait --pipe -p User=creditgate \
@@ -187,7 +192,7 @@ check_install_and_start() {
     [ "$code" = 200 ] && ok "install block + enable --now in $(ms_since "$t0") ms, /health 200 at once" \
         || { fail "/health answered '$code' right after enable --now returned"; return 1; }
     [ "$(show Type)" = notify ] || fail "unit Type is $(show Type), not notify"
-    in_ct systemctl status creditgate --no-pager | grep -q 'Status: "listening on' \
+    has 'Status: "listening on' in_ct systemctl status creditgate --no-pager \
         || fail "systemctl status shows no 'listening on' STATUS"
 }
 
@@ -219,12 +224,12 @@ check_secrets() {
 }
 
 check_priorities() {
-    local line; line=$(in_ct journalctl -u creditgate -o cat --no-pager | grep -m1 'listening on http://')
+    local line; line=$(unit_log | grep 'listening on http://' | head -n1)
     [[ "$line" == "[INFO  creditgate::app] creditgate "* ]] && ok "journal line without a timestamp: $line" \
         || fail "listening line is '$line' (expected no timestamp)"
-    in_ct journalctl -u creditgate -p info -o cat --no-pager | grep -q 'listening on' \
+    has 'listening on' unit_log -p info \
         || fail "the listening line is not at priority info or above"
-    in_ct journalctl -u creditgate -p warning -o cat --no-pager | grep -q 'listening on' \
+    has 'listening on' unit_log -p warning \
         && fail "an info line shows under -p warning"
 }
 
@@ -245,7 +250,7 @@ check_unreachable_database() {
     else
         ok "start with the database unreachable failed after $(ms_since "$t0") ms"
     fi
-    in_ct journalctl -u creditgate -p err -o cat --no-pager | grep -q 'start failed: database unavailable' \
+    has 'start failed: database unavailable' unit_log -p err \
         && ok "the start failure shows under journalctl -p err" \
         || fail "no 'start failed' line under journalctl -p err"
     in_ct systemctl stop creditgate
@@ -268,6 +273,29 @@ check_crash_restart() {
     [ "$(show ActiveState)" = active ] && [ "$(show MainPID)" != "$before" ] && [ "$(health)" = 200 ] \
         && ok "SIGKILLed main process $before came back as $(show MainPID) (restarts: $(show NRestarts))" \
         || fail "after SIGKILL: $(show ActiveState), MainPID $(show MainPID) (was $before)"
+}
+
+# A hung process (SIGSTOP) stops pinging: systemd kills it and restarts
+# it. A drop-in shortens the watchdog (6 s, still twice the test's 2 s
+# heartbeat) and the SIGABRT grace (a stopped process cannot act on it).
+check_watchdog_restart() {
+    local dropin=/etc/systemd/system/creditgate.service.d
+    in_ct mkdir -p "$dropin"
+    printf '[Service]\nWatchdogSec=6s\nTimeoutAbortSec=2s\n' | in_ct tee "$dropin/test.conf" >/dev/null
+    in_ct systemctl daemon-reload && in_ct systemctl restart creditgate
+    local before; before=$(show MainPID)
+    in_ct systemctl kill -s STOP --kill-whom=main creditgate
+    for _ in $(seq 1 60); do
+        sleep 0.5
+        [ "$(show ActiveState)" = active ] && [ "$(show MainPID)" != "$before" ] && break
+    done
+    if [ "$(show MainPID)" != "$before" ] && [ "$(health)" = 200 ] \
+        && has 'Watchdog timeout' unit_log; then
+        ok "a hung (SIGSTOPped) process was killed by the watchdog and came back"
+    else
+        fail "after SIGSTOP: $(show ActiveState), MainPID $(show MainPID) (was $before), no watchdog restart"
+    fi
+    in_ct rm -rf "$dropin" && in_ct systemctl daemon-reload && in_ct systemctl restart creditgate
 }
 
 check_stop_server() {
@@ -297,6 +325,7 @@ main() {
         check_stop
         check_unreachable_database
         check_crash_restart
+        check_watchdog_restart
         check_stop_server
     fi
     say "took $(( $(ms_since "$t0") / 1000 )) s; logs under $work"
