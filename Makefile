@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test test-schema test-cluster test-browser lint migrate bench bench-growth db db-stop build release
+.PHONY: run test test-schema test-cluster test-browser test-systemd lint migrate bench bench-growth db db-stop build release
 
 build:
 	$(CARGO) build
@@ -45,6 +45,12 @@ test-cluster:
 ## a fresh seeded database and the real binary, dropped and stopped after.
 test-browser:
 	@CARGO="$(CARGO)" tests/browser/run.sh
+
+## creditgate under a real systemd (PID 1 in a booted Debian 12 container):
+## the README's install steps, Type=notify, the journal, stop, restart; see
+## deploy/test-systemd.sh. Needs root.
+test-systemd: build
+	@deploy/test-systemd.sh $${CARGO_TARGET_DIR:-target}/debug/creditgate
 
 lint:
 	$(CARGO) fmt --check

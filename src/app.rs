@@ -1,6 +1,8 @@
 //! The daemon's life cycle: start (config → database → schema → jobs →
 //! bind), serve until a stop is asked for, then stop in order (socket,
 //! in-flight requests, scheduler, mail). A start failure is mailed too.
+//! Under systemd each step is reported (`READY=1`, `STATUS=`, `STOPPING=1`)
+//! and the heartbeat pings the watchdog.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,7 +25,9 @@ use crate::jobs::{Job, Jobs};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::model::Period;
+use crate::notify::Systemd;
 use crate::shutdown::Shutdown;
+use crate::watchdog::Watchdog;
 
 /// How long a stop waits for in-flight requests.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -62,14 +66,29 @@ pub struct App {
     me: Instance,
     mailer: Mailer,
     shutdown: Shutdown,
+    systemd: Systemd,
+    heartbeat: Duration,
 }
 
 impl App {
     /// Everything up to and including the bind. On failure the alert list
     /// gets a mail naming the reason.
     pub fn build(config: Config, shutdown: Shutdown) -> Result<App, StartError> {
+        App::build_under(config, shutdown, Systemd::default())
+    }
+
+    /// `build`, reporting to systemd what it waits on; the first trigger of
+    /// `shutdown` sends `STOPPING=1`.
+    pub fn build_under(
+        config: Config,
+        shutdown: Shutdown,
+        systemd: Systemd,
+    ) -> Result<App, StartError> {
+        let notifier = systemd.notifier.clone();
+        shutdown.on_first_trigger(move |reason| notifier.stopping(&format!("stopping: {reason}")));
+        let heartbeat = config.heartbeat;
         let mailer = Mailer::start(&config).map_err(StartError::Mail)?;
-        match start(config, shutdown.clone(), mailer.clone()) {
+        match start(config, shutdown.clone(), mailer.clone(), &systemd) {
             Ok(Started {
                 server,
                 jobs,
@@ -84,9 +103,12 @@ impl App {
                 me,
                 mailer,
                 shutdown,
+                systemd,
+                heartbeat,
             }),
             Err(e) => {
                 log::error!("start failed: {e}");
+                systemd.notifier.status(&format!("start failed: {e}"));
                 mailer.send_and_wait(
                     "start failed",
                     &format!("creditgate could not start: {e}"),
@@ -107,11 +129,16 @@ impl App {
     /// Serves until the shutdown fires, then stops in order and returns the
     /// reason.
     pub fn run(self) -> String {
+        self.arm_watchdog();
         let schedule = self.jobs.start();
         let routes = self
             .gateway
             .keep_fresh(self.pool.clone(), self.shutdown.clone());
+        // Bound and scheduled: a request is answered from here on.
+        let notifier = &self.systemd.notifier;
+        notifier.ready(&format!("listening on http://{}", self.addr()));
         self.server.run(&self.shutdown, STOP_GRACE);
+        notifier.status("stopping: waiting for the running job");
         schedule.stop();
         let _ = routes.join();
         if let Err(e) = cluster::leave(&self.pool, &self.me) {
@@ -119,6 +146,7 @@ impl App {
         }
         let reason = self.shutdown.reason().unwrap_or_else(|| "unknown".into());
         log::info!("stopped: {reason}");
+        notifier.status(&format!("stopping: sending the stop mail ({reason})"));
         self.mailer.send_and_wait(
             "stopped",
             &format!("creditgate stopped: {reason}"),
@@ -126,6 +154,25 @@ impl App {
         );
         self.mailer.stop(Duration::from_millis(100));
         reason
+    }
+
+    /// With `WatchdogSec=`, each heartbeat tick pings systemd if our own
+    /// `/health` answers (see `watchdog.rs`).
+    fn arm_watchdog(&self) {
+        let Some(interval) = self.systemd.watchdog else {
+            return;
+        };
+        // systemd's advice: ping at least twice per interval.
+        if self.heartbeat * 2 > interval {
+            log::warn!(
+                "CREDITGATE_HEARTBEAT_SECS ({}s) is more than half of WatchdogSec ({}s): \
+                 systemd may restart a healthy service",
+                self.heartbeat.as_secs(),
+                interval.as_secs()
+            );
+        }
+        let dog = Watchdog::new(self.systemd.notifier.clone(), self.addr(), interval);
+        self.jobs.on_tick("heartbeat", Box::new(move || dog.beat()));
     }
 }
 
@@ -138,7 +185,14 @@ struct Started {
     me: Instance,
 }
 
-fn start(config: Config, shutdown: Shutdown, mailer: Mailer) -> Result<Started, StartError> {
+fn start(
+    config: Config,
+    shutdown: Shutdown,
+    mailer: Mailer,
+    systemd: &Systemd,
+) -> Result<Started, StartError> {
+    let notifier = &systemd.notifier;
+    notifier.status("waiting for the database");
     let pool = db::pool(
         config.database_url.expose(),
         config.db_pool,
@@ -156,6 +210,7 @@ fn start(config: Config, shutdown: Shutdown, mailer: Mailer) -> Result<Started, 
     let jobs = Arc::new(standard_jobs(&config, &pool, &mailer, &metrics, &me));
     // A refill missed while the service was down happens before the first
     // request is served.
+    notifier.status("running the monthly refill");
     jobs.run_now("monthly-refill");
     // Keep-alive connections per upstream: one per worker thread.
     let gateway = Arc::new(Gateway::new(config.threads));
@@ -358,7 +413,7 @@ pub fn install_signal_handlers(shutdown: Shutdown) -> Result<(), StartError> {
 pub fn serve(config: Config) -> Result<(), StartError> {
     let shutdown = Shutdown::new();
     install_signal_handlers(shutdown.clone())?;
-    let app = App::build(config, shutdown)?;
+    let app = App::build_under(config, shutdown, Systemd::from_env())?;
     log::info!(
         "creditgate {} listening on http://{}",
         env!("CARGO_PKG_VERSION"),

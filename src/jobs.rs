@@ -1,9 +1,12 @@
 //! Named background jobs on one clokwerk thread: each has a schedule, can be
 //! paused, resumed and run now, and remembers its last run and result. A job
 //! that fails or panics is logged and counted; the scheduler keeps going.
+//! A job may also carry a tick hook, run on every scheduler tick whether the
+//! job is paused or not, for what must prove the scheduler itself is alive
+//! (the systemd watchdog).
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -13,6 +16,8 @@ use serde::Serialize;
 use crate::metrics::Metrics;
 
 pub type JobFn = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+/// Run on each scheduler tick; see `Jobs::on_tick`.
+pub type TickFn = Box<dyn Fn() + Send + Sync>;
 
 pub struct Job {
     id: &'static str,
@@ -21,6 +26,7 @@ pub struct Job {
     state: Mutex<JobState>,
     /// Serialises runs of one job: the scheduler and "run now" never overlap.
     running: Mutex<()>,
+    on_tick: OnceLock<TickFn>,
 }
 
 #[derive(Default)]
@@ -50,6 +56,7 @@ impl Job {
             work,
             state: Mutex::new(JobState::default()),
             running: Mutex::new(()),
+            on_tick: OnceLock::new(),
         }
     }
 
@@ -132,9 +139,24 @@ impl Jobs {
         Some(job.view())
     }
 
+    /// Sets the hook the scheduler runs on every tick of job `id`, paused
+    /// or not, before the job's work; "run now" does not run it, so it
+    /// proves that the scheduler thread is alive. False if there is no such
+    /// job or it already has a hook.
+    pub fn on_tick(&self, id: &str, hook: TickFn) -> bool {
+        self.find(id)
+            .is_some_and(|job| job.on_tick.set(hook).is_ok())
+    }
+
     /// What the scheduler calls on each tick of a job.
     fn tick(&self, id: &str) {
         let Some(job) = self.find(id) else { return };
+        if let Some(hook) = job.on_tick.get() {
+            // A panic here would end the scheduler thread with every job.
+            if panic::catch_unwind(AssertUnwindSafe(hook)).is_err() {
+                log::error!("tick hook of job {id} panicked (see the panic message above)");
+            }
+        }
         let now = Utc::now();
         let paused = job.state().paused;
         if !paused {
@@ -214,6 +236,33 @@ mod tests {
         assert!(!jobs.resume("count").unwrap().paused);
         jobs.tick("count");
         assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_tick_hook_runs_on_scheduler_ticks_paused_or_not_but_not_on_run_now() {
+        let work = Arc::new(AtomicU32::new(0));
+        let ticks = Arc::new(AtomicU32::new(0));
+        let jobs = Jobs::new(
+            vec![Job::new(
+                "count",
+                Duration::from_secs(1),
+                counting(work.clone()),
+            )],
+            Default::default(),
+        );
+        let seen = ticks.clone();
+        let hook = move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        };
+        assert!(jobs.on_tick("count", Box::new(hook.clone())));
+        assert!(!jobs.on_tick("count", Box::new(hook.clone())), "set twice");
+        assert!(!jobs.on_tick("nope", Box::new(hook)));
+        jobs.tick("count");
+        jobs.pause("count");
+        jobs.tick("count");
+        jobs.run_now("count");
+        assert_eq!(ticks.load(Ordering::SeqCst), 2);
+        assert_eq!(work.load(Ordering::SeqCst), 2);
     }
 
     #[test]

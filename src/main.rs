@@ -16,8 +16,7 @@ fn main() -> ExitCode {
         None | Some(Command::Serve) => "info",
         Some(_) => "warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
+    creditgate::logging::init(default_level);
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

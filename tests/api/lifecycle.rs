@@ -362,3 +362,131 @@ fn requests_arriving_during_a_stop_get_503_while_the_one_in_flight_finishes() {
     assert_eq!(app.db.credit("alice"), 9);
     assert_eq!(app.db.credit("bob"), 10);
 }
+
+// ---- under systemd (Type=notify) ----
+
+/// A datagram socket where systemd would listen, in its own folder.
+struct NotifySocket {
+    sock: std::os::unix::net::UnixDatagram,
+    dir: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(name: &str) -> NotifySocket {
+        let dir = std::env::temp_dir().join(format!("cg-notify-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = std::os::unix::net::UnixDatagram::bind(dir.join("notify")).unwrap();
+        NotifySocket { sock, dir }
+    }
+
+    fn path(&self) -> String {
+        self.dir.join("notify").to_str().unwrap().to_string()
+    }
+
+    /// The next message, or None after `limit`.
+    fn next(&self, limit: Duration) -> Option<String> {
+        self.sock.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = self.sock.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Messages until one contains `needle` (returned last); panics after
+    /// `limit`.
+    fn until(&self, needle: &str, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(m) = self.next(deadline.saturating_duration_since(Instant::now())) {
+            let done = m.contains(needle);
+            seen.push(m);
+            if done {
+                return seen;
+            }
+        }
+        panic!("no {needle:?} within {limit:?}; got {seen:?}");
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// See: #25
+#[test]
+fn under_systemd_ready_comes_once_health_answers_and_a_stop_says_stopping() {
+    // Arrange
+    let db = TestDb::new();
+    let smtp = SmtpServer::start();
+    let systemd = NotifySocket::bind("ready");
+    let path = systemd.path();
+    let smtp_url = smtp.url();
+    let mut env = daemon_env(&db.url, &smtp_url);
+    env.extend([
+        ("NOTIFY_SOCKET", path.as_str()),
+        ("WATCHDOG_USEC", "3000000"),
+        ("CREDITGATE_HEARTBEAT_SECS", "1"),
+    ]);
+    // Act
+    let mut daemon = Daemon::start(&["serve"], &env);
+    let before_ready = systemd.until("READY=1", Duration::from_secs(30));
+    // Assert: the start said what it waited on, then READY with the address,
+    // and the address answers at that moment.
+    assert_eq!(before_ready[0], "STATUS=waiting for the database");
+    let ready = before_ready.last().unwrap();
+    let addr: SocketAddr = ready
+        .strip_prefix("READY=1\nSTATUS=listening on http://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{ready:?}"));
+    assert_eq!(request(addr, "GET", "/health", &[], None).status, 200);
+    // The heartbeat pings the watchdog.
+    systemd.until("WATCHDOG=1", Duration::from_secs(5));
+
+    daemon.signal(libc::SIGTERM);
+    let stopping = systemd.until("STOPPING=1", Duration::from_secs(5));
+    assert_eq!(
+        stopping.last().unwrap(),
+        "STOPPING=1\nSTATUS=stopping: signal SIGTERM"
+    );
+    systemd.until(
+        "STATUS=stopping: sending the stop mail",
+        Duration::from_secs(15),
+    );
+    let status = daemon.wait_exit(Duration::from_secs(15)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+// See: #25
+#[test]
+fn under_systemd_a_failed_start_says_why_and_never_ready() {
+    // Arrange: nothing listens on the database port.
+    let smtp = SmtpServer::start();
+    let systemd = NotifySocket::bind("failed");
+    let path = systemd.path();
+    let url = format!("mysql://root@127.0.0.1:{}/creditgate", dead_port());
+    let smtp_url = smtp.url();
+    let mut env = daemon_env(&url, &smtp_url);
+    env.retain(|(k, _)| *k != "CREDITGATE_DB_TIMEOUT_MS");
+    env.extend([
+        ("CREDITGATE_DB_TIMEOUT_MS", "500"),
+        ("CREDITGATE_DB_START_WAIT_SECS", "1"),
+        ("NOTIFY_SOCKET", path.as_str()),
+    ]);
+    // Act
+    let mut daemon = Daemon::start(&["serve"], &env);
+    let status = daemon.wait_exit(Duration::from_secs(30)).expect("exits");
+    // Assert
+    assert!(!status.success());
+    let mut said = Vec::new();
+    while let Some(m) = systemd.next(Duration::from_millis(200)) {
+        said.push(m);
+    }
+    assert!(!said.iter().any(|m| m.contains("READY=1")), "{said:?}");
+    assert!(
+        said.last()
+            .is_some_and(|m| m.starts_with("STATUS=start failed: database unavailable")),
+        "{said:?}"
+    );
+}
