@@ -126,6 +126,11 @@ impl App {
         self.server.addr()
     }
 
+    /// `http` or `https` (CREDITGATE_TLS_CERT).
+    pub fn scheme(&self) -> &'static str {
+        self.server.scheme()
+    }
+
     /// Serves until the shutdown fires, then stops in order and returns the
     /// reason.
     pub fn run(self) -> String {
@@ -136,7 +141,7 @@ impl App {
             .keep_fresh(self.pool.clone(), self.shutdown.clone());
         // Bound and scheduled: a request is answered from here on.
         let notifier = &self.systemd.notifier;
-        notifier.ready(&format!("listening on http://{}", self.addr()));
+        notifier.ready(&format!("listening on {}://{}", self.scheme(), self.addr()));
         self.server.run(&self.shutdown, STOP_GRACE);
         notifier.status("stopping: waiting for the running job");
         schedule.stop();
@@ -171,7 +176,8 @@ impl App {
                 interval.as_secs()
             );
         }
-        let dog = Watchdog::new(self.systemd.notifier.clone(), self.addr(), interval);
+        let tls = self.scheme() == "https";
+        let dog = Watchdog::new(self.systemd.notifier.clone(), self.addr(), tls, interval);
         self.jobs.on_tick("heartbeat", Box::new(move || dog.beat()));
     }
 }
@@ -415,8 +421,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     install_signal_handlers(shutdown.clone())?;
     let app = App::build_under(config, shutdown, Systemd::from_env())?;
     log::info!(
-        "creditgate {} listening on http://{}",
+        "creditgate {} listening on {}://{}",
         env!("CARGO_PKG_VERSION"),
+        app.scheme(),
         app.addr()
     );
     app.run();

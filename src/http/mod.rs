@@ -123,16 +123,44 @@ pub fn bind(state: Arc<AppState>) -> Result<HttpServer, BindError> {
         exempt: (!proxies.is_empty())
             .then(|| Arc::new(move |ip: &std::net::IpAddr| proxies.trusts(ip)) as _),
     };
-    let server = limits
-        .scope(|| rouille::Server::new(addr, handler))
-        .map_err(|e| BindError(format!("cannot listen on {addr}: {e}")))?
-        .pool_size(threads);
+    let server = match &edge.tls {
+        None => limits.scope(|| rouille::Server::new(addr, handler)),
+        Some(files) => {
+            let (cert, key) = read_tls_files(files)?;
+            limits.scope(|| rouille::Server::new_ssl(addr, handler, cert, key))
+        }
+    }
+    .map_err(|e| BindError(format!("cannot listen on {addr}: {e}")))?
+    .pool_size(threads);
     Ok(HttpServer { server, state })
+}
+
+/// The PEM files of `CREDITGATE_TLS_CERT` and `CREDITGATE_TLS_KEY`; a file
+/// that cannot be read is a start failure naming the variable (one that
+/// does not hold PEM fails in `Server::new_ssl`, also at start).
+fn read_tls_files(files: &crate::config::TlsFiles) -> Result<(Vec<u8>, Vec<u8>), BindError> {
+    let read = |var: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| BindError(format!("{var}: cannot read {}: {e}", path.display())))
+    };
+    Ok((
+        read("CREDITGATE_TLS_CERT", &files.cert)?,
+        read("CREDITGATE_TLS_KEY", &files.key)?,
+    ))
 }
 
 impl HttpServer {
     pub fn addr(&self) -> SocketAddr {
         self.server.server_addr()
+    }
+
+    /// `https` when creditgate serves TLS itself, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.state.config.edge.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Serves until `shutdown` fires, then lets in-flight requests finish for

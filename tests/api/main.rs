@@ -33,3 +33,4 @@ mod openapi;
 mod refill;
 mod routes;
 mod secrets;
+mod tls;

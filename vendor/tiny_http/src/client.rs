@@ -44,6 +44,11 @@ pub struct ClientConnection {
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
 
+    // PATCHED: the first head has not been read yet. On a TLS connection
+    // its deadline runs from the accept, so that it covers the handshake
+    // too (a client trickling its handshake held a thread for good).
+    first: bool,
+
     // PATCHED: what the previous request's body reader left unread, to be
     // drained here (or the connection closed) before the next head.
     previous_body: Option<Receiver<BodyLeft>>,
@@ -125,7 +130,10 @@ impl ClientConnection {
             closer: Some(read_socket.closer()),
         };
 
-        let head_deadline = Arc::new(Mutex::new(None));
+        let handshake_deadline = conn
+            .secure
+            .then(|| Instant::now() + conn.limits.head_timeout);
+        let head_deadline = Arc::new(Mutex::new(handshake_deadline));
         let read_socket = HeadClock {
             inner: read_socket,
             deadline: Arc::clone(&head_deadline),
@@ -140,6 +148,7 @@ impl ClientConnection {
             next_header_source: first_header,
             head_deadline,
             no_more_requests: false,
+            first: true,
             previous_body: None,
         }
     }
@@ -177,7 +186,8 @@ impl ClientConnection {
             let take = chunk.len().min(MAX_HEAD_BYTES - head.len());
             let before = head.len();
             head.extend_from_slice(&chunk[..take]);
-            if before == 0 {
+            let has_deadline = self.head_deadline.lock().map_or(false, |d| d.is_some());
+            if before == 0 && !has_deadline {
                 // The head's first bytes: from now on `HeadClock` holds the
                 // rest of it to the deadline.
                 self.set_head_deadline(Some(Instant::now() + self.conn.limits.head_timeout));
@@ -201,8 +211,11 @@ impl ClientConnection {
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
         // PATCHED: no deadline until the next head's first byte (an idle
-        // keep-alive connection waits under the socket timeout only).
-        self.set_head_deadline(None);
+        // keep-alive connection waits under the socket timeout only); the
+        // first head of a TLS connection keeps the handshake's.
+        if !std::mem::take(&mut self.first) || !self.conn.secure {
+            self.set_head_deadline(None);
+        }
         // PATCHED: waits until the previous request's body reader is gone,
         // and drains what it left here, on this connection's thread; if it
         // cannot, what follows is body, not a request.

@@ -435,7 +435,7 @@ fn serve_connection<S>(
     use util::RefinedTcpStream;
     let (read_closable, write_closable) = match ssl {
         None => RefinedTcpStream::new(sock),
-        Some(ssl) => match ssl.accept_stream(sock) {
+        Some(ssl) => match ssl.accept_stream(sock, limits.head_timeout) {
             Some(pair) => pair,
             None => return,
         },
@@ -458,9 +458,11 @@ fn serve_connection<S>(
 /// PATCHED: what the connection thread asks of the TLS context (nothing,
 /// without a TLS feature).
 trait SslAccept {
+    /// The TLS stream's two halves, its handshake done within `handshake`.
     fn accept_stream(
         &self,
         sock: Connection,
+        handshake: Duration,
     ) -> Option<(util::RefinedTcpStream, util::RefinedTcpStream)>;
 }
 
@@ -468,6 +470,7 @@ impl SslAccept for () {
     fn accept_stream(
         &self,
         _sock: Connection,
+        _handshake: Duration,
     ) -> Option<(util::RefinedTcpStream, util::RefinedTcpStream)> {
         None
     }
@@ -478,10 +481,13 @@ impl SslAccept for crate::ssl::SslContextImpl {
     fn accept_stream(
         &self,
         sock: Connection,
+        handshake: Duration,
     ) -> Option<(util::RefinedTcpStream, util::RefinedTcpStream)> {
         // trying to apply SSL over the connection
         // if an error occurs, we just close the socket
-        self.accept(sock).ok().map(util::RefinedTcpStream::new)
+        self.accept(sock, handshake)
+            .ok()
+            .map(util::RefinedTcpStream::new)
     }
 }
 

@@ -92,9 +92,12 @@ impl OpenSslContext {
         Ok(Self(ctx.build()))
     }
 
+    /// PATCHED: `_handshake` is the rustls variant's deadline; this
+    /// variant is not built by creditgate and keeps the socket timeouts.
     pub fn accept(
         &self,
         stream: Connection,
+        _handshake: std::time::Duration,
     ) -> Result<OpenSslStream, Box<dyn Error + Send + Sync + 'static>> {
         use openssl::ssl::Ssl;
         let session = Ssl::new(&self.0).expect("Failed to create new OpenSSL session");

@@ -65,48 +65,71 @@ impl Write for RustlsStream {
 pub(crate) struct RustlsContext(Arc<rustls::ServerConfig>);
 
 impl RustlsContext {
+    /// PATCHED: rustls 0.23 with the ring provider (no process-wide default
+    /// provider is assumed); any PEM private key (PKCS#8, PKCS#1, SEC1); a
+    /// bad certificate or key is an error, not a panic.
     pub(crate) fn from_pem(
         certificates: Vec<u8>,
         private_key: Zeroizing<Vec<u8>>,
     ) -> Result<Self, Box<dyn Error + Send + Sync>> {
-        let certificate_chain: Vec<rustls::Certificate> =
-            rustls_pemfile::certs(&mut certificates.as_slice())?
-                .into_iter()
-                .map(|bytes| rustls::Certificate(bytes))
-                .collect();
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+        let certificate_chain = CertificateDer::pem_slice_iter(&certificates)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the certificate file is not PEM: {e}"))?;
         if certificate_chain.is_empty() {
             return Err("Couldn't extract certificate chain from config.".into());
         }
+        let private_key = PrivateKeyDer::from_pem_slice(&private_key)
+            .map_err(|e| format!("the key file holds no PEM private key: {e}"))?;
 
-        let private_key = rustls::PrivateKey({
-            let pkcs8_keys = rustls_pemfile::pkcs8_private_keys(
-                &mut private_key.clone().as_slice(),
-            )
-            .expect("file contains invalid pkcs8 private key (encrypted keys are not supported)");
-
-            if let Some(pkcs8_key) = pkcs8_keys.first() {
-                pkcs8_key.clone()
-            } else {
-                let rsa_keys = rustls_pemfile::rsa_private_keys(&mut private_key.as_slice())
-                    .expect("file contains invalid rsa private key");
-                rsa_keys[0].clone()
-            }
-        });
-
-        let tls_conf = rustls::ServerConfig::builder()
-            .with_safe_defaults()
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls_conf = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(certificate_chain, private_key)?;
 
         Ok(Self(Arc::new(tls_conf)))
     }
 
+    /// PATCHED: the handshake is done here, on the connection's thread,
+    /// and must be over within `handshake`: each socket read may wait only
+    /// for what is left of it (rustls reads the socket many times inside
+    /// one call, so a clock checked around its calls saw nothing of a
+    /// handshake trickled a byte a second).
     pub(crate) fn accept(
         &self,
-        stream: Connection,
+        mut stream: Connection,
+        handshake: std::time::Duration,
     ) -> Result<RustlsStream, Box<dyn Error + Send + Sync + 'static>> {
-        let connection = rustls::ServerConnection::new(self.0.clone())?;
+        let mut connection = rustls::ServerConnection::new(self.0.clone())?;
+        let deadline = std::time::Instant::now() + handshake;
+        // One socket operation at a time (`complete_io` loops inside).
+        while connection.is_handshaking() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err("TLS handshake not finished in time".into());
+            }
+            stream.set_timeouts(Some(left))?;
+            while connection.wants_write() {
+                connection.write_tls(&mut stream)?;
+            }
+            if connection.is_handshaking() && connection.wants_read() {
+                if connection.read_tls(&mut stream)? == 0 {
+                    return Err("the client closed during the TLS handshake".into());
+                }
+                if let Err(e) = connection.process_new_packets() {
+                    // The alert goes out before the close.
+                    let _ = connection.write_tls(&mut stream);
+                    return Err(e.into());
+                }
+            }
+        }
+        while connection.wants_write() {
+            connection.write_tls(&mut stream)?;
+        }
+        stream.set_timeouts(Some(handshake))?;
         Ok(RustlsStream(Arc::new(Mutex::new(
             rustls::StreamOwned::new(connection, stream),
         ))))
