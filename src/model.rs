@@ -244,6 +244,28 @@ pub fn parse_delta(s: &str) -> Result<i64, ParseError> {
         .map_err(|_| ParseError(format!("an amount to add is a whole number, not {s:?}")))
 }
 
+/// The largest magnitude (2^49) up to which a float in a JSON body is
+/// taken as the whole number it holds. serde_json (without its
+/// `float_roundtrip` feature) reads a number with a fraction or exponent
+/// with a few roundings, each off by at most 2^-53 of the value; below 2^49
+/// all of them together stay under 0.5, so a float that came out whole is
+/// the integer the client wrote. Above it `9007199254740993.0` could be
+/// read as ...992: a silent wrong amount.
+const EXACT_FLOAT_LIMIT: f64 = 562_949_953_421_312.0;
+
+/// A whole number from JSON: an integer within i64, or a float with a zero
+/// fraction (`123.0`, `1e3`) up to 2^49, which JSON Schema's `integer` also
+/// counts and some encoders (Python's `json.dumps` of a float) send for
+/// whole numbers. Anything else (a fraction, a bigger float, a string,
+/// null, an overflow) is None.
+pub fn whole_number(v: &serde_json::Value) -> Option<i64> {
+    if let Some(n) = v.as_i64() {
+        return Some(n);
+    }
+    let f = v.as_f64().filter(|_| v.is_f64())?;
+    (f.fract() == 0.0 && f.abs() <= EXACT_FLOAT_LIMIT).then_some(f as i64)
+}
+
 /// A calendar day, `YYYY-MM-DD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Day(chrono::NaiveDate);
@@ -559,6 +581,32 @@ mod tests {
         assert_eq!(parse_delta("-5").unwrap(), -5);
         for bad in ["1.5", "", "ten", "9223372036854775808"] {
             assert!(parse_delta(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn whole_numbers_may_carry_a_zero_fraction_up_to_2_pow_49() {
+        let n = |text: &str| whole_number(&serde_json::from_str(text).unwrap());
+        assert_eq!(n("123"), Some(123));
+        assert_eq!(n("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(n("123.0"), Some(123));
+        assert_eq!(n("-4.0"), Some(-4));
+        assert_eq!(n("1e3"), Some(1000));
+        assert_eq!(n("562949953421312.0"), Some(562_949_953_421_312));
+        assert_eq!(n("-5.62949953421312e14"), Some(-562_949_953_421_312));
+        for bad in [
+            "1.5",
+            "-0.5",
+            "562949953421313.0",
+            "9007199254740991.0",
+            "1e17",
+            "9223372036854775808",
+            "\"7\"",
+            "null",
+            "true",
+            "[1]",
+        ] {
+            assert_eq!(n(bad), None, "{bad} was taken");
         }
     }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::admin::{credit_amount, optional_string, read_object, refuse_unknown_fields, username};
 use super::{allow, ApiError, AppState};
 use crate::keys::{self, KeyError, NewKey};
-use crate::model::{parse_label, RateLimit, Span};
+use crate::model::{parse_label, whole_number, RateLimit, Span};
 use crate::users;
 
 pub fn route(
@@ -75,10 +75,9 @@ fn rotate(state: &AppState, req: &Request, name: &str) -> Result<Response, ApiEr
     refuse_unknown_fields(&body, &["grace_secs"])?;
     let grace = match body.get("grace_secs") {
         None | Some(Value::Null) => Span::from_secs(0),
-        Some(v) => v
-            .as_u64()
-            .filter(|s| *s <= 10 * 366 * 86_400)
-            .map(Span::from_secs)
+        Some(v) => whole_number(v)
+            .filter(|s| (0..=10 * 366 * 86_400).contains(s))
+            .map(|s| Span::from_secs(s as u64))
             .ok_or_else(|| {
                 ApiError::InvalidBody("grace_secs is a whole number of seconds, 0 or more".into())
             })?,
@@ -117,7 +116,7 @@ pub(super) fn rate_limit(body: &Map<String, Value>) -> Result<Option<RateLimit>,
         .map_err(|e| ApiError::InvalidRate(e.message()))?;
     let number = |field: &str| {
         body.get(field)
-            .and_then(Value::as_i64)
+            .and_then(whole_number)
             .ok_or_else(|| ApiError::InvalidRate(format!("{field} must be a whole number")))
     };
     match body.get("quota") {

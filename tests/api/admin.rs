@@ -233,7 +233,9 @@ fn credit_add_and_set_change_the_balance_and_refuse_bad_numbers() {
         (r#"{"add":-43}"#, "invalid_credit"),
         (r#"{"set":-1}"#, "invalid_credit"),
         (r#"{"add":9223372036854775807}"#, "invalid_credit"),
-        (r#"{"add":1.0}"#, "invalid_credit"),
+        // See: #26. `1.0` is a whole number (JSON Schema's `integer`); a
+        // fraction is not.
+        (r#"{"add":1.5}"#, "invalid_credit"),
         (r#"{"set":"7"}"#, "invalid_credit"),
         (r#"{"set":null}"#, "invalid_credit"),
         (r#"{"add":1e309}"#, "invalid_credit"),
