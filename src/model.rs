@@ -300,13 +300,15 @@ impl fmt::Display for Day {
 
 /// An e-mail address, checked only as far as a mail relay needs: one `@`
 /// with something on each side, no blanks, control characters or commas
-/// (a comma would make one address two recipients).
+/// (a comma would make one address two recipients), at most 254
+/// characters (the column's VARCHAR(254) and the document's maxLength both
+/// count characters, not bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(s: &str) -> Result<Email, ParseError> {
-        let ok = s.len() <= 254
+        let ok = s.chars().count() <= 254
             && s.contains('@')
             && !s.starts_with('@')
             && !s.ends_with('@')
@@ -631,6 +633,16 @@ mod tests {
         for bad in ["", "ops", "@x", "x@", "a b@x", "a@x,b@y", "a@x\n"] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    // See: #26. The document's maxLength counts characters, as the
+    // VARCHAR(254) column does; bytes refused a valid accented address.
+    #[test]
+    fn emails_are_at_most_254_characters_not_bytes() {
+        let accented = format!("{}@example.org", "é".repeat(242));
+        assert_eq!(accented.chars().count(), 254);
+        assert!(Email::parse(&accented).is_ok());
+        assert!(Email::parse(&format!("é{accented}")).is_err());
     }
 
     #[test]
