@@ -344,7 +344,8 @@ impl ImportedToken {
         if s.is_empty() {
             return err("an imported token must not be empty");
         }
-        if s.len() > 512 || s.chars().any(|c| c.is_control()) || s.trim() != s {
+        // Characters, as the document's maxLength counts them.
+        if s.chars().count() > 512 || s.chars().any(|c| c.is_control()) || s.trim() != s {
             return err("an imported token is at most 512 characters, without control characters or surrounding blanks");
         }
         Ok(ImportedToken(s.to_owned()))
