@@ -462,6 +462,24 @@ impl fmt::Display for RateLimit {
     }
 }
 
+/// A moment given by an operator (`--expires`, `expires_at`): RFC 3339.
+/// A leap second (`23:59:60`, which RFC 3339 and JSON Schema's date-time
+/// allow) is read as the start of the next second: chrono keeps it as a
+/// 60th second that MariaDB's DATETIME refuses.
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, ParseError> {
+    use chrono::Timelike;
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| ParseError(format!("an RFC 3339 time, not {s:?}")))?;
+    match t.nanosecond().checked_sub(1_000_000_000) {
+        Some(into_leap) => {
+            Ok(t.with_nanosecond(into_leap).expect("below one second")
+                + chrono::Duration::seconds(1))
+        }
+        None => Ok(t),
+    }
+}
+
 /// A key's label: up to 64 printable characters.
 pub fn parse_label(s: &str) -> Result<String, ParseError> {
     if s.chars().count() > 64 || s.chars().any(char::is_control) {
@@ -651,6 +669,31 @@ mod tests {
         assert!(ImportedToken::parse("legacy-token:with:colons").is_ok());
         for bad in ["", " padded", "line\nbreak", &"x".repeat(513)] {
             assert!(ImportedToken::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc_3339_and_a_leap_second_is_the_next_second() {
+        let t = |s: &str| parse_time(s).map(|t| t.to_rfc3339());
+        assert_eq!(
+            t("2030-06-30T23:59:60Z").unwrap(),
+            "2030-07-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            t("2030-06-30T23:59:60.5Z").unwrap(),
+            "2030-07-01T00:00:00.500+00:00"
+        );
+        assert_eq!(
+            t("2030-01-01T02:00:00+02:00").unwrap(),
+            "2030-01-01T00:00:00+00:00"
+        );
+        for bad in [
+            "",
+            "2030-06-30",
+            "2030-06-30 23:59:59",
+            "2030-02-30T00:00:00Z",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad:?} was accepted");
         }
     }
 

@@ -3,14 +3,13 @@
 //! (`…/rotate`), the rate limit (`…/limit`) and the low-credit notice
 //! (`…/notify`). Each arm: extract → one domain call → JSON.
 
-use chrono::{DateTime, Utc};
 use rouille::{Request, Response};
 use serde_json::{json, Map, Value};
 
 use super::admin::{credit_amount, optional_string, read_object, refuse_unknown_fields, username};
 use super::{allow, ApiError, AppState};
 use crate::keys::{self, KeyError, NewKey};
-use crate::model::{parse_label, whole_number, RateLimit, Span};
+use crate::model::{parse_label, parse_time, whole_number, RateLimit, Span};
 use crate::users;
 
 pub fn route(
@@ -96,13 +95,7 @@ fn add_key(state: &AppState, req: &Request, name: &str) -> Result<Response, ApiE
         .map(|l| parse_label(&l).map_err(|e| ApiError::InvalidBody(e.to_string())))
         .transpose()?;
     let expires_at = optional_string(&body, "expires_at")?
-        .map(|t| {
-            DateTime::parse_from_rfc3339(&t)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::InvalidBody(format!("expires_at is an RFC 3339 time, not {t:?}"))
-                })
-        })
+        .map(|t| parse_time(&t).map_err(|e| ApiError::InvalidBody(format!("expires_at: {e}"))))
         .transpose()?;
     let (key, token) = keys::create(&state.pool, &name, &NewKey { label, expires_at }, None)?;
     let mut out = serde_json::to_value(&key).expect("keys serialise");

@@ -221,3 +221,21 @@ fn fractions_and_inexact_floats_are_still_refused() {
     }
     assert_eq!(app.db.credit("bob"), 5);
 }
+
+// See: #26. `format: date-time` is RFC 3339, which has a leap second
+// (`23:59:60`); MariaDB's DATETIME has none, and the key's expiry answered
+// 503. It is read as the start of the next second.
+#[test]
+fn a_key_may_expire_on_a_leap_second() {
+    let app = spawn_app();
+    app.db.add_user("alice", 0);
+
+    let r = app.admin(
+        "POST",
+        "/admin/v1/users/alice/keys",
+        Some(r#"{"expires_at": "2030-06-30T23:59:60Z"}"#),
+    );
+
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["expires_at"], "2030-07-01T00:00:00Z");
+}
