@@ -308,8 +308,9 @@ fn new_route() -> Value {
                               URL path characters without `//` or dot segments; no user, query or fragment." },
             "cost": amount("Credits per request; default 1.", 0, true),
             "methods": { "type": ["array", "null"], "items": { "type": "string", "pattern": patterns::METHODS },
-                         "description": "Methods (or comma-separated lists of them), case-sensitive; \
-                             empty = any." },
+                         "description": "Methods (or comma-separated lists of them), stored upper-cased; \
+                             empty = any. At most 512 characters once upper-cased, without \
+                             duplicates, and joined with commas (a rule JSON Schema cannot say)." },
             "charge_on": { "oneOf": [ { "type": "null" }, { "enum": ["2xx", "non-5xx", "always"] } ] },
             "timeout_ms": { "type": ["integer", "null"], "minimum": 1, "maximum": 600_000 },
             "strip_prefix": { "type": ["boolean", "null"] }
