@@ -244,6 +244,28 @@ pub fn parse_delta(s: &str) -> Result<i64, ParseError> {
         .map_err(|_| ParseError(format!("an amount to add is a whole number, not {s:?}")))
 }
 
+/// The largest magnitude (2^49) up to which a float in a JSON body is
+/// taken as the whole number it holds. serde_json (without its
+/// `float_roundtrip` feature) reads a number with a fraction or exponent
+/// with a few roundings, each off by at most 2^-53 of the value; below 2^49
+/// all of them together stay under 0.5, so a float that came out whole is
+/// the integer the client wrote. Above it `9007199254740993.0` could be
+/// read as ...992: a silent wrong amount.
+const EXACT_FLOAT_LIMIT: f64 = 562_949_953_421_312.0;
+
+/// A whole number from JSON: an integer within i64, or a float with a zero
+/// fraction (`123.0`, `1e3`) up to 2^49, which JSON Schema's `integer` also
+/// counts and some encoders (Python's `json.dumps` of a float) send for
+/// whole numbers. Anything else (a fraction, a bigger float, a string,
+/// null, an overflow) is None.
+pub fn whole_number(v: &serde_json::Value) -> Option<i64> {
+    if let Some(n) = v.as_i64() {
+        return Some(n);
+    }
+    let f = v.as_f64().filter(|_| v.is_f64())?;
+    (f.fract() == 0.0 && f.abs() <= EXACT_FLOAT_LIMIT).then_some(f as i64)
+}
+
 /// A calendar day, `YYYY-MM-DD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Day(chrono::NaiveDate);
@@ -278,13 +300,15 @@ impl fmt::Display for Day {
 
 /// An e-mail address, checked only as far as a mail relay needs: one `@`
 /// with something on each side, no blanks, control characters or commas
-/// (a comma would make one address two recipients).
+/// (a comma would make one address two recipients), at most 254
+/// characters (the column's VARCHAR(254) and the document's maxLength both
+/// count characters, not bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(s: &str) -> Result<Email, ParseError> {
-        let ok = s.len() <= 254
+        let ok = s.chars().count() <= 254
             && s.contains('@')
             && !s.starts_with('@')
             && !s.ends_with('@')
@@ -320,7 +344,8 @@ impl ImportedToken {
         if s.is_empty() {
             return err("an imported token must not be empty");
         }
-        if s.len() > 512 || s.chars().any(|c| c.is_control()) || s.trim() != s {
+        // Characters, as the document's maxLength counts them.
+        if s.chars().count() > 512 || s.chars().any(|c| c.is_control()) || s.trim() != s {
             return err("an imported token is at most 512 characters, without control characters or surrounding blanks");
         }
         Ok(ImportedToken(s.to_owned()))
@@ -434,6 +459,24 @@ impl fmt::Display for RateLimit {
             3600 => write!(f, "{}/h", self.quota),
             w => write!(f, "{}/{w}s", self.quota),
         }
+    }
+}
+
+/// A moment given by an operator (`--expires`, `expires_at`): RFC 3339.
+/// A leap second (`23:59:60`, which RFC 3339 and JSON Schema's date-time
+/// allow) is read as the start of the next second: chrono keeps it as a
+/// 60th second that MariaDB's DATETIME refuses.
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, ParseError> {
+    use chrono::Timelike;
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| ParseError(format!("an RFC 3339 time, not {s:?}")))?;
+    match t.nanosecond().checked_sub(1_000_000_000) {
+        Some(into_leap) => {
+            Ok(t.with_nanosecond(into_leap).expect("below one second")
+                + chrono::Duration::seconds(1))
+        }
+        None => Ok(t),
     }
 }
 
@@ -563,6 +606,32 @@ mod tests {
     }
 
     #[test]
+    fn whole_numbers_may_carry_a_zero_fraction_up_to_2_pow_49() {
+        let n = |text: &str| whole_number(&serde_json::from_str(text).unwrap());
+        assert_eq!(n("123"), Some(123));
+        assert_eq!(n("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(n("123.0"), Some(123));
+        assert_eq!(n("-4.0"), Some(-4));
+        assert_eq!(n("1e3"), Some(1000));
+        assert_eq!(n("562949953421312.0"), Some(562_949_953_421_312));
+        assert_eq!(n("-5.62949953421312e14"), Some(-562_949_953_421_312));
+        for bad in [
+            "1.5",
+            "-0.5",
+            "562949953421313.0",
+            "9007199254740991.0",
+            "1e17",
+            "9223372036854775808",
+            "\"7\"",
+            "null",
+            "true",
+            "[1]",
+        ] {
+            assert_eq!(n(bad), None, "{bad} was taken");
+        }
+    }
+
+    #[test]
     fn days_are_exactly_yyyy_mm_dd() {
         assert_eq!(Day::parse("2026-02-28").unwrap().to_string(), "2026-02-28");
         for bad in [
@@ -585,11 +654,46 @@ mod tests {
         }
     }
 
+    // See: #26. The document's maxLength counts characters, as the
+    // VARCHAR(254) column does; bytes refused a valid accented address.
+    #[test]
+    fn emails_are_at_most_254_characters_not_bytes() {
+        let accented = format!("{}@example.org", "é".repeat(242));
+        assert_eq!(accented.chars().count(), 254);
+        assert!(Email::parse(&accented).is_ok());
+        assert!(Email::parse(&format!("é{accented}")).is_err());
+    }
+
     #[test]
     fn imported_tokens_must_be_usable_in_a_header() {
         assert!(ImportedToken::parse("legacy-token:with:colons").is_ok());
         for bad in ["", " padded", "line\nbreak", &"x".repeat(513)] {
             assert!(ImportedToken::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc_3339_and_a_leap_second_is_the_next_second() {
+        let t = |s: &str| parse_time(s).map(|t| t.to_rfc3339());
+        assert_eq!(
+            t("2030-06-30T23:59:60Z").unwrap(),
+            "2030-07-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            t("2030-06-30T23:59:60.5Z").unwrap(),
+            "2030-07-01T00:00:00.500+00:00"
+        );
+        assert_eq!(
+            t("2030-01-01T02:00:00+02:00").unwrap(),
+            "2030-01-01T00:00:00+00:00"
+        );
+        for bad in [
+            "",
+            "2030-06-30",
+            "2030-06-30 23:59:59",
+            "2030-02-30T00:00:00Z",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad:?} was accepted");
         }
     }
 

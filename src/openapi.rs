@@ -2,11 +2,12 @@
 //! the user-facing ones and the admin API. Gateway routes are the
 //! operator's and are not in it; neither is the operator console.
 //!
-//! Built here, in ONE function with `json!`, rather than kept as a static
-//! JSON file: most of the document is the same few answers (401, 429, 431,
-//! 503 …) repeated per operation, and small helpers say each once, with the
-//! `error` codes each status can carry next to it. The text is rendered once
-//! and then served as is.
+//! Built here with `json!` (the paths; the bodies in `schemas`), rather
+//! than kept as a static JSON file: most of the document is the same few
+//! answers (401, 429, 431, 503 …) repeated per operation, and small helpers
+//! say each once, with the `error` codes each status can carry next to it;
+//! and the patterns of `schemas` are built from the server's own lists. The
+//! text is rendered once and then served as is.
 //!
 //! Kept honest by two tests: `http::openapi_drift` walks every documented
 //! operation through the real router (and every router path that answers
@@ -16,6 +17,8 @@
 use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
+
+mod schemas;
 
 /// The `error` codes a client can get (see `http::error::ApiError::code`).
 pub const ERROR_CODES: &[&str] = &[
@@ -93,13 +96,36 @@ pub fn document() -> Value {
 }
 
 fn paths() -> Value {
-    merge(user_paths(), admin_paths())
+    [
+        bank_path(),
+        credit_path(),
+        probe_paths(),
+        admin_user_paths(),
+        admin_access_paths(),
+        admin_other_paths(),
+    ]
+    .into_iter()
+    .fold(json!({}), merge)
 }
 
-fn user_paths() -> Value {
-    let user_security = json!([
+/// Either of the four forms, each alone: the alternatives of a security
+/// requirement are "one of these", which is the server's rule (credentials
+/// in two places are 400 `ambiguous_credentials`). `?token=` is described
+/// by the `queryToken` scheme only, not also as a parameter: as a parameter
+/// it would say that a request may carry it next to an `Authorization`
+/// header.
+fn user_security() -> Value {
+    json!([
         { "bearerAuth": [] }, { "basicAuth": [] }, { "rawAuthorization": [] }, { "queryToken": [] }
-    ]);
+    ])
+}
+
+/// The text every user operation carries about where credentials go.
+const ONE_PLACE: &str = "Send the credentials in exactly one place: one `Authorization` header \
+    (Bearer, Basic or the raw `<username>:<token>`) or `?token=<username>:<token>`. Both, or two \
+    `Authorization` headers, answer 400 `ambiguous_credentials`.";
+
+fn bank_path() -> Value {
     json!({
         "/api/v1.0/banks_data/{bank}/": {
             "summary": "The paid bank lookup (the sample's resource).",
@@ -110,13 +136,20 @@ fn user_paths() -> Value {
                 "operationId": "getBankData",
                 "tags": ["client"],
                 "summary": "Look a bank up; charged the bank's cost.",
-                "security": user_security,
+                "description": ONE_PLACE,
+                "security": user_security(),
                 "parameters": [
                     { "$ref": "#/components/parameters/Bank" },
-                    { "$ref": "#/components/parameters/TokenQuery" },
                     { "$ref": "#/components/parameters/IdempotencyKey" }
                 ],
-                "responses": responses([
+                "responses": bank_answers()
+            }
+        },
+    })
+}
+
+fn bank_answers() -> Value {
+    responses([
                     ("200", json!({
                         "description": "Charged (or replayed without charge: `Idempotency-Replayed`).",
                         "headers": {
@@ -173,16 +206,18 @@ fn user_paths() -> Value {
                     })),
                     ("431", json!({ "$ref": "#/components/responses/HeadersTooLarge" })),
                     ("503", json!({ "$ref": "#/components/responses/Unavailable" })),
-                ])
-            }
-        },
+    ])
+}
+
+fn credit_path() -> Value {
+    json!({
         "/api/v1.0/credit": {
             "get": {
                 "operationId": "getCredit",
                 "tags": ["client"],
                 "summary": "The caller's own balance; free.",
-                "security": user_security,
-                "parameters": [ { "$ref": "#/components/parameters/TokenQuery" } ],
+                "description": ONE_PLACE,
+                "security": user_security(),
                 "responses": responses([
                     ("200", json!({
                         "description": "The balance.",
@@ -196,6 +231,11 @@ fn user_paths() -> Value {
                 ])
             }
         },
+    })
+}
+
+fn probe_paths() -> Value {
+    json!({
         "/health": {
             "get": probe("getHealth", "Liveness: answers without the database.", json!({
                 "description": "Alive.",
@@ -229,8 +269,14 @@ fn user_paths() -> Value {
     })
 }
 
-fn admin_paths() -> Value {
-    let admin = json!([{ "bearerAuth": [] }]);
+/// Admin routes take the admin token as a Bearer token, nothing else.
+fn admin_security() -> Value {
+    json!([{ "bearerAuth": [] }])
+}
+
+/// `/stopServer`, and users: list, create, show, credit.
+fn admin_user_paths() -> Value {
+    let admin = admin_security();
     json!({
         "/stopServer": {
             "description": "Stops the service gracefully (the sample's route, now admin only).",
@@ -267,6 +313,13 @@ fn admin_paths() -> Value {
                 ("404", error("No such user.", &["unknown_user"])),
             ])
         },
+    })
+}
+
+/// What guards a user's access: rotation, keys, enable/disable, rate limit, notice.
+fn admin_access_paths() -> Value {
+    let admin = admin_security();
+    json!({
         "/admin/v1/users/{name}/rotate": {
             "parameters": [ { "$ref": "#/components/parameters/Username" } ],
             "post": admin_op("rotateToken", "A new key; every other key expires after `grace_secs` (default 0: at once).", &admin, vec![],
@@ -328,6 +381,13 @@ fn admin_paths() -> Value {
                 ("404", error("No such user.", &["unknown_user"])),
             ])
         },
+    })
+}
+
+/// Usage, jobs and gateway routes.
+fn admin_other_paths() -> Value {
+    let admin = admin_security();
+    json!({
         "/admin/v1/usage": {
             "get": admin_op("usage", "Calls and credits per user, day and endpoint.", &admin, vec![
                 json!({ "name": "user", "in": "query", "required": false,
@@ -517,7 +577,7 @@ fn components() -> Value {
         "parameters": parameters(),
         "headers": headers(),
         "responses": shared_responses(),
-        "schemas": merge(schemas_shared(), schemas_admin()),
+        "schemas": schemas::all(),
     })
 }
 
@@ -556,11 +616,6 @@ fn parameters() -> Value {
                     "paid": { "value": "BOFA", "summary": "A sample bank, cost 1." },
                     "free": { "value": "FREE", "summary": "A sample bank, cost 0." }
                 }
-            },
-            "TokenQuery": {
-                "name": "token", "in": "query", "required": false,
-                "description": "`<username>:<token>`, the sample's form (see the `queryToken` scheme).",
-                "schema": { "type": "string" }
             },
             "IdempotencyKey": {
                 "name": "Idempotency-Key", "in": "header", "required": false,
@@ -635,250 +690,8 @@ fn shared_responses() -> Value {
     })
 }
 
-/// The schemas of the user-facing routes and of errors.
-fn schemas_shared() -> Value {
-    json!({
-            "Error": {
-                "type": "object",
-                "required": ["error", "message"],
-                "additionalProperties": false,
-                "properties": {
-                    "error": { "type": "string", "enum": ERROR_CODES },
-                    "message": { "type": "string" }
-                }
-            },
-            "Username": {
-                "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$",
-                "description": "1–64 of `[A-Za-z0-9._-]`, case-sensitive."
-            },
-            "Status": {
-                "type": "object", "required": ["status"],
-                "properties": { "status": { "const": "ok" } }
-            },
-            "BankAnswer": {
-                "type": "object",
-                "required": ["bank", "name", "country", "bic", "data", "credit_remaining"],
-                "properties": {
-                    "bank": { "type": "string" },
-                    "name": { "type": "string" },
-                    "country": { "type": ["string", "null"] },
-                    "bic": { "type": ["string", "null"] },
-                    "data": { "description": "The bank's data, any JSON." },
-                    "credit_remaining": { "type": "integer", "minimum": 0 }
-                }
-            },
-            "LegacyAnswer": {
-                "oneOf": [
-                    { "type": "object", "required": ["Data"], "additionalProperties": false,
-                      "properties": { "Data": { "$ref": "#/components/schemas/BankAnswer" } } },
-                    { "type": "object", "required": ["Status"], "additionalProperties": false,
-                      "properties": { "Status": { "enum": ["No enough credit for this account", "Access Not Authorized"] } } }
-                ]
-            },
-            "Balance": {
-                "type": "object",
-                "required": ["username", "credit", "monthly_credit", "next_refill"],
-                "properties": {
-                    "username": { "type": "string" },
-                    "credit": { "type": "integer", "minimum": 0 },
-                    "monthly_credit": { "type": ["integer", "null"], "minimum": 0 },
-                    "next_refill": { "type": ["string", "null"], "description": "RFC 3339 UTC; null without monthly_credit." }
-                }
-            },
-            "Stopping": {
-                "type": "object", "required": ["success", "message"],
-                "properties": { "success": { "const": true }, "message": { "type": "string" } }
-            },
-            "RateLimit": {
-                "type": "object", "required": ["quota", "window_secs"], "additionalProperties": false,
-                "properties": {
-                    "quota": { "type": "integer", "minimum": 1, "maximum": 1_000_000 },
-                    "window_secs": { "type": "integer", "minimum": 1, "maximum": 86_400 }
-                }
-            },
-    })
-}
-
-/// The schemas of the admin API.
-fn schemas_admin() -> Value {
-    let nullable_int = |description: &str, minimum: i64| json!({ "type": ["integer", "null"], "minimum": minimum, "maximum": i64::MAX, "description": description });
-    json!({
-            "User": {
-                "type": "object",
-                "required": ["username", "token_prefix", "credit", "monthly_credit", "refill_day",
-                             "credit_period", "email", "disabled", "created_at", "rate_limit", "low_credit"],
-                "properties": {
-                    "username": { "$ref": "#/components/schemas/Username" },
-                    "token_prefix": { "type": "string" },
-                    "credit": { "type": "integer", "minimum": 0 },
-                    "monthly_credit": { "type": ["integer", "null"], "minimum": 0 },
-                    "refill_day": { "type": "integer", "minimum": 1, "maximum": 31 },
-                    "credit_period": { "type": ["string", "null"], "description": "YYYY-MM of the last refill." },
-                    "email": { "type": ["string", "null"] },
-                    "disabled": { "type": "boolean" },
-                    "created_at": { "type": "string", "description": "RFC 3339 UTC." },
-                    "rate_limit": { "oneOf": [ { "type": "null" }, { "$ref": "#/components/schemas/RateLimit" } ] },
-                    "low_credit": { "type": ["integer", "null"], "minimum": 0 }
-                }
-            },
-            "UserCreated": {
-                "allOf": [
-                    { "$ref": "#/components/schemas/User" },
-                    { "type": "object", "required": ["token"], "properties": { "token": { "type": "string" } } }
-                ]
-            },
-            "UserList": {
-                "type": "object", "required": ["users"],
-                "properties": { "users": { "type": "array", "items": { "$ref": "#/components/schemas/User" } } }
-            },
-            "NewUser": {
-                "type": "object", "required": ["username"], "additionalProperties": false,
-                "properties": {
-                    "username": { "$ref": "#/components/schemas/Username" },
-                    "credit": { "type": "integer", "minimum": 0, "maximum": i64::MAX,
-                                "description": "Starting balance; default monthly_credit, else 0." },
-                    "monthly_credit": nullable_int("Monthly allowance; null = no refill.", 0),
-                    "refill_day": { "type": ["integer", "null"], "minimum": 1, "maximum": 31 },
-                    "email": { "type": ["string", "null"], "maxLength": 254, "pattern": "^[^@].*@.*[^@]$",
-                           "description": "An address with `@` inside, without blanks, control characters or commas." },
-                    "token": { "type": ["string", "null"], "minLength": 1, "maxLength": 512,
-                               "description": "Import an existing token (migrating the sample's users)." },
-                    "rate_limit": { "oneOf": [ { "type": "null" }, { "$ref": "#/components/schemas/RateLimitChange" } ],
-                                    "description": "null or {\"quota\": null}: no limit." },
-                    "low_credit": nullable_int("Low-credit notice threshold; null = none.", 0)
-                }
-            },
-            "CreditChange": {
-                "oneOf": [
-                    { "type": "object", "required": ["add"], "additionalProperties": false,
-                      "properties": { "add": { "type": "integer", "minimum": i64::MIN, "maximum": i64::MAX,
-                                              "description": "May be negative; the result must not be." } } },
-                    { "type": "object", "required": ["set"], "additionalProperties": false,
-                      "properties": { "set": { "type": "integer", "minimum": 0, "maximum": i64::MAX } } }
-                ]
-            },
-            "Rotate": {
-                "type": "object", "additionalProperties": false,
-                "properties": {
-                    "grace_secs": { "type": ["integer", "null"], "minimum": 0, "maximum": 316_224_000,
-                                    "description": "Seconds the other keys keep working; default 0." }
-                }
-            },
-            "Rotated": {
-                "type": "object", "required": ["username", "token"],
-                "properties": { "username": { "type": "string" }, "token": { "type": "string" } }
-            },
-            "Key": {
-                "type": "object",
-                "required": ["id", "label", "prefix", "created_at", "expires_at", "last_used_at"],
-                "properties": {
-                    "id": { "type": "integer", "minimum": 0 },
-                    "label": { "type": ["string", "null"] },
-                    "prefix": { "type": "string" },
-                    "created_at": { "type": "string" },
-                    "expires_at": { "type": ["string", "null"] },
-                    "last_used_at": { "type": ["string", "null"], "description": "Exact to a minute." }
-                }
-            },
-            "KeyCreated": {
-                "allOf": [
-                    { "$ref": "#/components/schemas/Key" },
-                    { "type": "object", "required": ["token"], "properties": { "token": { "type": "string" } } }
-                ]
-            },
-            "KeyList": {
-                "type": "object", "required": ["keys"],
-                "properties": { "keys": { "type": "array", "items": { "$ref": "#/components/schemas/Key" } } }
-            },
-            "NewKey": {
-                "type": "object", "additionalProperties": false,
-                "properties": {
-                    "label": { "type": ["string", "null"], "maxLength": 64 },
-                    "expires_at": { "type": ["string", "null"], "format": "date-time", "description": "RFC 3339." }
-                }
-            },
-            "RateLimitChange": {
-                "oneOf": [
-                    { "$ref": "#/components/schemas/RateLimit" },
-                    { "type": "object", "required": ["quota"], "additionalProperties": false,
-                      "properties": { "quota": { "type": "null" },
-                                      "window_secs": { "description": "Ignored when quota is null, whatever it holds." } } }
-                ]
-            },
-            "NotifyChange": {
-                "type": "object", "required": ["low_credit"], "additionalProperties": false,
-                "properties": { "low_credit": { "type": ["integer", "null"], "minimum": 0, "maximum": i64::MAX } }
-            },
-            "UsageReport": {
-                "type": "object", "required": ["rows"],
-                "properties": { "rows": { "type": "array", "items": {
-                    "type": "object", "required": ["username", "day", "endpoint", "calls", "credits"],
-                    "properties": {
-                        "username": { "type": "string" },
-                        "day": { "type": "string", "description": "YYYY-MM-DD" },
-                        "endpoint": { "type": "string" },
-                        "calls": { "type": "integer", "minimum": 0 },
-                        "credits": { "type": "integer", "minimum": 0 }
-                    }
-                } } }
-            },
-            "Job": {
-                "type": "object",
-                "required": ["id", "schedule", "paused", "last_run", "last_result", "next_run"],
-                "properties": {
-                    "id": { "type": "string" },
-                    "schedule": { "type": "string" },
-                    "paused": { "type": "boolean" },
-                    "last_run": { "type": ["string", "null"] },
-                    "last_result": { "type": ["string", "null"] },
-                    "next_run": { "type": ["string", "null"] }
-                }
-            },
-            "JobList": {
-                "type": "object", "required": ["jobs"],
-                "properties": { "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } } }
-            },
-            "Route": {
-                "type": "object",
-                "required": ["id", "prefix", "upstream", "cost", "methods", "charge_on", "timeout_ms", "strip_prefix", "created_at"],
-                "properties": {
-                    "id": { "type": "integer", "minimum": 0 },
-                    "prefix": { "type": "string" },
-                    "upstream": { "type": "string" },
-                    "cost": { "type": "integer", "minimum": 0 },
-                    "methods": { "type": "array", "items": { "type": "string" } },
-                    "charge_on": { "enum": ["2xx", "non-5xx", "always"] },
-                    "timeout_ms": { "type": "integer", "minimum": 1, "maximum": 600_000 },
-                    "strip_prefix": { "type": "boolean" },
-                    "max_in_flight": { "type": ["integer", "null"], "minimum": 1,
-                                       "description": "Requests in flight at once on one instance; null = half the handler threads." },
-                    "created_at": { "type": "string" }
-                }
-            },
-            "RouteList": {
-                "type": "object", "required": ["routes"],
-                "properties": { "routes": { "type": "array", "items": { "$ref": "#/components/schemas/Route" } } }
-            },
-            "NewRoute": {
-                "type": "object", "required": ["prefix", "upstream"], "additionalProperties": false,
-                "properties": {
-                    "prefix": { "type": "string", "pattern": "^/[A-Za-z0-9._~/-]{1,127}$",
-                                "description": "No `//`, no trailing `/`, not a built-in path." },
-                    "upstream": { "type": "string", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
-                                  "description": "`http://host[:port][/base]` or `https://…`, without user, query or fragment." },
-                    "cost": { "type": ["integer", "null"], "minimum": 0, "description": "Default 1." },
-                    "methods": { "type": ["array", "null"], "items": { "type": "string" }, "description": "Empty = any." },
-                    "charge_on": { "oneOf": [ { "type": "null" }, { "enum": ["2xx", "non-5xx", "always"] } ] },
-                    "timeout_ms": { "type": ["integer", "null"], "minimum": 1, "maximum": 600_000 },
-                    "strip_prefix": { "type": ["boolean", "null"] },
-                    "max_in_flight": { "type": ["integer", "null"], "minimum": 1, "maximum": 100_000 }
-                }
-            }
-    })
-}
-
 /// The union of two JSON objects.
-fn merge(mut a: Value, b: Value) -> Value {
+pub(crate) fn merge(mut a: Value, b: Value) -> Value {
     if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
         a.extend(b);
     }
@@ -918,6 +731,32 @@ mod tests {
                     assert!(seen.insert(id.to_string()), "operationId {id} twice");
                 }
             }
+        }
+    }
+
+    // See: #26. `?token=` as a parameter said it may come next to an
+    // `Authorization` header; the server answers that 400.
+    #[test]
+    fn user_operations_take_credentials_in_exactly_one_place() {
+        let doc = document();
+        for path in ["/api/v1.0/banks_data/{bank}/", "/api/v1.0/credit"] {
+            let op = &doc["paths"][path]["get"];
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            assert!(
+                !params.iter().any(|p| p.to_string().contains("Token")),
+                "{path} declares ?token= as a parameter"
+            );
+            let alternatives = op["security"].as_array().expect("security");
+            assert_eq!(alternatives.len(), 4, "{path}");
+            assert!(alternatives
+                .iter()
+                .all(|a| a.as_object().unwrap().len() == 1));
+            assert!(op["description"]
+                .as_str()
+                .unwrap()
+                .contains("ambiguous_credentials"));
+            let codes = op["responses"]["400"].to_string();
+            assert!(codes.contains("ambiguous_credentials"), "{path}: {codes}");
         }
     }
 

@@ -38,10 +38,13 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The part of a token that may be shown: its first characters, but never
 /// more than a quarter of it. Imported tokens (the Flask sample's) may be
-/// short; a fixed-length prefix would show such a token whole.
+/// short; a fixed-length prefix would show such a token whole. It stops
+/// before the first character that is not ASCII: the column is ASCII (and
+/// the prefix is written to logs), while an imported token may hold any
+/// visible character.
 pub fn prefix(token: &str) -> String {
     let n = PREFIX_LEN.min(token.chars().count() / 4);
-    token.chars().take(n).collect()
+    token.chars().take(n).take_while(char::is_ascii).collect()
 }
 
 /// Does `token` hash to `stored_hash`? Constant time in the content.
@@ -153,6 +156,14 @@ fn split_pair(pair: &str) -> Option<Credentials> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // See: #26. The prefix column is CHARACTER SET ascii.
+    #[test]
+    fn a_prefix_is_ascii_and_stops_before_any_other_character() {
+        assert_eq!(prefix("abcdefghijklmnopqrstuvwxyz012345"), "abcdefgh");
+        assert_eq!(prefix("ab¸defghijklmnop"), "ab");
+        assert_eq!(prefix("¸bcdefghijklmnop"), "");
+    }
 
     #[test]
     fn a_prefix_never_shows_a_short_token_whole() {

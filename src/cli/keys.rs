@@ -8,7 +8,7 @@ use clap::Subcommand;
 use super::{table, CliError};
 use crate::db::Pool;
 use crate::keys::{self, Key, NewKey};
-use crate::model::{parse_label, Credit, RateLimit, Span, Username};
+use crate::model::{parse_label, parse_time, Credit, RateLimit, Span, Username};
 use crate::users::{self, User};
 
 #[derive(Subcommand, Debug)]
@@ -81,8 +81,8 @@ pub fn run(pool: &Pool, cmd: KeyCommand) -> Result<(), CliError> {
 
 fn expiry(expires: Option<&str>, ttl: Option<&str>) -> Result<Option<DateTime<Utc>>, CliError> {
     if let Some(t) = expires {
-        return DateTime::parse_from_rfc3339(t)
-            .map(|t| Some(t.with_timezone(&Utc)))
+        return parse_time(t)
+            .map(Some)
             .map_err(|_| CliError(format!("--expires takes an RFC 3339 time, not {t:?}")));
     }
     let Some(ttl) = ttl else { return Ok(None) };

@@ -596,8 +596,7 @@ fn raw_from_json(body: &serde_json::Value) -> Result<RawRoute, InvalidRoute> {
     };
     let integer = |field: &'static str| match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
+        Some(v) => crate::model::whole_number(v)
             .map(Some)
             .ok_or_else(|| invalid_msg(field, format!("{field} is a whole number"))),
     };

@@ -14,7 +14,7 @@ use super::{
 use crate::gateway::routes::{InvalidRoute, NewRoute};
 use crate::gateway::store::{self, RouteError};
 use crate::ledger::Reason;
-use crate::model::{Credit, Day, Email, ImportedToken, RefillDay, Username};
+use crate::model::{whole_number, Credit, Day, Email, ImportedToken, RefillDay, Username};
 use crate::token;
 use crate::usage::{self, Filter};
 use crate::users::{self, CreditChange, NewUser};
@@ -245,10 +245,11 @@ pub(super) fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError>
     }
 }
 
-/// A number to add: a JSON integer within i64. Floats, strings, null and
-/// overflows are refused.
+/// A number to add: a whole number within i64 (`5.0` included, see
+/// `model::whole_number`). Fractions, strings, null and overflows are
+/// refused.
 pub(super) fn credit_number(field: &str, v: &Value) -> Result<i64, ApiError> {
-    v.as_i64().ok_or_else(|| {
+    whole_number(v).ok_or_else(|| {
         ApiError::InvalidCredit(format!("{field} must be a whole number within i64"))
     })
 }
@@ -316,8 +317,7 @@ fn new_user(body: Map<String, Value>) -> Result<NewUser, ApiError> {
     };
     let refill_day = match body.get("refill_day") {
         None | Some(Value::Null) => RefillDay::default(),
-        Some(v) => v
-            .as_i64()
+        Some(v) => whole_number(v)
             .and_then(|n| RefillDay::parse(n).ok())
             .ok_or_else(|| {
                 ApiError::InvalidBody("refill_day must be a whole number from 1 to 31".into())

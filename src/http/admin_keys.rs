@@ -3,14 +3,13 @@
 //! (`…/rotate`), the rate limit (`…/limit`) and the low-credit notice
 //! (`…/notify`). Each arm: extract → one domain call → JSON.
 
-use chrono::{DateTime, Utc};
 use rouille::{Request, Response};
 use serde_json::{json, Map, Value};
 
 use super::admin::{credit_amount, optional_string, read_object, refuse_unknown_fields, username};
 use super::{allow, ApiError, AppState};
 use crate::keys::{self, KeyError, NewKey};
-use crate::model::{parse_label, RateLimit, Span};
+use crate::model::{parse_label, parse_time, whole_number, RateLimit, Span};
 use crate::users;
 
 pub fn route(
@@ -75,10 +74,9 @@ fn rotate(state: &AppState, req: &Request, name: &str) -> Result<Response, ApiEr
     refuse_unknown_fields(&body, &["grace_secs"])?;
     let grace = match body.get("grace_secs") {
         None | Some(Value::Null) => Span::from_secs(0),
-        Some(v) => v
-            .as_u64()
-            .filter(|s| *s <= 10 * 366 * 86_400)
-            .map(Span::from_secs)
+        Some(v) => whole_number(v)
+            .filter(|s| (0..=10 * 366 * 86_400).contains(s))
+            .map(|s| Span::from_secs(s as u64))
             .ok_or_else(|| {
                 ApiError::InvalidBody("grace_secs is a whole number of seconds, 0 or more".into())
             })?,
@@ -97,13 +95,7 @@ fn add_key(state: &AppState, req: &Request, name: &str) -> Result<Response, ApiE
         .map(|l| parse_label(&l).map_err(|e| ApiError::InvalidBody(e.to_string())))
         .transpose()?;
     let expires_at = optional_string(&body, "expires_at")?
-        .map(|t| {
-            DateTime::parse_from_rfc3339(&t)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::InvalidBody(format!("expires_at is an RFC 3339 time, not {t:?}"))
-                })
-        })
+        .map(|t| parse_time(&t).map_err(|e| ApiError::InvalidBody(format!("expires_at: {e}"))))
         .transpose()?;
     let (key, token) = keys::create(&state.pool, &name, &NewKey { label, expires_at }, None)?;
     let mut out = serde_json::to_value(&key).expect("keys serialise");
@@ -117,7 +109,7 @@ pub(super) fn rate_limit(body: &Map<String, Value>) -> Result<Option<RateLimit>,
         .map_err(|e| ApiError::InvalidRate(e.message()))?;
     let number = |field: &str| {
         body.get(field)
-            .and_then(Value::as_i64)
+            .and_then(whole_number)
             .ok_or_else(|| ApiError::InvalidRate(format!("{field} must be a whole number")))
     };
     match body.get("quota") {

@@ -443,7 +443,8 @@ fn cases(w: &World) -> Vec<Case> {
         r#"{"add": -9223372036854775808}"#,
         r#"{"set": -1}"#,
         r#"{"add": 1.5}"#,
-        r#"{"set": 100.0}"#,
+        // See: #26. `100.0` is a whole number now; this one is not.
+        r#"{"set": 100.5}"#,
         r#"{"add": 1e309}"#,
         r#"{"set": -1e309}"#,
         r#"{"add": "5"}"#,
