@@ -178,7 +178,8 @@ pub fn response_headers(upstream: &[(&str, &str)]) -> Vec<(String, String)> {
 /// A `Set-Cookie` for one of `RESERVED_COOKIES` (the name is what comes
 /// before the first `=`, trimmed; matched without case, as browsers differ).
 fn sets_reserved_cookie(name: &str, value: &str) -> bool {
-    name.eq_ignore_ascii_case("set-cookie")
+    // `Set-Cookie2` is obsolete (RFC 6265), but some clients still read it.
+    (name.eq_ignore_ascii_case("set-cookie") || name.eq_ignore_ascii_case("set-cookie2"))
         && value.split_once('=').is_some_and(|(cookie, _)| {
             RESERVED_COOKIES
                 .iter()
@@ -605,6 +606,7 @@ mod tests {
         let upstream = [
             ("Set-Cookie", "cg_console=forged; Path=/console"),
             ("set-cookie", " CG_CONSOLE =x"),
+            ("Set-Cookie2", "cg_console=forged; Version=1"),
             ("Set-Cookie", "cg_console_other=1"),
             ("Set-Cookie", "theme=dark"),
         ];

@@ -114,6 +114,11 @@ pub fn refused_path(path: &str) -> Option<&'static str> {
         if byte == b'%' {
             return Some("an encoded '%' (double encoding) is not passed on");
         }
+        // NUL ends a string in C-based upstreams; no path needs a control
+        // character.
+        if byte < 0x20 || byte == 0x7f {
+            return Some("an encoded control character (such as %00) is not passed on");
+        }
         decoded.push(byte);
         i += 3;
     }
@@ -992,6 +997,9 @@ mod tests {
             "/w/%ff",
             "/w/%zz",
             "/w/%4",
+            "/w/a%00.json",
+            "/w/a%0d%0aX-Evil:%201",
+            "/w/%7F",
         ] {
             assert!(refused_path(path).is_some(), "{path}");
         }

@@ -218,6 +218,7 @@ fn path_tricks_are_refused_before_anything_is_charged() {
         "/r/%252e%252e/admin",
         "/r/%c0%ae%c0%ae/admin",
         "/r/%e0%80%ae",
+        "/r/a%00.json",
     ] {
         let r = request(
             e.app.addr,
@@ -548,6 +549,71 @@ fn behind_a_trusted_proxy_the_brake_stops_the_attacker_not_everyone() {
         None,
     );
     assert_eq!(r.status, 429);
+}
+
+// Found by the outside attack run of #18: one connection that pipelines
+// requests and never reads the answers had the server read ahead without
+// end (4 GB of queued requests in 22 s) and stall /health.
+#[test]
+fn a_pipelining_client_that_never_reads_gets_one_answer_at_a_time() {
+    let db = TestDb::new();
+    let daemon = daemon_on(&db, &[("CREDITGATE_MAX_CONNS_PER_IP", "1000")]);
+    let addr = daemon.addr();
+    let rss = |pid: i32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss(daemon.pid());
+    let flood = std::thread::spawn(move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&addr.into()).unwrap();
+        let mut s: TcpStream = s.into();
+        s.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let batch = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100);
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs(4) {
+            if s.write_all(batch.as_bytes()).is_ok() {
+                sent += 100;
+            }
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..6 {
+        let t = Instant::now();
+        let r = probe(addr, "/health", Duration::from_secs(2));
+        assert_eq!(r.map(|r| r.status), Some(200), "/health during the flood");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let sent = flood.join().unwrap();
+    let grown = rss(daemon.pid()).saturating_sub(before);
+    assert!(
+        grown < 20_000,
+        "RSS grew by {grown} kB for {sent} pipelined requests"
+    );
+}
+
+// Found by the same run: 120 requests pipelined on one connection took
+// every handler thread, past the per-address cap and the bulkheads.
+#[test]
+fn pipelined_requests_to_a_slow_route_take_one_thread_not_all() {
+    let e = edge(&[]);
+    let auth = e.auth("alice");
+    let mut s = connect(e.app.addr);
+    let one = format!("GET /r/sleep/1500 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n");
+    s.write_all(one.repeat(60).as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(e.health_within(Duration::from_secs(1)));
+    assert_eq!(e.upstream.seen().len(), 1, "read ahead of its answers");
+    drop(s);
+    std::thread::sleep(Duration::from_secs(2));
+    // The client went away: what it never got was never forwarded.
+    assert!(e.upstream.seen().len() <= 2);
 }
 
 /// The real binary: its pid's thread and descriptor counts.

@@ -779,6 +779,16 @@ fn cases(w: &World) -> Vec<Case> {
         Expect::Status(400),
     );
     add(
+        "a space in the path",
+        b"GET /api/v1.0/banks_data/bo fa/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        Expect::Status(400),
+    );
+    add(
+        "a lower-case version",
+        b"GET /health http/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        Expect::Status(400),
+    );
+    add(
         "an HTTP/2.0 request line",
         b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(),
         Expect::Status(505),

@@ -153,11 +153,6 @@ impl ClientConnection {
         }
     }
 
-    /// true if the connection is HTTPS
-    pub fn secure(&self) -> bool {
-        self.conn.secure
-    }
-
     /// PATCHED: sets (or, with `None`, lifts) the deadline `HeadClock` checks.
     fn set_head_deadline(&self, deadline: Option<Instant>) {
         *self.head_deadline.lock().unwrap_or_else(|e| e.into_inner()) = deadline;

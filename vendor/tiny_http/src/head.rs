@@ -55,7 +55,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
         Err(_) => return Err(HeadError::Malformed),
     };
@@ -84,6 +84,26 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         },
         len,
     )))
+}
+
+/// httparse says "version" for any third token it cannot take: 505 only
+/// for a well-formed `HTTP/<digit>.<digit>` that is not 1.0 or 1.1 (RFC
+/// 9110 §15.6.6); anything else (`GET /a b HTTP/1.1`, `http/1.1`) is a
+/// malformed request line, 400.
+fn version_error(buf: &[u8]) -> HeadError {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    match parts.as_slice() {
+        [_, _, v] if v.len() == 8 && v.starts_with(b"HTTP/") && v[6] == b'.' => {
+            if v[5].is_ascii_digit() && v[7].is_ascii_digit() {
+                HeadError::Version
+            } else {
+                HeadError::Malformed
+            }
+        }
+        _ => HeadError::Malformed,
+    }
 }
 
 /// How a request's body is delimited.
@@ -174,6 +194,22 @@ mod tests {
         );
         assert_eq!(
             head("PRI * HTTP/2.0\r\n\r\n").unwrap_err(),
+            HeadError::Version
+        );
+    }
+
+    #[test]
+    fn a_malformed_request_line_is_400_not_505() {
+        for raw in [
+            "GET /a b HTTP/1.1\r\n\r\n",
+            "GET /health http/1.1\r\n\r\n",
+            "GET /health HTTP/x.y\r\n\r\n",
+            "GET /health HTTP/1.1 x\r\n\r\n",
+        ] {
+            assert_eq!(head(raw).unwrap_err(), HeadError::Malformed, "{raw:?}");
+        }
+        assert_eq!(
+            head("GET / HTTP/1.2\r\n\r\n").unwrap_err(),
             HeadError::Version
         );
     }
