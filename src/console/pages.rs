@@ -315,7 +315,7 @@ pub fn routes(frame: &Frame<'_>, routes: &[Route]) -> Markup {
                 div.scroll { table #routes {
                     thead { tr {
                         th { "Prefix" } th { "Upstream" } th.num { "Cost" } th { "Methods" }
-                        th { "Charge on" } th.num { "Timeout" } th { "Strip" } th {}
+                        th { "Charge on" } th.num { "Timeout" } th { "Strip" } th.num { "In flight" } th {}
                     } }
                     tbody { @for r in routes { tr {
                         td { code { (r.prefix) } }
@@ -325,6 +325,7 @@ pub fn routes(frame: &Frame<'_>, routes: &[Route]) -> Markup {
                         td { (r.charge_on.as_str()) }
                         td.num { (r.timeout_ms) " ms" }
                         td { @if r.strip_prefix { "yes" } @else { "no" } }
+                        td.num { @if let Some(n) = r.max_in_flight { (n) } @else { span.muted { "default" } } }
                         td { (button(frame.csrf, &format!("/console/routes/{}/remove", r.id), "Remove", "danger")) }
                     } } }
                 } }
@@ -346,6 +347,7 @@ pub fn routes(frame: &Frame<'_>, routes: &[Route]) -> Markup {
                     }
                 }
                 label { "Timeout (ms)" input name="timeout_ms" inputmode="numeric" placeholder="30000" size="7"; }
+                label { "Max in flight" input name="max_in_flight" inputmode="numeric" placeholder="default" size="7"; }
                 label.check { input type="checkbox" name="strip_prefix" value="on"; "Strip prefix" }
                 button type="submit" { "Add route" }
             }

@@ -507,6 +507,7 @@ fn console_routes_can_be_added_and_removed_and_bad_ones_are_refused() {
             ("charge_on", "non-5xx"),
             ("timeout_ms", ""),
             ("strip_prefix", "on"),
+            ("max_in_flight", "12"),
         ],
     );
     assert!(page.body.contains("Route /weather"), "{}", page.body);
@@ -517,10 +518,12 @@ fn console_routes_can_be_added_and_removed_and_bad_ones_are_refused() {
     assert_eq!(r["charge_on"], "non-5xx");
     assert_eq!(r["timeout_ms"], 30000);
     assert_eq!(r["strip_prefix"], true);
+    assert_eq!(r["max_in_flight"], 12);
     for (field, value) in [
         ("prefix", "/admin/x"),
         ("cost", "-1"),
         ("upstream", "ftp://x"),
+        ("max_in_flight", "0"),
     ] {
         let mut fields = vec![("prefix", "/other"), ("upstream", "http://127.0.0.1:9")];
         fields.retain(|(k, _)| *k != field);
