@@ -165,10 +165,13 @@ impl Config {
 }
 
 /// Handler threads mostly wait (on clients, upstreams, the database), so
-/// there are many: a blocked one costs its touched stack, not a core
-/// (BENCHMARKS.md, "Handler threads").
+/// there are more than the 8 per core of old: a blocked one costs its
+/// touched stack (about 320 KB with its connection), not a core. Not too
+/// many either: at 64 on 2 cores the paid path lost 15–25 % against 16 or
+/// 32 (more runnable threads than database connections). BENCHMARKS.md,
+/// "Handler threads".
 pub fn default_threads(cores: usize) -> usize {
-    (32 * cores).max(64)
+    (16 * cores).max(32)
 }
 
 fn edge(var: &impl Fn(&str) -> Option<String>) -> Result<Edge, ConfigError> {
@@ -320,7 +323,7 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.database_url.expose(), DEFAULT_DATABASE_URL);
         assert_eq!(c.bind.to_string(), "127.0.0.1:5000");
-        assert!(c.threads >= 64);
+        assert!(c.threads >= 32);
         assert!(c.db_pool as usize <= c.threads);
         assert_eq!(c.edge.head_timeout, Duration::from_secs(10));
         assert_eq!(c.edge.min_rate, 1024);
