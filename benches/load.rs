@@ -549,12 +549,15 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
         // The very query creditgate's charge runs (account::lock): the
         // user's row, the key joined by the token's hash, the database's clock.
         let row: Option<mysql::Row> = tx
-            .exec_first(creditgate::account::ACCOUNT_FOR_UPDATE, (&hash, &name))
+            .exec_first(
+                creditgate::billing::account::ACCOUNT_FOR_UPDATE,
+                (&hash, &name),
+            )
             .unwrap();
         let row = row.expect("user exists");
         let id: u64 = row.get(0).unwrap();
         tx.exec_drop(
-            creditgate::account::TAKE,
+            creditgate::billing::account::TAKE,
             (cost, None::<i64>, false, id, cost),
         )
         .unwrap();

@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 use mysql::prelude::Queryable;
 use mysql::TxOpts;
 
-use crate::account::{self, Account, AuthFailure, Running};
 use crate::banks::{self, Bank};
+use crate::billing::account::{self, Account, AuthFailure, Running};
 use crate::credit::{self, Answer, Charge, ChargeOutcome};
 use crate::db::{self, DbError, Pool, Statements};
 use crate::metrics::Metrics;

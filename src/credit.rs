@@ -8,14 +8,14 @@ use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{self, Account, Debit, LowCredit, RateState};
 use crate::banks::{self, Bank};
+use crate::billing::account::{self, Account, Debit, LowCredit, RateState};
 use crate::db::{self, DbError, Pool, Statements};
 use crate::ledger::{self, Event, Reason};
 use crate::model::{BankCode, IdempotencyKey, Period, RefillDay, Username};
 use crate::token::Credentials;
 
-pub use crate::account::AuthFailure;
+pub use crate::billing::account::AuthFailure;
 
 /// The endpoint name that paid bank lookups are counted under.
 pub const BANKS_ENDPOINT: &str = "banks_data";

@@ -1,8 +1,8 @@
 //! creditgate: a credit-metered HTTP API service. See README.md.
 
-pub mod account;
 pub mod app;
 pub mod banks;
+pub mod billing;
 pub mod cli;
 pub mod cluster;
 pub mod coalesce;

@@ -318,7 +318,7 @@ fn change_credit_once(
     tx.exec_drop(
         format!(
             "UPDATE users SET credit = credit + ?, {} WHERE id = ?",
-            crate::account::REARM_LOW_CREDIT
+            crate::billing::account::REARM_LOW_CREDIT
         ),
         (new - old, user_id),
     )?;

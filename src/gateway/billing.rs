@@ -26,7 +26,7 @@ use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{self, AuthFailure, Debit, LowCredit, RateState};
+use crate::billing::account::{self, AuthFailure, Debit, LowCredit, RateState};
 use crate::db::{self, DbError, Pool};
 use crate::ledger::{self, Event, Reason};
 use crate::model::IdempotencyKey;
@@ -376,7 +376,7 @@ fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError
         tx.exec_drop(
             format!(
                 "UPDATE users SET credit = credit + ?, {} WHERE id = ?",
-                crate::account::REARM_LOW_CREDIT
+                crate::billing::account::REARM_LOW_CREDIT
             ),
             (ticket.charged, ticket.user_id),
         )?;

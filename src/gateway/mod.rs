@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::account::{AuthFailure, LowCredit, RateState};
+use crate::billing::account::{AuthFailure, LowCredit, RateState};
 use crate::db::{DbError, Pool};
 use crate::error::error_chain;
 use crate::metrics::Metrics;

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::error::with_rate;
 use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, AppState, Ctx};
-use crate::account::LowCredit;
 use crate::banks::BankData;
+use crate::billing::account::LowCredit;
 use crate::coalesce;
 use crate::credit::{self, Answer, AuthFailure, Charge, ChargeOutcome};
 use crate::db;

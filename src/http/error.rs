@@ -7,7 +7,7 @@
 use rouille::Response;
 use serde_json::json;
 
-use crate::account::RateState;
+use crate::billing::account::RateState;
 use crate::db::DbError;
 use crate::gateway::store::RouteError;
 use crate::gateway::{GatewayError, Unanswered};
