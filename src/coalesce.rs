@@ -32,6 +32,7 @@ use mysql::TxOpts;
 
 use crate::banks::{self, Bank};
 use crate::billing::account::{self, Account, AuthFailure, Running};
+use crate::billing::{decide, Outcome, Verdict};
 use crate::credit::{self, Answer, Charge, ChargeOutcome};
 use crate::db::{self, DbError, Pool, Statements};
 use crate::metrics::Metrics;
@@ -284,6 +285,8 @@ fn decide_all<'a>(
     Ok(outcomes)
 }
 
+/// One request of the batch: `decide` against the running row, then the
+/// plan kept in `book` for the batch's one write.
 fn decide_one(
     tx: &mut mysql::Transaction<'_>,
     sql: &Statements,
@@ -300,65 +303,42 @@ fn decide_one(
         },
         None => None,
     };
-    let rate = match credit::before_charge(account, known) {
-        credit::Go::Charge(rate) => rate,
-        credit::Go::Answer(early) => return Ok(early),
-    };
-    let mut running = account.running();
-    if let Some(r) = &rate {
-        running.rate_tat = Some(r.decision.new_tat);
-    }
-    if let (id, true) = account.key() {
-        book.touched.insert(id);
-    }
     if !banks.contains_key(req.bank) {
         let bank = banks::find(tx, sql, req.bank)?;
         banks.insert(req.bank.clone(), bank);
     }
-    let (answer, low_credit) = match &banks[req.bank] {
-        None => (Answer::UnknownBank, None),
-        Some(bank) => match account.plan_debit(bank.cost) {
-            None => (
-                Answer::InsufficientCredit {
-                    cost: bank.cost,
-                    credit_remaining: account.credit,
-                    next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
-                },
-                None,
-            ),
-            Some((after, low)) => {
-                running.credit = after.credit;
-                running.low_credit_notified = after.low_credit_notified;
-                book.taken += bank.cost;
-                let day = req.now.date_naive();
-                let usage = book
-                    .usage
-                    .entry((credit::BANKS_ENDPOINT.to_string(), day))
-                    .or_insert((0, 0));
-                usage.0 += 1;
-                usage.1 += bank.cost;
-                (
-                    Answer::Charged {
-                        bank: bank.clone(),
-                        credit_remaining: after.credit,
-                    },
-                    low,
-                )
-            }
+    let bank = banks[req.bank].clone();
+    let outcome = decide(account, known, bank.as_ref().map(|b| b.cost), req.now);
+    if let Outcome::Counted { verdict, after, .. } = &outcome {
+        book.now = Some(*after);
+        if let (id, true) = account.key() {
+            book.touched.insert(id);
+        }
+        if let Verdict::Debited { cost, .. } = verdict {
+            book.taken += cost;
+            let usage = book
+                .usage
+                .entry((credit::BANKS_ENDPOINT.to_string(), req.now.date_naive()))
+                .or_insert((0, 0));
+            usage.0 += 1;
+            usage.1 += cost;
+        }
+    }
+    let answered = credit::bank_outcome(outcome, bank);
+    if let (
+        Some(key),
+        ChargeOutcome::Answered {
+            answer,
+            replayed: false,
+            ..
         },
-    };
-    book.now = Some(running);
-    if let Some(key) = req.idempotency_key {
+    ) = (req.idempotency_key, &answered)
+    {
         book.remembered
             .insert(key.as_str().to_string(), answer.clone());
         book.to_remember.push((key.clone(), answer.clone()));
     }
-    Ok(ChargeOutcome::Answered {
-        answer,
-        replayed: false,
-        rate,
-        low_credit,
-    })
+    Ok(answered)
 }
 
 /// The batch's one write, inside its transaction.

@@ -9,7 +9,8 @@ use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
 use crate::banks::{self, Bank};
-use crate::billing::account::{self, Account, Debit, LowCredit, RateState};
+use crate::billing::account::{self, Account, LowCredit, RateState};
+use crate::billing::{decide, Insufficient, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
 use crate::ledger::{self, Event, Reason};
 use crate::model::{BankCode, IdempotencyKey, Period, RefillDay, Username};
@@ -32,15 +33,8 @@ pub struct Charge<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Answer {
-    Charged {
-        bank: Bank,
-        credit_remaining: i64,
-    },
-    InsufficientCredit {
-        cost: i64,
-        credit_remaining: i64,
-        next_refill: Option<i64>,
-    },
+    Charged { bank: Bank, credit_remaining: i64 },
+    InsufficientCredit(Insufficient),
     UnknownBank,
 }
 
@@ -124,85 +118,64 @@ pub(crate) fn charge_locked(
         Some(key) => remembered(tx, account.id, key)?,
         None => None,
     };
-    let rate = match before_charge(&account, known) {
-        Go::Charge(rate) => rate,
-        Go::Answer(early) => return Ok(early),
-    };
-    account::touch_key(tx, &account)?;
-    let (answer, low_credit) = decide(tx, sql, &account, req, bank, rate.as_ref())?;
-    if let Some(key) = req.idempotency_key {
-        remember(tx, account.id, key, &answer)?;
+    let outcome = decide(&account, known, bank.as_ref().map(|b| b.cost), req.now);
+    account::apply(tx, sql, &account, &outcome, BANKS_ENDPOINT, req.now)?;
+    let answered = bank_outcome(outcome, bank);
+    if let (
+        Some(key),
+        ChargeOutcome::Answered {
+            answer,
+            replayed: false,
+            ..
+        },
+    ) = (req.idempotency_key, &answered)
+    {
+        remember(tx, account.id, key, answer)?;
     }
-    Ok(ChargeOutcome::Answered {
-        answer,
-        replayed: false,
-        rate,
-        low_credit,
-    })
+    Ok(answered)
 }
 
-/// What `before_charge` says of a request.
-pub(crate) enum Go {
-    /// Go on and charge, with the limiter's allowing word (`None` without
-    /// a limit).
-    Charge(Option<RateState>),
-    /// Answered without charging: a replay, or refused by the limit.
-    Answer(ChargeOutcome),
-}
-
-/// The steps before anything is charged, the same for a single request and
-/// for one in a coalesced batch: the answer already remembered for the
-/// request's key (`known`) is replayed, then the rate limiter may refuse.
-pub(crate) fn before_charge(account: &Account, known: Option<Answer>) -> Go {
-    if let Some(answer) = known {
-        return Go::Answer(ChargeOutcome::Answered {
+/// What `decide` said of a bank lookup, as the bank route answers it; the
+/// same for a single request and for one in a coalesced batch.
+pub(crate) fn bank_outcome(outcome: Outcome<Answer>, bank: Option<Bank>) -> ChargeOutcome {
+    match outcome {
+        Outcome::Replayed { answer, rate } => ChargeOutcome::Answered {
             answer,
             replayed: true,
-            rate: account.rate_now(),
+            rate,
             low_credit: None,
-        });
-    }
-    match account.rate_check() {
-        Ok(rate) => Go::Charge(rate),
-        Err(refused) => Go::Answer(ChargeOutcome::RateLimited(refused)),
-    }
-}
-
-/// The bank lookup's answer, charged when it is a 200.
-fn decide(
-    tx: &mut mysql::Transaction<'_>,
-    sql: &Statements,
-    account: &Account,
-    req: &Charge<'_>,
-    bank: Option<Bank>,
-    rate: Option<&RateState>,
-) -> Result<(Answer, Option<LowCredit>), DbError> {
-    let Some(bank) = bank else {
-        account::save_rate(tx, account, rate.map(|r| r.decision.new_tat))?;
-        return Ok((Answer::UnknownBank, None));
-    };
-    Ok(
-        match account::debit(tx, sql, account, bank.cost, BANKS_ENDPOINT, req.now, rate)? {
-            Debit::Done {
-                credit_remaining,
-                low_credit,
-            } => (
-                Answer::Charged {
-                    bank,
-                    credit_remaining,
-                },
-                low_credit,
-            ),
-            Debit::Insufficient => (
-                Answer::InsufficientCredit {
-                    cost: bank.cost,
-                    credit_remaining: account.credit,
-                    next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
-                },
-                None,
-            ),
         },
-    )
+        Outcome::RateLimited(refused) => ChargeOutcome::RateLimited(refused),
+        Outcome::Counted { verdict, rate, .. } => {
+            let (answer, low_credit) = match (verdict, bank) {
+                (
+                    Verdict::Debited {
+                        credit_remaining,
+                        low_credit,
+                        ..
+                    },
+                    Some(bank),
+                ) => (
+                    Answer::Charged {
+                        bank,
+                        credit_remaining,
+                    },
+                    low_credit,
+                ),
+                (Verdict::Insufficient(short), _) => (Answer::InsufficientCredit(short), None),
+                // Priced only when the bank exists.
+                (Verdict::Unpriced, _) | (Verdict::Debited { .. }, None) => {
+                    (Answer::UnknownBank, None)
+                }
+            };
+            ChargeOutcome::Answered {
+                answer,
+                replayed: false,
+                rate,
+                low_credit,
+            }
+        }
+    }
 }
 
 /// The answer remembered for this key in the last 24 h. Read under the row
@@ -370,4 +343,24 @@ fn refill_one(pool: &Pool, user_id: u64, p: &str, actor: &str) -> Result<bool, D
     )?;
     tx.commit().map_err(db::commit_failed)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_refusal_keeps_its_shape() {
+        // Rows written before `Insufficient` was one type must still read,
+        // and new ones must read the same.
+        let stored =
+            r#"{"outcome":"insufficient_credit","cost":5,"credit_remaining":3,"next_refill":null}"#;
+        let answer = Answer::InsufficientCredit(Insufficient {
+            cost: 5,
+            credit_remaining: 3,
+            next_refill: None,
+        });
+        assert_eq!(serde_json::to_string(&answer).unwrap(), stored);
+        assert_eq!(serde_json::from_str::<Answer>(stored).unwrap(), answer);
+    }
 }

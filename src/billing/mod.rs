@@ -6,3 +6,6 @@
 //! written once.
 
 pub mod account;
+pub mod decide;
+
+pub use decide::{decide, Insufficient, Outcome, Verdict};

@@ -1,8 +1,9 @@
 //! Money on a gateway route: the charge, committed *before* the request is
 //! forwarded, and the refund, in its own transaction, when the upstream's
 //! answer is not billable. Both lock the user's row like the bank route's
-//! charge (`credit::lock_account`, `credit::debit`), so one user's charges
-//! and refunds are serialised and exact across instances.
+//! charge (`billing::account::lock`), and the charge is decided by the one
+//! money decision (`billing::decide`) and written by `account::apply`, so
+//! one user's charges and refunds are serialised and exact across instances.
 //!
 //! A refund gives the cost back (`credit += cost`), takes the call's usage
 //! credits back (`usage_daily.credits -= cost`; the call itself stays
@@ -26,7 +27,8 @@ use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
-use crate::billing::account::{self, AuthFailure, Debit, LowCredit, RateState};
+use crate::billing::account::{self, AuthFailure, LowCredit, RateState};
+use crate::billing::{decide, Insufficient, Outcome, Verdict};
 use crate::db::{self, DbError, Pool};
 use crate::ledger::{self, Event, Reason};
 use crate::model::IdempotencyKey;
@@ -66,12 +68,8 @@ pub enum Charged {
     KeyReused,
     /// A retry of a billed request whose answer was not stored: 409.
     AnswerNotStored,
-    Insufficient {
-        cost: i64,
-        credit_remaining: i64,
-        next_refill: Option<i64>,
-        rate: Option<RateState>,
-    },
+    /// Not charged (the request still counts against the limit).
+    Insufficient(Insufficient, Option<RateState>),
     /// The same key is still in flight.
     InProgress,
     /// Refused by the user's rate limit: nothing charged or counted.
@@ -208,80 +206,100 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
         Ok(a) => a,
         Err(why) => return Ok(Charged::Unauthorized(why)),
     };
-    let mut ticket = Ticket {
-        user_id: account.id,
-        charged: 0,
-        credit_remaining: account.credit,
-        rate: account.rate_now(),
-        low_credit: None,
-        day: req.now.date_naive(),
-        endpoint: req.endpoint.to_string(),
-        key: None,
-    };
     let scoped_key = req.idempotency_key.map(|k| scoped(req.endpoint, k));
-    if let Some(key) = &scoped_key {
-        let state: Option<KeyState> = crate::credit::stored_outcome(&mut tx, account.id, key)?;
-        match check_key(state.as_ref(), req.fingerprint, req.now.timestamp()) {
-            KeyCheck::New => {}
-            KeyCheck::InProgress => return Ok(Charged::InProgress),
-            KeyCheck::Reused => return Ok(Charged::KeyReused),
-            KeyCheck::NotStored => return Ok(Charged::AnswerNotStored),
-            // Answered from the database: nothing forwarded, nothing
-            // charged, and not counted against the rate limit.
-            KeyCheck::Replay => {
-                return Ok(match stored_answer(&mut tx, account.id, key)? {
-                    Some(answer) => Charged::Replay {
-                        answer,
-                        credit_remaining: account.credit,
-                        rate: account.rate_now(),
-                    },
-                    None => Charged::AnswerNotStored,
-                })
-            }
-        }
-    }
-    ticket.rate = match account.rate_check() {
-        Ok(rate) => rate,
-        Err(refused) => return Ok(Charged::RateLimited(refused)),
+    let known = match &scoped_key {
+        Some(key) => key_answer(&mut tx, account.id, key, req)?,
+        None => None,
     };
-    account::touch_key(&mut tx, &account)?;
-    let charged = match account::debit(
-        &mut tx,
-        &sql,
-        &account,
-        req.cost,
-        req.endpoint,
-        req.now,
-        ticket.rate.as_ref(),
-    )? {
+    let outcome = decide(&account, known, Some(req.cost), req.now);
+    account::apply(&mut tx, &sql, &account, &outcome, req.endpoint, req.now)?;
+    let charged = match outcome {
+        // Answered from the database: nothing forwarded, nothing charged,
+        // not counted against the rate limit, nothing to commit.
+        Outcome::Replayed { answer, rate } => {
+            return Ok(match answer {
+                KeyAnswer::InProgress => Charged::InProgress,
+                KeyAnswer::Reused => Charged::KeyReused,
+                KeyAnswer::NotStored => Charged::AnswerNotStored,
+                KeyAnswer::Stored(answer) => Charged::Replay {
+                    answer,
+                    credit_remaining: account.credit,
+                    rate,
+                },
+            })
+        }
+        Outcome::RateLimited(refused) => return Ok(Charged::RateLimited(refused)),
         // Committed: the request still counts against the limit.
-        Debit::Insufficient => Charged::Insufficient {
-            cost: req.cost,
-            credit_remaining: account.credit,
-            next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
-            rate: ticket.rate,
-        },
-        Debit::Done {
-            credit_remaining,
-            low_credit,
+        Outcome::Counted {
+            verdict: Verdict::Insufficient(short),
+            rate,
+            ..
+        } => Charged::Insufficient(short, rate),
+        Outcome::Counted {
+            verdict: Verdict::Unpriced,
+            ..
+        } => unreachable!("a route always has a price"),
+        Outcome::Counted {
+            verdict:
+                Verdict::Debited {
+                    cost,
+                    credit_remaining,
+                    low_credit,
+                },
+            rate,
+            ..
         } => {
-            ticket.charged = req.cost;
-            ticket.credit_remaining = credit_remaining;
-            ticket.low_credit = low_credit;
-            if let Some(key) = scoped_key {
-                let pending = KeyState::RoutePending {
-                    until: req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64,
-                    fp: req.fingerprint.to_string(),
-                };
-                start_key(&mut tx, account.id, &key, &pending.json())?;
-                ticket.key = Some((key, pending.json()));
-            }
-            Charged::Forward(ticket)
+            let key = match scoped_key {
+                Some(key) => Some(start_key(&mut tx, account.id, key, req)?),
+                None => None,
+            };
+            Charged::Forward(Ticket {
+                user_id: account.id,
+                charged: cost,
+                credit_remaining,
+                rate,
+                low_credit,
+                day: req.now.date_naive(),
+                endpoint: req.endpoint.to_string(),
+                key,
+            })
         }
     };
     tx.commit().map_err(db::commit_failed)?;
     db::trust(&mut conn);
     Ok(charged)
+}
+
+/// What a keyed route request's earlier use answers, before anything is
+/// charged: `None` for a new key (or an expired one).
+fn key_answer(
+    tx: &mut impl Queryable,
+    user_id: u64,
+    key: &str,
+    req: &RouteCharge<'_>,
+) -> Result<Option<KeyAnswer>, DbError> {
+    let state: Option<KeyState> = crate::credit::stored_outcome(tx, user_id, key)?;
+    Ok(
+        match check_key(state.as_ref(), req.fingerprint, req.now.timestamp()) {
+            KeyCheck::New => None,
+            KeyCheck::InProgress => Some(KeyAnswer::InProgress),
+            KeyCheck::Reused => Some(KeyAnswer::Reused),
+            KeyCheck::NotStored => Some(KeyAnswer::NotStored),
+            KeyCheck::Replay => Some(match stored_answer(tx, user_id, key)? {
+                Some(answer) => KeyAnswer::Stored(answer),
+                None => KeyAnswer::NotStored,
+            }),
+        },
+    )
+}
+
+/// What a key that was used before answers a retry with.
+#[derive(Debug)]
+enum KeyAnswer {
+    InProgress,
+    Reused,
+    NotStored,
+    Stored(StoredAnswer),
 }
 
 /// The answer was billable: a retry with the same key now waits for its
@@ -412,19 +430,26 @@ fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError
     Ok(credit)
 }
 
-/// A new keyed request: REPLACE takes over an expired row, or one of
-/// another request under the same key, and starts its 24 h anew.
+/// A new keyed request, charged: its row says "in flight" until the
+/// route's deadline. REPLACE takes over an expired row, or one of another
+/// request under the same key, and starts its 24 h anew. Returns the
+/// scoped key and the state written, which the ticket keeps.
 fn start_key(
     tx: &mut impl Queryable,
     user_id: u64,
-    key: &str,
-    pending_json: &str,
-) -> Result<(), DbError> {
+    key: String,
+    req: &RouteCharge<'_>,
+) -> Result<(String, String), DbError> {
+    let pending = KeyState::RoutePending {
+        until: req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64,
+        fp: req.fingerprint.to_string(),
+    }
+    .json();
     tx.exec_drop(
         "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
-        (user_id, key, pending_json),
+        (user_id, &key, &pending),
     )?;
-    Ok(())
+    Ok((key, pending))
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::billing::account::{AuthFailure, LowCredit, RateState};
+use crate::billing::Insufficient;
 use crate::db::{DbError, Pool};
 use crate::error::error_chain;
 use crate::metrics::Metrics;
@@ -92,12 +93,7 @@ pub struct Served {
 #[derive(Debug)]
 pub enum GatewayError {
     Unauthorized(AuthFailure),
-    Insufficient {
-        cost: i64,
-        credit_remaining: i64,
-        next_refill: Option<i64>,
-        rate: Option<RateState>,
-    },
+    Insufficient(Insufficient, Option<RateState>),
     RateLimited(RateState),
     InProgress,
     /// The key was used with another request (422).
@@ -124,7 +120,7 @@ impl fmt::Display for GatewayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GatewayError::Unauthorized(why) => write!(f, "{why}"),
-            GatewayError::Insufficient { .. } => f.write_str("insufficient credit"),
+            GatewayError::Insufficient(..) => f.write_str("insufficient credit"),
             GatewayError::InProgress => f.write_str("idempotency key in flight"),
             GatewayError::KeyReused => f.write_str("idempotency key reused"),
             GatewayError::AnswerNotStored => f.write_str("idempotent answer not stored"),
@@ -238,18 +234,8 @@ impl Gateway {
                 credit_remaining,
                 rate,
             } => return Ok(replayed(answer, credit_remaining, rate)),
-            Charged::Insufficient {
-                cost,
-                credit_remaining,
-                next_refill,
-                rate,
-            } => {
-                return Err(GatewayError::Insufficient {
-                    cost,
-                    credit_remaining,
-                    next_refill,
-                    rate,
-                })
+            Charged::Insufficient(short, rate) => {
+                return Err(GatewayError::Insufficient(short, rate))
             }
             Charged::InProgress => return Err(GatewayError::InProgress),
             Charged::KeyReused => return Err(GatewayError::KeyReused),

@@ -103,17 +103,7 @@ fn answer_response(
             })
             .with_additional_header("X-Credit-Remaining", credit_remaining.to_string())
         }
-        Answer::InsufficientCredit {
-            cost,
-            credit_remaining,
-            next_refill,
-        } => ApiError::InsufficientCredit {
-            credit_remaining,
-            cost,
-            retry_after: next_refill.map(|t| (t - now.timestamp()).max(1) as u64),
-            rate: None,
-        }
-        .response(),
+        Answer::InsufficientCredit(short) => ApiError::insufficient(&short, None, now).response(),
         Answer::UnknownBank => ApiError::UnknownBank.response(),
     }
 }
