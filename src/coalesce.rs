@@ -27,7 +27,6 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use mysql::prelude::Queryable;
 use mysql::TxOpts;
 
 use crate::banks::{self, Bank};
@@ -356,10 +355,7 @@ fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Ledger) -> Res
         credit::remember(tx, book.user_id, key, answer)?;
     }
     for id in &book.touched {
-        tx.exec_drop(
-            "UPDATE api_keys SET last_used_at = NOW(3) WHERE id = ?",
-            (id,),
-        )?;
+        account::note_key_use(tx, *id)?;
     }
     Ok(())
 }

@@ -9,12 +9,13 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use mysql::prelude::Queryable;
 
 use super::decide::{Outcome, Verdict};
 use crate::banks;
 use crate::db::{DbError, Statements};
+use crate::ledger::{self, Event, Reason};
 use crate::model::{next_refill, Period, RateLimit, RefillDay, Username};
 use crate::ratelimit::{self, Decision};
 use crate::token::{self, Credentials};
@@ -330,15 +331,72 @@ fn take(
     Ok(())
 }
 
-/// Records the key's use, at most once a minute (SPEC: exact to a minute).
+/// Records the key's use, at most once a minute: a key's last use is
+/// shown exact to the minute, and a write per request would cost a row
+/// update on every paid call.
 pub fn touch_key(conn: &mut impl Queryable, account: &Account) -> Result<(), DbError> {
     if account.key_use_due {
-        conn.exec_drop(
-            "UPDATE api_keys SET last_used_at = NOW(3) WHERE id = ?",
-            (account.key_id,),
-        )?;
+        note_key_use(conn, account.key_id)?;
     }
     Ok(())
+}
+
+/// The key-use write itself, for `touch_key` and a batch's one write.
+pub fn note_key_use(conn: &mut impl Queryable, key_id: u64) -> Result<(), DbError> {
+    conn.exec_drop(
+        "UPDATE api_keys SET last_used_at = NOW(3) WHERE id = ?",
+        (key_id,),
+    )?;
+    Ok(())
+}
+
+/// Gives `amount` back to the user's row, locked for it, and takes it back
+/// out of the `endpoint`'s usage on `day` (the call itself stays counted),
+/// with a `refund` ledger row of delta 0 and the balance after: the credit
+/// returns through usage, so that
+/// `credit = Σ credit_events.delta − Σ usage_daily.credits` holds. Returns
+/// the credit after it.
+pub fn give_back(
+    tx: &mut mysql::Transaction<'_>,
+    user_id: u64,
+    amount: i64,
+    day: NaiveDate,
+    endpoint: &str,
+    actor: &str,
+) -> Result<i64, DbError> {
+    let credit: Option<i64> = tx.exec_first(
+        "SELECT credit FROM users WHERE id = ? FOR UPDATE",
+        (user_id,),
+    )?;
+    let credit = credit.unwrap_or(0) + amount;
+    if amount > 0 {
+        tx.exec_drop(
+            format!("UPDATE users SET credit = credit + ?, {REARM_LOW_CREDIT} WHERE id = ?"),
+            (amount, user_id),
+        )?;
+        tx.exec_drop(
+            "UPDATE usage_daily SET credits = credits - ? \
+             WHERE user_id = ? AND day = ? AND endpoint = ?",
+            (
+                amount,
+                user_id,
+                day.format("%Y-%m-%d").to_string(),
+                endpoint,
+            ),
+        )?;
+        ledger::record(
+            tx,
+            &Event {
+                user_id,
+                delta: 0,
+                balance_after: credit,
+                reason: Reason::Refund,
+                period: None,
+                actor,
+            },
+        )?;
+    }
+    Ok(credit)
 }
 
 /// Writes what `decide` said of one request on its locked row: the key's

@@ -30,7 +30,6 @@ use serde::{Deserialize, Serialize};
 use crate::billing::account::{self, AuthFailure, LowCredit, RateState};
 use crate::billing::{decide, Insufficient, Outcome, Verdict};
 use crate::db::{self, DbError, Pool};
-use crate::ledger::{self, Event, Reason};
 use crate::model::IdempotencyKey;
 use crate::token::Credentials;
 
@@ -385,41 +384,14 @@ pub fn refund(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError>
 fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError> {
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let credit: Option<i64> = tx.exec_first(
-        "SELECT credit FROM users WHERE id = ? FOR UPDATE",
-        (ticket.user_id,),
+    let credit = account::give_back(
+        &mut tx,
+        ticket.user_id,
+        ticket.charged,
+        ticket.day,
+        &ticket.endpoint,
+        actor,
     )?;
-    let credit = credit.unwrap_or(0) + ticket.charged;
-    if ticket.charged > 0 {
-        tx.exec_drop(
-            format!(
-                "UPDATE users SET credit = credit + ?, {} WHERE id = ?",
-                crate::billing::account::REARM_LOW_CREDIT
-            ),
-            (ticket.charged, ticket.user_id),
-        )?;
-        tx.exec_drop(
-            "UPDATE usage_daily SET credits = credits - ? \
-             WHERE user_id = ? AND day = ? AND endpoint = ?",
-            (
-                ticket.charged,
-                ticket.user_id,
-                ticket.day.format("%Y-%m-%d").to_string(),
-                &ticket.endpoint,
-            ),
-        )?;
-        ledger::record(
-            &mut tx,
-            &Event {
-                user_id: ticket.user_id,
-                delta: 0,
-                balance_after: credit,
-                reason: Reason::Refund,
-                period: None,
-                actor,
-            },
-        )?;
-    }
     if let Some((key, pending)) = &ticket.key {
         tx.exec_drop(
             "DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ? AND outcome = ?",
