@@ -21,6 +21,7 @@ use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::Gateway;
 use crate::http::{self, AppState, BindError, HttpServer};
+use crate::idempotency;
 use crate::jobs::{Job, Jobs};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
@@ -281,7 +282,7 @@ pub fn standard_jobs(
     let expire = {
         let pool = pool.clone();
         Box::new(move || {
-            credit::expire_idempotency_keys(&pool)
+            idempotency::store::expire(&pool)
                 .map(|n| format!("{n} expired idempotency key(s) deleted"))
                 .map_err(|e| error_chain(&e))
         }) as crate::jobs::JobFn

@@ -12,6 +12,7 @@ use crate::banks::{self, Bank};
 use crate::billing::account::{self, Account, LowCredit, RateState};
 use crate::billing::{decide, Insufficient, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
+use crate::idempotency;
 use crate::ledger::{self, Event, Reason};
 use crate::model::{BankCode, IdempotencyKey, Period, RefillDay, Username};
 use crate::token::Credentials;
@@ -185,23 +186,7 @@ pub(crate) fn remembered(
     user_id: u64,
     key: &IdempotencyKey,
 ) -> Result<Option<Answer>, DbError> {
-    stored_outcome(tx, user_id, key.as_str())
-}
-
-/// The outcome stored under `idem_key` in the last 24 h, if it reads as a
-/// `T`: the bank route's `Answer`, or a gateway route's key state (another
-/// shape counts as none).
-pub(crate) fn stored_outcome<T: serde::de::DeserializeOwned>(
-    tx: &mut impl Queryable,
-    user_id: u64,
-    idem_key: &str,
-) -> Result<Option<T>, DbError> {
-    let stored: Option<String> = tx.exec_first(
-        "SELECT outcome FROM idempotency_keys \
-         WHERE user_id = ? AND idem_key = ? AND created_at > NOW(3) - INTERVAL 1 DAY",
-        (user_id, idem_key),
-    )?;
-    Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
+    idempotency::store::stored_outcome(tx, user_id, key.as_str())
 }
 
 pub(crate) fn remember(
@@ -210,13 +195,7 @@ pub(crate) fn remember(
     key: &IdempotencyKey,
     answer: &Answer,
 ) -> Result<(), DbError> {
-    let json = serde_json::to_string(answer).expect("answers serialise");
-    // REPLACE: an expired row for the same key is taken over.
-    tx.exec_drop(
-        "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
-        (user_id, key.as_str(), json),
-    )?;
-    Ok(())
+    idempotency::store::remember(tx, user_id, key.as_str(), answer)
 }
 
 /// What `GET /api/v1.0/credit` shows.
@@ -258,23 +237,6 @@ pub fn balance(
             .next_refill(now)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     }))
-}
-
-/// Deletes remembered idempotent answers older than their 24 h, in small
-/// batches so that no batch holds locks for long. Returns how many went.
-pub fn expire_idempotency_keys(pool: &Pool) -> Result<u64, DbError> {
-    let mut conn = pool.get()?;
-    let mut total = 0;
-    loop {
-        conn.query_drop(
-            "DELETE FROM idempotency_keys WHERE created_at < NOW(3) - INTERVAL 1 DAY LIMIT 1000",
-        )?;
-        let n = conn.affected_rows();
-        total += n;
-        if n < 1000 {
-            return Ok(total);
-        }
-    }
 }
 
 /// Refills every user whose refill moment in `period` has passed by `now` and

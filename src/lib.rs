@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod idempotency;
 pub mod import;
 pub mod jobs;
 pub mod keys;

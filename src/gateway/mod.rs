@@ -13,7 +13,6 @@
 pub mod billing;
 pub mod bulkhead;
 pub mod forward;
-pub mod replay;
 pub mod routes;
 pub mod store;
 
@@ -30,6 +29,7 @@ use crate::billing::account::{AuthFailure, LowCredit, RateState};
 use crate::billing::Insufficient;
 use crate::db::{DbError, Pool};
 use crate::error::error_chain;
+use crate::idempotency::{self, Recorded, Recorder, StoredAnswer};
 use crate::metrics::Metrics;
 use crate::model::IdempotencyKey;
 use crate::shutdown::Shutdown;
@@ -37,7 +37,6 @@ use crate::token::Credentials;
 use billing::{Charged, RouteCharge, Ticket};
 use bulkhead::Bulkheads;
 use forward::{Client, ForwardError, Outgoing, RequestBody};
-use replay::{Recorded, Recorder, StoredAnswer};
 use routes::Route;
 
 /// How often every instance re-reads the `routes` table. A change reaches
@@ -215,7 +214,12 @@ impl Gateway {
         let timeout = Duration::from_millis(route.timeout_ms.into());
         // Only a keyed request is ever compared with another.
         let fingerprint = match req.idempotency_key {
-            Some(_) => fingerprint(&req),
+            Some(_) => idempotency::key::fingerprint(
+                req.method,
+                req.path,
+                req.raw_query,
+                req.body.as_deref(),
+            ),
             None => String::new(),
         };
         let charge = RouteCharge {
@@ -380,23 +384,6 @@ fn recorded(
         body: Box::new(body),
         ..answer
     }
-}
-
-/// What makes a keyed request the same request: SHA-256 over method, path,
-/// query and body.
-fn fingerprint(req: &Incoming<'_>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [
-        req.method.as_bytes(),
-        req.path.as_bytes(),
-        req.raw_query.as_bytes(),
-    ] {
-        h.update(part);
-        h.update(b"\n");
-    }
-    h.update(req.body.as_deref().unwrap_or_default());
-    crate::token::hex(&h.finalize())
 }
 
 /// The request as the upstream gets it (SPEC, gateway rule 5).
