@@ -35,7 +35,8 @@ use rouille::{Request, Response};
 pub use error::ConsoleError;
 pub use session::{Sessions, IDLE as SESSION_IDLE};
 
-use crate::http::{count_auth_failure, refuse_if_throttled, ApiError, AppState, Ctx};
+use crate::app::AppState;
+use crate::http::{count_auth_failure, refuse_if_throttled, ApiError, Ctx};
 use crate::token;
 use session::Current;
 

@@ -7,7 +7,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::error::with_rate;
-use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, AppState, Ctx};
+use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, Ctx};
+use crate::app::AppState;
 use crate::banks::BankData;
 use crate::billing::account::LowCredit;
 use crate::coalesce;

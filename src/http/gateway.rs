@@ -9,7 +9,8 @@ use chrono::Utc;
 use rouille::{Request, Response, ResponseBody};
 
 use super::api::{credentials, idempotency_key, notify_low_credit};
-use super::{unauthorized, ApiError, AppState, Ctx};
+use super::{unauthorized, ApiError, Ctx};
+use crate::app::AppState;
 use crate::gateway::billing;
 use crate::gateway::bulkhead::Permit;
 use crate::gateway::routes::{self, Route};

@@ -29,7 +29,8 @@ use std::time::Duration;
 use rouille::Request;
 use serde_json::Value;
 
-use super::{route, AppState, Ctx};
+use super::{route, Ctx};
+use crate::app::AppState;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::jobs::Jobs;

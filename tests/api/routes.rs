@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use creditgate::app::AppState;
 use creditgate::db;
 use creditgate::gateway::Gateway;
-use creditgate::http::{self, AppState};
+use creditgate::http;
 use creditgate::jobs::Jobs;
 use creditgate::metrics::Metrics;
 use creditgate::shutdown::Shutdown;

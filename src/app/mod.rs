@@ -4,6 +4,10 @@
 //! Under systemd each step is reported (`READY=1`, `STATUS=`, `STOPPING=1`)
 //! and the heartbeat pings the watchdog.
 
+mod state;
+
+pub use state::AppState;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use crate::credit;
 use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::Gateway;
-use crate::http::{self, AppState, BindError, HttpServer};
+use crate::http::{self, BindError, HttpServer};
 use crate::idempotency;
 use crate::jobs::{Job, Jobs};
 use crate::mail::Mailer;
