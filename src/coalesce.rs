@@ -192,7 +192,7 @@ impl Coalescer {
             }
             Err(e) => {
                 for entry in entries {
-                    let _ = entry.reply.send(Err(copy(&e)));
+                    let _ = entry.reply.send(Err(DbError::again(&e)));
                 }
             }
         }
@@ -363,27 +363,5 @@ fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Ledger) -> Res
 /// The leader went away without answering (it panicked): nothing was
 /// committed for this request by a transaction it can know of.
 fn lost() -> DbError {
-    DbError::Query(mysql::Error::MySqlError(mysql::MySqlError {
-        state: "HY000".into(),
-        code: 0,
-        message: "the coalesced batch ended without an answer".into(),
-    }))
-}
-
-/// The same failure for each request of a failed batch, keeping the class
-/// that decides the answer: in doubt stays in doubt, a conflict a conflict.
-fn copy(e: &DbError) -> DbError {
-    let inner = |code: u16| {
-        mysql::Error::MySqlError(mysql::MySqlError {
-            state: "HY000".into(),
-            code,
-            message: e.to_string(),
-        })
-    };
-    match e {
-        DbError::CommitUnknown(_) => DbError::CommitUnknown(inner(0)),
-        DbError::Conflict(_) => DbError::Conflict(inner(1213)),
-        DbError::Unavailable(_) => DbError::Query(inner(2013)),
-        _ => DbError::Query(inner(0)),
-    }
+    DbError::failed("the coalesced batch ended without an answer")
 }

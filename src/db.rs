@@ -391,6 +391,41 @@ impl std::error::Error for DbError {
     }
 }
 
+impl DbError {
+    /// A conflict the domain found itself (a guarded write that matched no
+    /// row under the lock: the row changed, as on a multi-writer cluster):
+    /// nothing of the transaction may stand, and it is run again like one
+    /// the server rolled back (`Pool::retrying`).
+    pub fn conflict(why: &str) -> DbError {
+        DbError::Conflict(said(why))
+    }
+
+    /// A failure with no database error behind it (the thread that ran a
+    /// shared transaction went away without an answer): a 503.
+    pub fn failed(why: &str) -> DbError {
+        DbError::Query(said(why))
+    }
+
+    /// This failure again, for another request that shared its
+    /// transaction (`DbError` is not `Clone`): the class that decides the
+    /// answer stays — in doubt stays in doubt, a conflict a conflict — with
+    /// the first one's text.
+    pub fn again(&self) -> DbError {
+        let text = said(&self.to_string());
+        match self {
+            DbError::CommitUnknown(_) => DbError::CommitUnknown(text),
+            DbError::Conflict(_) => DbError::Conflict(text),
+            _ => DbError::Query(text),
+        }
+    }
+}
+
+/// An error of ours, in the shape the variants hold: no server error
+/// number, so nothing reads it as one.
+fn said(why: &str) -> mysql::Error {
+    mysql::Error::IoError(std::io::Error::other(why.to_string()))
+}
+
 /// The server's error numbers the domain acts on. Every MySQL error code
 /// is classified here and nowhere else.
 const ER_DUP_ENTRY: u16 = 1062;
@@ -689,5 +724,16 @@ mod tests {
         let started = Instant::now();
         let _: Result<(), DbError> = pool.retrying(|| Err(DbError::Conflict(server_error(1213))));
         assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn the_domain_says_conflict_without_a_server_number() {
+        assert!(DbError::conflict("changed").is_conflict());
+        assert!(!DbError::failed("gone").is_conflict());
+        let copied = DbError::conflict("changed").again();
+        assert!(copied.is_conflict() && copied.to_string().contains("changed"));
+        let in_doubt = commit_failed(mysql::Error::IoError(std::io::Error::other("reset")));
+        assert!(matches!(in_doubt.again(), DbError::CommitUnknown(_)));
+        assert!(matches!(DbError::failed("gone").again(), DbError::Query(_)));
     }
 }

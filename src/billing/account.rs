@@ -320,13 +320,7 @@ fn take(
 ) -> Result<(), DbError> {
     tx.exec_drop(sql.get(TAKE), (cost, tat, notified, user_id, cost))?;
     if tx.affected_rows() != 1 {
-        return Err(DbError::Conflict(mysql::Error::MySqlError(
-            mysql::MySqlError {
-                state: "40001".into(),
-                code: 1213,
-                message: "the credit changed under the row lock".into(),
-            },
-        )));
+        return Err(DbError::conflict("the credit changed under the row lock"));
     }
     Ok(())
 }
