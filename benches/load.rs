@@ -541,7 +541,7 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
     let hash = creditgate::token::hash(TOKEN);
     Box::new(move || {
         let name = format!("u{}", users.pick(&mut rng));
-        // In creditgate's order (credit::charge_once): the bank before the
+        // In creditgate's order (billing::bank::charge_once): the bank before the
         // transaction, then the locked transaction.
         let bank: Option<mysql::Row> = conn.exec_first(creditgate::banks::FIND, ("BOFA",)).unwrap();
         let cost: i64 = bank.expect("bank").get(4).unwrap();
@@ -561,8 +561,11 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
             (cost, None::<i64>, false, id, cost),
         )
         .unwrap();
-        tx.exec_drop(creditgate::usage::RECORD, (id, &today, "banks_data", cost))
-            .unwrap();
+        tx.exec_drop(
+            creditgate::billing::usage::RECORD,
+            (id, &today, "banks_data", cost),
+        )
+        .unwrap();
         tx.commit().unwrap();
         true
     })

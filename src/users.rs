@@ -9,9 +9,9 @@ use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::Serialize;
 
+use crate::billing::ledger::{self, Event, Reason};
 use crate::db::{DbError, Pool};
 use crate::keys;
-use crate::ledger::{self, Event, Reason};
 use crate::model::{Credit, Email, ImportedToken, Period, RateLimit, RefillDay, Username};
 use crate::token;
 

@@ -18,9 +18,9 @@ use chrono::Utc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Mutex;
 
+use crate::billing::bank;
 use crate::cluster::{self, Instance, Watch};
 use crate::config::Config;
-use crate::credit;
 use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::Gateway;
@@ -271,7 +271,7 @@ pub fn standard_jobs(
         let pool = pool.clone();
         Box::new(move || {
             let now = Utc::now();
-            credit::refill(
+            bank::refill(
                 &pool,
                 Period::of(now.date_naive()),
                 now,

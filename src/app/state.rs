@@ -6,7 +6,7 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use crate::coalesce::Coalescer;
+use crate::billing::group::Coalescer;
 use crate::config::Config;
 use crate::console::Sessions;
 use crate::db::Pool;

@@ -1,5 +1,5 @@
 //! The locked row: the only SQL of charging. Every paid request — the bank
-//! route (`credit::charge`), a coalesced batch (`coalesce`) and gateway
+//! route (`bank::charge`), a coalesced batch (`coalesce`) and gateway
 //! routes (`gateway::billing`) — finds the user and the key by the token's
 //! hash and locks the user's row (`lock`), lets `decide` plan the request
 //! against it (pure: `rate_check`, `plan_debit` are the row's own rules),
@@ -14,12 +14,12 @@ use mysql::prelude::Queryable;
 
 use super::decide::{Outcome, Verdict};
 use crate::banks;
+use crate::billing::ledger::{self, Event, Reason};
+use crate::billing::ratelimit::{self, Decision};
+use crate::billing::usage;
 use crate::db::{DbError, Statements};
-use crate::ledger::{self, Event, Reason};
 use crate::model::{next_refill, Period, RateLimit, RefillDay, Username};
-use crate::ratelimit::{self, Decision};
 use crate::token::{self, Credentials};
-use crate::usage;
 
 /// Why authentication failed: for the log only; clients all get one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

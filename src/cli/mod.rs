@@ -15,19 +15,19 @@ mod keys;
 pub use keys::KeyCommand;
 
 use crate::banks::{self, BankError, NewBank};
+use crate::billing::bank;
+use crate::billing::ledger::Reason;
+use crate::billing::usage::{self, Filter};
 use crate::config::{Config, ConfigError};
-use crate::credit;
 use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::routes::{NewRoute, Prefix, RawRoute, Route};
 use crate::gateway::store::{self, RouteError};
 use crate::import::{ImportError, Progress};
-use crate::ledger::Reason;
 use crate::model::{
     parse_delta, BankCode, Credit, Day, Email, ImportedToken, Period, RateLimit, RefillDay,
     Username,
 };
-use crate::usage::{self, Filter};
 use crate::users::{self, CreditChange, NewUser, User, UserError};
 
 #[derive(Parser, Debug)]
@@ -340,7 +340,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Some(p) => Period::parse(&p)?,
                 None => Period::of(now.date_naive()),
             };
-            let n = credit::refill(&connect(&config)?, period, now, &actor())?;
+            let n = bank::refill(&connect(&config)?, period, now, &actor())?;
             eprintln!("{n} user(s) refilled for {period}");
             Ok(())
         }

@@ -11,12 +11,12 @@ use super::layout::Frame;
 use super::session::{Current, Flash};
 use super::{chart, html, pages};
 use crate::app::AppState;
+use crate::billing::ledger;
+use crate::billing::usage;
 use crate::gateway::store;
 use crate::http::Ctx;
 use crate::keys;
-use crate::ledger;
 use crate::model::Username;
-use crate::usage;
 use crate::users;
 
 /// Days in the usage charts.

@@ -11,8 +11,8 @@ use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, 
 use crate::app::AppState;
 use crate::banks::BankData;
 use crate::billing::account::LowCredit;
-use crate::coalesce;
-use crate::credit::{self, Answer, AuthFailure, Charge, ChargeOutcome};
+use crate::billing::bank::{self, Answer, AuthFailure, Charge, ChargeOutcome};
+use crate::billing::group;
 use crate::db;
 use crate::model::{BankCode, IdempotencyKey, ParseError};
 use crate::token::{Credentials, CredentialsError};
@@ -34,11 +34,11 @@ pub fn banks_data(
         now,
     };
     let outcome = match &state.coalescer {
-        None => credit::charge(&state.pool, &charge)?,
+        None => bank::charge(&state.pool, &charge)?,
         Some(c) => c.charge(
             &state.pool,
             &state.metrics,
-            coalesce::Request {
+            group::Request {
                 credentials: credentials.clone(),
                 bank: bank.clone(),
                 idempotency_key: key.clone(),
@@ -132,7 +132,7 @@ pub(super) fn notify_low_credit(state: &AppState, low: &LowCredit) {
 /// `GET /api/v1.0/credit`: the caller's own balance.
 pub fn balance(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
     let credentials = credentials(state, req, ctx)?;
-    match credit::balance(&state.pool, &credentials, Utc::now())? {
+    match bank::balance(&state.pool, &credentials, Utc::now())? {
         Ok(balance) => Ok(Response::json(&balance)),
         Err(why) => Err(unauthorized(state, req, ctx, &why)),
     }

@@ -8,13 +8,13 @@ use rouille::Response;
 use serde_json::json;
 
 use crate::billing::account::RateState;
+use crate::billing::ratelimit;
 use crate::billing::Insufficient;
 use crate::db::DbError;
 use crate::gateway::store::RouteError;
 use crate::gateway::{GatewayError, Unanswered};
 use crate::keys::KeyError;
 use crate::model::ParseError;
-use crate::ratelimit;
 use crate::users::UserError;
 
 #[derive(Debug)]

@@ -4,10 +4,10 @@
 //! and the domain reads the console added, against the real database.
 
 use chrono::{Days, Utc};
+use creditgate::billing::ledger;
+use creditgate::billing::usage;
 use creditgate::keys;
-use creditgate::ledger;
 use creditgate::model::Username;
-use creditgate::usage;
 use creditgate::users;
 
 use crate::helpers::{request, spawn_app, spawn_app_with, Resp, TestApp};

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use creditgate::app::App;
+use creditgate::billing::ledger::Reason;
 use creditgate::config::Config;
 use creditgate::db::{self, Pool};
-use creditgate::ledger::Reason;
 use creditgate::model::{Credit, ImportedToken, RefillDay, Username};
 use creditgate::shutdown::Shutdown;
 use creditgate::users::{self, NewUser};

@@ -1,7 +1,7 @@
 //! Coalesced charging (`CREDITGATE_COALESCE=on`, off by default): requests
 //! of one user that wait for that user's row are charged together, in ONE
 //! `SELECT … FOR UPDATE` transaction, each decided in arrival order by the
-//! same steps as a single request (`credit::charge_in`: its own
+//! same steps as a single request (`bank::charge_in`: its own
 //! authentication, idempotency key, rate limit, usage and answer), then one
 //! COMMIT answers them all. One user is otherwise held to one transaction —
 //! one lock hold and one log flush — per request.
@@ -19,7 +19,7 @@
 //! requests only. A failed transaction fails (or, on a conflict, retries)
 //! every request in it, as it would have failed or retried each alone.
 //!
-//! With coalescing off, `credit::charge` is called directly and none of
+//! With coalescing off, `bank::charge` is called directly and none of
 //! this runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -31,13 +31,13 @@ use mysql::TxOpts;
 
 use crate::banks::{self, Bank};
 use crate::billing::account::{self, Account, AuthFailure, Running};
+use crate::billing::bank::{self, Answer, Charge, ChargeOutcome};
+use crate::billing::usage;
 use crate::billing::{decide, Outcome, Verdict};
-use crate::credit::{self, Answer, Charge, ChargeOutcome};
 use crate::db::{self, DbError, Pool, Statements};
 use crate::metrics::Metrics;
 use crate::model::{BankCode, IdempotencyKey, Username};
 use crate::token::Credentials;
-use crate::usage;
 
 /// The most requests one transaction decides.
 pub const MAX_BATCH: usize = 64;
@@ -96,7 +96,7 @@ impl Coalescer {
     }
 
     /// Charges `request` together with the other waiting requests of its
-    /// user; answers as `credit::charge` would have.
+    /// user; answers as `bank::charge` would have.
     pub fn charge(&self, pool: &Pool, metrics: &Metrics, request: Request) -> Reply {
         let name = match account::lookup_name(&request.credentials) {
             Ok(name) => name,
@@ -140,7 +140,7 @@ impl Coalescer {
     /// retried whole on a conflict, like a single transaction. `mine` is
     /// the leader's own (token, bank): its bank is read before the
     /// transaction and its account is what takes the lock, as a single
-    /// request's would (`credit::charge_once`), so that a batch of one costs
+    /// request's would (`bank::charge_once`), so that a batch of one costs
     /// what a single request does. Returns how many requests the batch held.
     fn lead(
         &self,
@@ -164,7 +164,7 @@ impl Coalescer {
             let outcomes = if let [alone] = requests.as_slice() {
                 // Nobody joined: the single request's own steps, which the
                 // batch's bookkeeping would only repeat more slowly.
-                vec![credit::charge_locked(&mut tx, &sql, account, alone, bank)?]
+                vec![bank::charge_locked(&mut tx, &sql, account, alone, bank)?]
             } else {
                 let seen = Seen {
                     token: mine.0,
@@ -237,7 +237,7 @@ struct Seen<'a> {
 }
 
 /// Decides every request in arrival order against the running balance,
-/// limiter and notice — the steps of `credit::charge_in`, with the bank and
+/// limiter and notice — the steps of `bank::charge_in`, with the bank and
 /// each token looked up once per batch — then writes once: one UPDATE of the
 /// user's row, one usage upsert per endpoint and day, the idempotent answers.
 fn decide_all<'a>(
@@ -298,7 +298,7 @@ fn decide_one(
     let known = match req.idempotency_key {
         Some(key) => match book.remembered.get(key.as_str()) {
             Some(answer) => Some(answer.clone()),
-            None => credit::remembered(tx, account.id, key)?,
+            None => bank::remembered(tx, account.id, key)?,
         },
         None => None,
     };
@@ -317,13 +317,13 @@ fn decide_one(
             book.taken += cost;
             let usage = book
                 .usage
-                .entry((credit::BANKS_ENDPOINT.to_string(), req.now.date_naive()))
+                .entry((bank::BANKS_ENDPOINT.to_string(), req.now.date_naive()))
                 .or_insert((0, 0));
             usage.0 += 1;
             usage.1 += cost;
         }
     }
-    let answered = credit::bank_outcome(outcome, bank);
+    let answered = bank::bank_outcome(outcome, bank);
     if let (
         Some(key),
         ChargeOutcome::Answered {
@@ -352,7 +352,7 @@ fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Ledger) -> Res
         usage::record_many(tx, sql, book.user_id, *day, endpoint, *calls, *credits)?;
     }
     for (key, answer) in &book.to_remember {
-        credit::remember(tx, book.user_id, key, answer)?;
+        bank::remember(tx, book.user_id, key, answer)?;
     }
     for id in &book.touched {
         account::note_key_use(tx, *id)?;

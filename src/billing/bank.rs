@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::banks::{self, Bank};
 use crate::billing::account::{self, Account, LowCredit, RateState};
+use crate::billing::ledger::{self, Event, Reason};
 use crate::billing::{decide, Insufficient, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
 use crate::idempotency;
-use crate::ledger::{self, Event, Reason};
 use crate::model::{BankCode, IdempotencyKey, Period, RefillDay, Username};
 use crate::token::Credentials;
 
