@@ -361,8 +361,8 @@ fn cores() -> usize {
 
 /// Users `u<from>` … `u<to - 1>`, by bulk INSERTs of 5,000 rows.
 fn insert_users(pool: &creditgate::db::Pool, from: u64, to: u64) {
-    let hash = creditgate::token::hash(TOKEN);
-    let prefix = creditgate::token::prefix(TOKEN);
+    let hash = creditgate::auth::token::hash(TOKEN);
+    let prefix = creditgate::auth::token::prefix(TOKEN);
     let mut conn = pool.get().unwrap();
     let mut i = from;
     while i < to {
@@ -538,7 +538,7 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
         .date_naive()
         .format("%Y-%m-%d")
         .to_string();
-    let hash = creditgate::token::hash(TOKEN);
+    let hash = creditgate::auth::token::hash(TOKEN);
     Box::new(move || {
         let name = format!("u{}", users.pick(&mut rng));
         // In creditgate's order (billing::bank::charge_once): the bank before the

@@ -1,6 +1,7 @@
 //! creditgate: a credit-metered HTTP API service. See README.md.
 
 pub mod app;
+pub mod auth;
 pub mod banks;
 pub mod billing;
 pub mod cli;
@@ -12,9 +13,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod idempotency;
-pub mod import;
 pub mod jobs;
-pub mod keys;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
@@ -23,7 +22,5 @@ pub mod net;
 pub mod notify;
 pub mod openapi;
 pub mod shutdown;
-pub mod throttle;
-pub mod token;
 pub mod users;
 pub mod watchdog;

@@ -6,6 +6,7 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use crate::auth::throttle::Throttle;
 use crate::billing::group::Coalescer;
 use crate::config::Config;
 use crate::console::Sessions;
@@ -15,7 +16,6 @@ use crate::jobs::Jobs;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::throttle::Throttle;
 
 /// Everything a request may touch. Shared read-only but for counters.
 pub struct AppState {

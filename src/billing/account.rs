@@ -13,13 +13,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use mysql::prelude::Queryable;
 
 use super::decide::{Outcome, Verdict};
+use crate::auth::token::{self, Credentials};
 use crate::banks;
 use crate::billing::ledger::{self, Event, Reason};
 use crate::billing::ratelimit::{self, Decision};
 use crate::billing::usage;
 use crate::db::{DbError, Statements};
 use crate::model::{next_refill, Period, RateLimit, RefillDay, Username};
-use crate::token::{self, Credentials};
 
 /// Why authentication failed: for the log only; clients all get one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

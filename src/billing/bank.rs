@@ -8,6 +8,7 @@ use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::token::Credentials;
 use crate::banks::{self, Bank};
 use crate::billing::account::{self, Account, LowCredit, RateState};
 use crate::billing::ledger::{self, Event, Reason};
@@ -15,7 +16,6 @@ use crate::billing::{decide, Insufficient, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
 use crate::idempotency;
 use crate::model::{BankCode, IdempotencyKey, Period, RefillDay, Username};
-use crate::token::Credentials;
 
 pub use crate::billing::account::AuthFailure;
 

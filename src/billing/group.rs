@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use mysql::TxOpts;
 
+use crate::auth::token::Credentials;
 use crate::banks::{self, Bank};
 use crate::billing::account::{self, Account, AuthFailure, Running};
 use crate::billing::bank::{self, Answer, Charge, ChargeOutcome};
@@ -37,7 +38,6 @@ use crate::billing::{decide, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
 use crate::metrics::Metrics;
 use crate::model::{BankCode, IdempotencyKey, Username};
-use crate::token::Credentials;
 
 /// The most requests one transaction decides.
 pub const MAX_BATCH: usize = 64;

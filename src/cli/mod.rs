@@ -23,11 +23,11 @@ use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::routes::{NewRoute, Prefix, RawRoute, Route};
 use crate::gateway::store::{self, RouteError};
-use crate::import::{ImportError, Progress};
 use crate::model::{
     parse_delta, BankCode, Credit, Day, Email, ImportedToken, Period, RateLimit, RefillDay,
     Username,
 };
+use crate::users::import::{ImportError, Progress};
 use crate::users::{self, CreditChange, NewUser, User, UserError};
 
 #[derive(Parser, Debug)]
@@ -251,7 +251,7 @@ cli_error_from!(
     UserError,
     BankError,
     RouteError,
-    crate::keys::KeyError,
+    crate::users::keys::KeyError,
     ImportError,
     ConfigError,
     crate::app::StartError,
@@ -588,7 +588,7 @@ fn import_legacy(pool: &Pool, from: &str, table: &str) -> Result<(), CliError> {
             }
         }
     };
-    let s = crate::import::import(pool, from, table, &actor(), &mut report)?;
+    let s = crate::users::import::import(pool, from, table, &actor(), &mut report)?;
     eprintln!(
         "imported {} user(s); skipped {} existing and {} invalid",
         s.imported, s.existing, s.invalid

@@ -15,8 +15,8 @@ use crate::app::AppState;
 use crate::gateway::routes::{NewRoute, RawRoute};
 use crate::gateway::store;
 use crate::http::Ctx;
-use crate::keys::{self, NewKey};
 use crate::model::{parse_delta, parse_label, Credit, RateLimit, Span, Username};
+use crate::users::keys::{self, NewKey};
 use crate::users::{self, CreditChange};
 
 /// What a successful action leads to.

@@ -36,8 +36,8 @@ pub use error::ConsoleError;
 pub use session::{Sessions, IDLE as SESSION_IDLE};
 
 use crate::app::AppState;
+use crate::auth::token;
 use crate::http::{count_auth_failure, refuse_if_throttled, ApiError, Ctx};
-use crate::token;
 use session::Current;
 
 /// The ledger's actor for changes made here.

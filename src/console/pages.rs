@@ -12,7 +12,7 @@ use crate::billing::ledger::LedgerRow;
 use crate::billing::usage::DayTotal;
 use crate::gateway::routes::{ChargeOn, Route};
 use crate::jobs::JobView;
-use crate::keys::{Key, KeySummary};
+use crate::users::keys::{Key, KeySummary};
 use crate::users::User;
 
 /// What the overview shows.

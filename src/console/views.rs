@@ -15,9 +15,9 @@ use crate::billing::ledger;
 use crate::billing::usage;
 use crate::gateway::store;
 use crate::http::Ctx;
-use crate::keys;
 use crate::model::Username;
 use crate::users;
+use crate::users::keys;
 
 /// Days in the usage charts.
 const CHART_DAYS: u32 = 30;

@@ -24,13 +24,13 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use mysql::TxOpts;
 
+use crate::auth::token::Credentials;
 use crate::billing::account::{self, AuthFailure, LowCredit, RateState};
 use crate::billing::{decide, Insufficient, Outcome, Verdict};
 use crate::db::{self, DbError, Pool};
 use crate::idempotency::store;
 use crate::idempotency::{self, key, Claim, KeyAnswer, StoredAnswer};
 use crate::model::IdempotencyKey;
-use crate::token::Credentials;
 
 pub struct RouteCharge<'a> {
     pub credentials: &'a Credentials,

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::auth::token::Credentials;
 use crate::billing::account::{AuthFailure, LowCredit, RateState};
 use crate::billing::Insufficient;
 use crate::db::{DbError, Pool};
@@ -33,7 +34,6 @@ use crate::idempotency::{self, Recorded, Recorder, StoredAnswer};
 use crate::metrics::Metrics;
 use crate::model::IdempotencyKey;
 use crate::shutdown::Shutdown;
-use crate::token::Credentials;
 use billing::{Charged, RouteCharge, Ticket};
 use bulkhead::Bulkheads;
 use forward::{Client, ForwardError, Outgoing, RequestBody};

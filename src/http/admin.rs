@@ -13,12 +13,12 @@ use super::{
     ApiError, Ctx,
 };
 use crate::app::AppState;
+use crate::auth::token;
 use crate::billing::ledger::Reason;
 use crate::billing::usage::{self, Filter};
 use crate::gateway::routes::{InvalidRoute, NewRoute};
 use crate::gateway::store::{self, RouteError};
 use crate::model::{whole_number, Day, Email, ImportedToken, RefillDay};
-use crate::token;
 use crate::users::{self, CreditChange, NewUser};
 
 /// The actor written to the ledger for changes made here.

@@ -11,9 +11,9 @@ use super::admin_body::{
 };
 use super::{allow, ApiError};
 use crate::app::AppState;
-use crate::keys::{self, KeyError, NewKey};
 use crate::model::{parse_label, parse_time, whole_number, RateLimit, Span};
 use crate::users;
+use crate::users::keys::{self, KeyError, NewKey};
 
 pub fn route(
     state: &AppState,

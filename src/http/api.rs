@@ -9,13 +9,13 @@ use serde_json::json;
 use super::error::with_rate;
 use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, Ctx};
 use crate::app::AppState;
+use crate::auth::token::{Credentials, CredentialsError};
 use crate::banks::BankData;
 use crate::billing::account::LowCredit;
 use crate::billing::bank::{self, Answer, AuthFailure, Charge, ChargeOutcome};
 use crate::billing::group;
 use crate::db;
 use crate::model::{BankCode, IdempotencyKey, ParseError};
-use crate::token::{Credentials, CredentialsError};
 
 pub fn banks_data(
     state: &AppState,

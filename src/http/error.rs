@@ -13,8 +13,8 @@ use crate::billing::Insufficient;
 use crate::db::DbError;
 use crate::gateway::store::RouteError;
 use crate::gateway::{GatewayError, Unanswered};
-use crate::keys::KeyError;
 use crate::model::ParseError;
+use crate::users::keys::KeyError;
 use crate::users::UserError;
 
 #[derive(Debug)]

@@ -21,7 +21,7 @@ pub fn fingerprint(method: &str, path: &str, raw_query: &str, body: Option<&[u8]
         h.update(b"\n");
     }
     h.update(body.unwrap_or_default());
-    crate::token::hex(&h.finalize())
+    crate::auth::token::hex(&h.finalize())
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 use chrono::{Days, Utc};
 use creditgate::billing::ledger;
 use creditgate::billing::usage;
-use creditgate::keys;
 use creditgate::model::Username;
 use creditgate::users;
+use creditgate::users::keys;
 
 use crate::helpers::{request, spawn_app, spawn_app_with, Resp, TestApp};
 

@@ -150,7 +150,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(db_url: &str, vars: &[(&str, &str)]) -> TestServer {
-        let admin_token = creditgate::token::generate();
+        let admin_token = creditgate::auth::token::generate();
         let config = test_config(db_url, &admin_token, vars);
         let shutdown = Shutdown::new();
         let app = App::build(config, shutdown.clone()).expect("app starts");

@@ -12,9 +12,9 @@ use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::Serialize;
 
+use crate::auth::token;
 use crate::db::{self, DbError, Pool, Retryable};
 use crate::model::{ImportedToken, Span, Username};
-use crate::token;
 
 /// At most this many keys that still work, per user.
 pub const MAX_KEYS: u64 = 20;
