@@ -12,10 +12,10 @@ use crate::config::Config;
 use crate::console::Sessions;
 use crate::db::Pool;
 use crate::gateway::Gateway;
-use crate::jobs::Jobs;
-use crate::mail::Mailer;
-use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
+use crate::ops::jobs::Jobs;
+use crate::ops::mail::Mailer;
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Shutdown;
 
 /// Everything a request may touch. Shared read-only but for counters.
 pub struct AppState {

@@ -36,8 +36,8 @@ use crate::billing::bank::{self, Answer, Charge, ChargeOutcome};
 use crate::billing::usage;
 use crate::billing::{decide, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
-use crate::metrics::Metrics;
 use crate::model::{BankCode, IdempotencyKey, Username};
+use crate::ops::metrics::Metrics;
 
 /// The most requests one transaction decides.
 pub const MAX_BATCH: usize = 64;

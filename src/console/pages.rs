@@ -11,7 +11,7 @@ use super::layout::{bare, button, csrf_field, page, Frame, Nav};
 use crate::billing::ledger::LedgerRow;
 use crate::billing::usage::DayTotal;
 use crate::gateway::routes::{ChargeOn, Route};
-use crate::jobs::JobView;
+use crate::ops::jobs::JobView;
 use crate::users::keys::{Key, KeySummary};
 use crate::users::User;
 

@@ -153,7 +153,7 @@ pub fn warmup() -> Response {
 
 pub fn metrics(state: &AppState) -> Response {
     let s = state.pool.state();
-    let gauges = crate::metrics::PoolGauges {
+    let gauges = crate::ops::metrics::PoolGauges {
         in_use: s.connections - s.idle_connections,
         idle: s.idle_connections,
         max: state.pool.max_size(),

@@ -25,7 +25,7 @@ use crate::app::AppState;
 
 use crate::db::DbError;
 use crate::error::error_chain;
-use crate::shutdown::Shutdown;
+use crate::ops::shutdown::Shutdown;
 
 /// A header block over this is refused with 431.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;

@@ -33,10 +33,10 @@ use super::{route, Ctx};
 use crate::app::AppState;
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::jobs::Jobs;
-use crate::mail::Mailer;
-use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
+use crate::ops::jobs::Jobs;
+use crate::ops::mail::Mailer;
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Shutdown;
 
 const ADMIN_TOKEN: &str = "drift-test-admin-token";
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];

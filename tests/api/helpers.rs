@@ -19,7 +19,7 @@ use creditgate::billing::ledger::Reason;
 use creditgate::config::Config;
 use creditgate::db::{self, Pool};
 use creditgate::model::{Credit, ImportedToken, RefillDay, Username};
-use creditgate::shutdown::Shutdown;
+use creditgate::ops::shutdown::Shutdown;
 use creditgate::users::{self, NewUser};
 use mysql::prelude::Queryable;
 

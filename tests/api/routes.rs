@@ -8,9 +8,9 @@ use creditgate::app::AppState;
 use creditgate::db;
 use creditgate::gateway::Gateway;
 use creditgate::http;
-use creditgate::jobs::Jobs;
-use creditgate::metrics::Metrics;
-use creditgate::shutdown::Shutdown;
+use creditgate::ops::jobs::Jobs;
+use creditgate::ops::metrics::Metrics;
+use creditgate::ops::shutdown::Shutdown;
 
 use crate::helpers::{request, spawn_app, test_config};
 
@@ -134,7 +134,7 @@ fn an_unreachable_database_is_503_with_retry_after() {
         shutdown.clone(),
         jobs,
         gateway,
-        creditgate::mail::Mailer::start(&config_for_mail).unwrap(),
+        creditgate::ops::mail::Mailer::start(&config_for_mail).unwrap(),
     ));
     let server = http::bind(state).unwrap();
     let addr = server.addr();
