@@ -258,8 +258,8 @@ cli_error_from!(
     crate::model::ParseError
 );
 
-/// Turns clap's answer to a bad command line into the one-line reason the
-/// SPEC promises (`--help` and `--version` are printed as clap has them).
+/// Turns clap's answer to a bad command line into a one-line reason and
+/// exit code 2 (`--help` and `--version` are printed as clap has them).
 /// Clap's own text spans several lines: reason, tip, usage, pointer.
 pub fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;

@@ -1,5 +1,5 @@
-//! Gateway routes: any HTTP API put behind creditgate's metering (SPEC,
-//! "Gateway routes"). `routes` holds the pure rules (what a route is, which
+//! Gateway routes: any HTTP API put behind creditgate's metering, each
+//! route a prefix, an upstream and a price per call. `routes` holds the pure rules (what a route is, which
 //! route a path belongs to, what path the upstream sees); `forward` the
 //! upstream call and the header rules; `store` the `routes` table;
 //! `billing` the charge and the refund. This file holds the route table
@@ -40,7 +40,8 @@ use forward::{Client, ForwardError, Outgoing, RequestBody};
 use routes::Route;
 
 /// How often every instance re-reads the `routes` table. A change reaches
-/// all instances within this (the SPEC allows 5 s).
+/// all instances within this (a route change must reach every instance
+/// within 5 s, without a restart).
 pub const REFRESH: Duration = Duration::from_secs(2);
 
 /// The ledger actor of a refund.
@@ -386,7 +387,9 @@ fn recorded(
     }
 }
 
-/// The request as the upstream gets it (SPEC, gateway rule 5).
+/// The request as the upstream gets it: same method, the path without the
+/// prefix when the route strips it, the query without `token=`, and the
+/// forwarding headers.
 fn outgoing(req: &Incoming<'_>, timeout: Duration) -> Outgoing {
     let path = routes::upstream_path(req.route, req.path);
     let query = forward::forward_query(req.raw_query);

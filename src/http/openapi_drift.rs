@@ -192,7 +192,7 @@ fn every_routed_operation_is_documented() {
     }
     let mut undocumented = Vec::new();
     // The operator console is HTML for people, not part of the API: the
-    // SPEC leaves it out of the document, as it does gateway routes.
+    // document leaves it out, as it does gateway routes (the operator's).
     let paths: BTreeSet<String> = paths
         .into_iter()
         .filter(|p| p != "/console" && !p.starts_with("/console/"))
