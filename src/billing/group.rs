@@ -215,7 +215,7 @@ impl Coalescer {
 }
 
 /// What a batch has decided so far, before its one write.
-struct Ledger {
+struct Book {
     user_id: u64,
     start: Option<Running>,
     now: Option<Running>,
@@ -251,7 +251,7 @@ fn decide_all<'a>(
         HashMap::from([(seen.token, seen.account)]);
     let mut banks: HashMap<BankCode, Option<Bank>> =
         HashMap::from([(seen.bank_code.clone(), seen.bank)]);
-    let mut book = Ledger {
+    let mut book = Book {
         user_id: 0,
         start: None,
         now: None,
@@ -292,7 +292,7 @@ fn decide_one(
     account: &Account,
     req: &Charge<'_>,
     banks: &mut HashMap<BankCode, Option<Bank>>,
-    book: &mut Ledger,
+    book: &mut Book,
 ) -> Result<ChargeOutcome, DbError> {
     // An answer this batch gave the key counts as remembered too.
     let known = match req.idempotency_key {
@@ -341,7 +341,7 @@ fn decide_one(
 }
 
 /// The batch's one write, inside its transaction.
-fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Ledger) -> Result<(), DbError> {
+fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Book) -> Result<(), DbError> {
     let (Some(start), Some(end)) = (book.start, book.now) else {
         return Ok(()); // nobody authenticated: nothing to write
     };

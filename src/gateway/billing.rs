@@ -26,11 +26,13 @@ use mysql::TxOpts;
 
 use crate::auth::token::Credentials;
 use crate::billing::account::{self, AuthFailure, LowCredit, RateState};
-use crate::billing::{decide, Insufficient, Outcome, Verdict};
+use crate::billing::{decide, Outcome, Verdict};
 use crate::db::{self, DbError, Pool};
 use crate::idempotency::store;
 use crate::idempotency::{self, key, Claim, KeyAnswer, StoredAnswer};
 use crate::model::IdempotencyKey;
+
+use super::GatewayError;
 
 pub struct RouteCharge<'a> {
     pub credentials: &'a Credentials,
@@ -49,7 +51,7 @@ pub struct RouteCharge<'a> {
 }
 
 /// What the charge decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Charged {
     /// Forward the request.
     Forward(Ticket),
@@ -60,17 +62,10 @@ pub enum Charged {
         credit_remaining: i64,
         rate: Option<RateState>,
     },
-    /// The key was used with another request: 422.
-    KeyReused,
-    /// A retry of a billed request whose answer was not stored: 409.
-    AnswerNotStored,
-    /// Not charged (the request still counts against the limit).
-    Insufficient(Insufficient, Option<RateState>),
-    /// The same key is still in flight.
-    InProgress,
-    /// Refused by the user's rate limit: nothing charged or counted.
-    RateLimited(RateState),
-    Unauthorized(AuthFailure),
+    /// Not forwarded: unauthorized, a key in flight, reused or without a
+    /// stored answer, rate limited, or insufficient credit (the last one
+    /// committed: the request still counts against the limit).
+    Refused(GatewayError),
 }
 
 /// A forwarded request's claim on the money: what to settle or refund.
@@ -125,14 +120,14 @@ pub fn charge(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
 fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     let name = match account::lookup_name(req.credentials) {
         Ok(name) => name,
-        Err(why) => return Ok(Charged::Unauthorized(why)),
+        Err(why) => return Ok(Charged::Refused(GatewayError::Unauthorized(why))),
     };
     let mut conn = pool.get()?;
     let sql = conn.prepared(account::PER_REQUEST)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let account = match account::lock(&mut tx, &sql, &name, &req.credentials.token, true)? {
         Ok(a) => a,
-        Err(why) => return Ok(Charged::Unauthorized(why)),
+        Err(why) => return Ok(Charged::Refused(GatewayError::Unauthorized(why))),
     };
     let scoped_key = req.idempotency_key.map(|k| key::scoped(req.endpoint, k));
     let known = match &scoped_key {
@@ -150,25 +145,16 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     let charged = match outcome {
         // Answered from the database: nothing forwarded, nothing charged,
         // not counted against the rate limit, nothing to commit.
-        Outcome::Replayed { answer, rate } => {
-            return Ok(match answer {
-                KeyAnswer::InProgress => Charged::InProgress,
-                KeyAnswer::Reused => Charged::KeyReused,
-                KeyAnswer::NotStored => Charged::AnswerNotStored,
-                KeyAnswer::Stored(answer) => Charged::Replay {
-                    answer,
-                    credit_remaining: account.credit,
-                    rate,
-                },
-            })
+        Outcome::Replayed { answer, rate } => return Ok(from_key(answer, account.credit, rate)),
+        Outcome::RateLimited(refused) => {
+            return Ok(Charged::Refused(GatewayError::RateLimited(refused)))
         }
-        Outcome::RateLimited(refused) => return Ok(Charged::RateLimited(refused)),
         // Committed: the request still counts against the limit.
         Outcome::Counted {
             verdict: Verdict::Insufficient(short),
             rate,
             ..
-        } => Charged::Insufficient(short, rate),
+        } => Charged::Refused(GatewayError::Insufficient(short, rate)),
         Outcome::Counted {
             verdict: Verdict::Unpriced,
             ..
@@ -203,6 +189,21 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     tx.commit().map_err(db::commit_failed)?;
     db::trust(&mut conn);
     Ok(charged)
+}
+
+/// What a key that was used before answers, as the route's charge says
+/// it: `credit` and `rate` as they stand, for a replay's headers.
+fn from_key(answer: KeyAnswer, credit: i64, rate: Option<RateState>) -> Charged {
+    match answer {
+        KeyAnswer::InProgress => Charged::Refused(GatewayError::InProgress),
+        KeyAnswer::Reused => Charged::Refused(GatewayError::KeyReused),
+        KeyAnswer::NotStored => Charged::Refused(GatewayError::AnswerNotStored),
+        KeyAnswer::Stored(answer) => Charged::Replay {
+            answer,
+            credit_remaining: credit,
+            rate,
+        },
+    }
 }
 
 /// The answer was billable: a retry with the same key now waits for its

@@ -239,14 +239,7 @@ impl Gateway {
                 credit_remaining,
                 rate,
             } => return Ok(replayed(answer, credit_remaining, rate)),
-            Charged::Insufficient(short, rate) => {
-                return Err(GatewayError::Insufficient(short, rate))
-            }
-            Charged::InProgress => return Err(GatewayError::InProgress),
-            Charged::KeyReused => return Err(GatewayError::KeyReused),
-            Charged::AnswerNotStored => return Err(GatewayError::AnswerNotStored),
-            Charged::RateLimited(rate) => return Err(GatewayError::RateLimited(rate)),
-            Charged::Unauthorized(why) => return Err(GatewayError::Unauthorized(why)),
+            Charged::Refused(why) => return Err(why),
         };
         metrics.credits_charged(ticket.charged);
         self.forward(pool, metrics, &req, ticket, timeout)
