@@ -1,5 +1,5 @@
 //! The locked row: the only SQL of charging. Every paid request — the bank
-//! route (`bank::charge`), a coalesced batch (`coalesce`) and gateway
+//! route (`bank::charge`), a coalesced batch (`group`) and gateway
 //! routes (`gateway::billing`) — finds the user and the key by the token's
 //! hash and locks the user's row (`lock`), lets `decide` plan the request
 //! against it (pure: `rate_check`, `plan_debit` are the row's own rules),

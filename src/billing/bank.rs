@@ -1,7 +1,8 @@
-//! Charging and refilling credit. A paid request is ONE transaction: lock the
-//! user's row (`SELECT … FOR UPDATE`), check the token and the credit, charge,
-//! count the usage, remember the idempotent answer, commit — or roll back and
-//! charge nothing. No state is shared between requests but the pool.
+//! The paid bank lookup, the free balance, and the monthly refill. A paid
+//! request is ONE transaction: lock the user's row (`SELECT … FOR UPDATE`),
+//! check the token, ask `decide`, write its outcome (`account::apply`),
+//! remember the idempotent answer, commit — or roll back and charge nothing.
+//! No state is shared between requests but the pool.
 
 use chrono::{DateTime, Utc};
 use mysql::prelude::Queryable;

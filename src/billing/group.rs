@@ -1,7 +1,7 @@
 //! Coalesced charging (`CREDITGATE_COALESCE=on`, off by default): requests
 //! of one user that wait for that user's row are charged together, in ONE
 //! `SELECT … FOR UPDATE` transaction, each decided in arrival order by the
-//! same steps as a single request (`bank::charge_in`: its own
+//! same decision as a single request (`billing::decide`: its own
 //! authentication, idempotency key, rate limit, usage and answer), then one
 //! COMMIT answers them all. One user is otherwise held to one transaction —
 //! one lock hold and one log flush — per request.
