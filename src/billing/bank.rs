@@ -58,6 +58,21 @@ pub enum ChargeOutcome {
     Unauthorized(AuthFailure),
 }
 
+impl ChargeOutcome {
+    /// The answer a request's key is to remember: one just decided, not a
+    /// replay and not a refusal (those leave the key as it was).
+    pub(crate) fn to_remember(&self) -> Option<&Answer> {
+        match self {
+            ChargeOutcome::Answered {
+                answer,
+                replayed: false,
+                ..
+            } => Some(answer),
+            _ => None,
+        }
+    }
+}
+
 /// Charges one paid bank lookup, exactly once, or nothing. A transaction
 /// the database rolled back (a conflict) is run again from the start.
 pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
@@ -123,15 +138,7 @@ pub(crate) fn charge_locked(
     let outcome = decide(&account, known, bank.as_ref().map(|b| b.cost), req.now);
     account::apply(tx, sql, &account, &outcome, BANKS_ENDPOINT, req.now)?;
     let answered = bank_outcome(outcome, bank);
-    if let (
-        Some(key),
-        ChargeOutcome::Answered {
-            answer,
-            replayed: false,
-            ..
-        },
-    ) = (req.idempotency_key, &answered)
-    {
+    if let (Some(key), Some(answer)) = (req.idempotency_key, answered.to_remember()) {
         remember(tx, account.id, key, answer)?;
     }
     Ok(answered)

@@ -324,15 +324,7 @@ fn decide_one(
         }
     }
     let answered = bank::bank_outcome(outcome, bank);
-    if let (
-        Some(key),
-        ChargeOutcome::Answered {
-            answer,
-            replayed: false,
-            ..
-        },
-    ) = (req.idempotency_key, &answered)
-    {
+    if let (Some(key), Some(answer)) = (req.idempotency_key, answered.to_remember()) {
         book.remembered
             .insert(key.as_str().to_string(), answer.clone());
         book.to_remember.push((key.clone(), answer.clone()));

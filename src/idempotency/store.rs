@@ -27,8 +27,7 @@ pub fn stored_outcome<T: DeserializeOwned>(
     Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
-/// Remembers `outcome` under `idem_key` for 24 h. REPLACE: an expired row
-/// for the same key is taken over.
+/// Remembers `outcome` under `idem_key` for 24 h.
 pub fn remember<T: Serialize>(
     tx: &mut impl Queryable,
     user_id: u64,
@@ -36,9 +35,21 @@ pub fn remember<T: Serialize>(
     outcome: &T,
 ) -> Result<(), DbError> {
     let json = serde_json::to_string(outcome).expect("answers serialise");
+    replace(tx, user_id, idem_key, &json)
+}
+
+/// The one write of a key's row: REPLACE takes over an expired row (or,
+/// for a route, one of another request under the same key) and starts its
+/// 24 h anew.
+fn replace(
+    tx: &mut impl Queryable,
+    user_id: u64,
+    idem_key: &str,
+    outcome_json: &str,
+) -> Result<(), DbError> {
     tx.exec_drop(
         "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
-        (user_id, idem_key, json),
+        (user_id, idem_key, outcome_json),
     )?;
     Ok(())
 }
@@ -78,15 +89,9 @@ fn stored_answer(
     Ok(bytes.flatten().and_then(|b| StoredAnswer::decode(&b)))
 }
 
-/// A new keyed route request, charged: its row says "in flight". REPLACE
-/// takes over an expired row, or one of another request under the same
-/// key, and starts its 24 h anew.
+/// A new keyed route request, charged: its row says "in flight".
 pub fn claim(tx: &mut impl Queryable, user_id: u64, claim: &Claim) -> Result<(), DbError> {
-    tx.exec_drop(
-        "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
-        (user_id, &claim.key, &claim.state),
-    )?;
-    Ok(())
+    replace(tx, user_id, &claim.key, &claim.state)
 }
 
 /// The claim's answer was billable: a retry now waits for its body (until
