@@ -333,4 +333,68 @@ mod tests {
         assert_eq!(serde_json::to_string(&answer).unwrap(), stored);
         assert_eq!(serde_json::from_str::<Answer>(stored).unwrap(), answer);
     }
+
+    fn bofa(cost: i64) -> Bank {
+        Bank {
+            code: "BOFA".into(),
+            name: "Bank of America".into(),
+            country: None,
+            bic: None,
+            cost,
+            data: crate::banks::BankData::from_column("{}".into()),
+        }
+    }
+
+    fn counted(verdict: Verdict) -> Outcome<Answer> {
+        Outcome::Counted {
+            verdict,
+            rate: None,
+            after: Account::for_test(0, None).running(),
+        }
+    }
+
+    #[test]
+    fn each_outcome_becomes_the_bank_routes_answer() {
+        let charged = bank_outcome(
+            counted(Verdict::Debited {
+                cost: 1,
+                credit_remaining: 4,
+                low_credit: None,
+            }),
+            Some(bofa(1)),
+        );
+        let want = Answer::Charged {
+            bank: bofa(1),
+            credit_remaining: 4,
+        };
+        assert_eq!(charged.to_remember(), Some(&want));
+        let short = Insufficient {
+            cost: 5,
+            credit_remaining: 3,
+            next_refill: None,
+        };
+        let refused = bank_outcome(counted(Verdict::Insufficient(short.clone())), Some(bofa(5)));
+        assert_eq!(
+            refused.to_remember(),
+            Some(&Answer::InsufficientCredit(short))
+        );
+        let unknown = bank_outcome(counted(Verdict::Unpriced), None);
+        assert_eq!(unknown.to_remember(), Some(&Answer::UnknownBank));
+    }
+
+    #[test]
+    fn a_replay_is_answered_but_not_remembered_again() {
+        let replay = bank_outcome(
+            Outcome::Replayed {
+                answer: Answer::UnknownBank,
+                rate: None,
+            },
+            None,
+        );
+        assert!(matches!(
+            replay,
+            ChargeOutcome::Answered { replayed: true, .. }
+        ));
+        assert_eq!(replay.to_remember(), None);
+    }
 }
