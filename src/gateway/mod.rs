@@ -171,6 +171,18 @@ impl Gateway {
         Ok(())
     }
 
+    /// After a route change (`by`: the admin API, the console): this
+    /// instance serves it at once, the others within `REFRESH`. A failed
+    /// reload is logged, not answered: the change itself was made.
+    pub fn reload_after_change(&self, pool: &Pool, by: &str) {
+        if let Err(e) = self.reload(pool) {
+            log::warn!(
+                "routes not reloaded after {by}: {}",
+                crate::error::error_chain(&e)
+            );
+        }
+    }
+
     /// Reloads every `REFRESH` until `shutdown` fires.
     pub fn keep_fresh(self: &Arc<Self>, pool: Pool, shutdown: Shutdown) -> JoinHandle<()> {
         let gateway = Arc::clone(self);

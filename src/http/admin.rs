@@ -166,7 +166,7 @@ fn add_route(state: &AppState, req: &Request) -> Result<Response, ApiError> {
     })?;
     let new = NewRoute::from_json(&Value::Object(body)).map_err(RouteError::Invalid)?;
     let route = store::add(&state.pool, new)?;
-    reload_routes(state);
+    state.gateway.reload_after_change(&state.pool, "a change");
     Ok(Response::json(&route).with_status_code(201))
 }
 
@@ -175,19 +175,8 @@ fn remove_route(state: &AppState, id: &str) -> Result<Response, ApiError> {
         .parse()
         .map_err(|_| RouteError::Unknown(format!("{id:?}")))?;
     let route = store::remove(&state.pool, id)?;
-    reload_routes(state);
+    state.gateway.reload_after_change(&state.pool, "a change");
     Ok(Response::json(&route))
-}
-
-/// This instance serves a route change at once; the others within
-/// `gateway::REFRESH`.
-fn reload_routes(state: &AppState) {
-    if let Err(e) = state.gateway.reload(&state.pool) {
-        log::warn!(
-            "routes not reloaded after a change: {}",
-            crate::error::error_chain(&e)
-        );
-    }
 }
 
 fn job_action(state: &AppState, id: &str, action: &str) -> Result<Response, ApiError> {
