@@ -52,7 +52,9 @@ test-browser:
 test-systemd: build
 	@deploy/test-systemd.sh $${CARGO_TARGET_DIR:-target}/debug/creditgate
 
+## The layering (deploy/check-layers.sh), formatting, and clippy.
 lint:
+	deploy/check-layers.sh
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --test cluster -- -D warnings

@@ -361,8 +361,8 @@ fn cores() -> usize {
 
 /// Users `u<from>` … `u<to - 1>`, by bulk INSERTs of 5,000 rows.
 fn insert_users(pool: &creditgate::db::Pool, from: u64, to: u64) {
-    let hash = creditgate::token::hash(TOKEN);
-    let prefix = creditgate::token::prefix(TOKEN);
+    let hash = creditgate::auth::token::hash(TOKEN);
+    let prefix = creditgate::auth::token::prefix(TOKEN);
     let mut conn = pool.get().unwrap();
     let mut i = from;
     while i < to {
@@ -538,10 +538,10 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
         .date_naive()
         .format("%Y-%m-%d")
         .to_string();
-    let hash = creditgate::token::hash(TOKEN);
+    let hash = creditgate::auth::token::hash(TOKEN);
     Box::new(move || {
         let name = format!("u{}", users.pick(&mut rng));
-        // In creditgate's order (credit::charge_once): the bank before the
+        // In creditgate's order (billing::bank::charge_once): the bank before the
         // transaction, then the locked transaction.
         let bank: Option<mysql::Row> = conn.exec_first(creditgate::banks::FIND, ("BOFA",)).unwrap();
         let cost: i64 = bank.expect("bank").get(4).unwrap();
@@ -549,17 +549,23 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
         // The very query creditgate's charge runs (account::lock): the
         // user's row, the key joined by the token's hash, the database's clock.
         let row: Option<mysql::Row> = tx
-            .exec_first(creditgate::account::ACCOUNT_FOR_UPDATE, (&hash, &name))
+            .exec_first(
+                creditgate::billing::account::ACCOUNT_FOR_UPDATE,
+                (&hash, &name),
+            )
             .unwrap();
         let row = row.expect("user exists");
         let id: u64 = row.get(0).unwrap();
         tx.exec_drop(
-            creditgate::account::TAKE,
+            creditgate::billing::account::TAKE,
             (cost, None::<i64>, false, id, cost),
         )
         .unwrap();
-        tx.exec_drop(creditgate::usage::RECORD, (id, &today, "banks_data", cost))
-            .unwrap();
+        tx.exec_drop(
+            creditgate::billing::usage::RECORD,
+            (id, &today, "banks_data", cost),
+        )
+        .unwrap();
         tx.commit().unwrap();
         true
     })

@@ -188,7 +188,7 @@ pub fn add(pool: &Pool, new: NewBank) -> Result<Bank, BankError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credit::Answer;
+    use crate::billing::bank::Answer;
 
     fn bank(data: &str) -> Bank {
         Bank {

@@ -1,33 +1,19 @@
 //! creditgate: a credit-metered HTTP API service. See README.md.
 
-pub mod account;
 pub mod app;
+pub mod auth;
 pub mod banks;
+pub mod billing;
 pub mod cli;
-pub mod cluster;
-pub mod coalesce;
 pub mod config;
 pub mod console;
-pub mod credit;
 pub mod db;
 pub mod error;
 pub mod gateway;
 pub mod http;
-pub mod import;
-pub mod jobs;
-pub mod keys;
-pub mod ledger;
-pub mod logging;
-pub mod mail;
-pub mod metrics;
+pub mod idempotency;
 pub mod model;
 pub mod net;
-pub mod notify;
 pub mod openapi;
-pub mod ratelimit;
-pub mod shutdown;
-pub mod throttle;
-pub mod token;
-pub mod usage;
+pub mod ops;
 pub mod users;
-pub mod watchdog;

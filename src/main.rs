@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         None | Some(Command::Serve) => "info",
         Some(_) => "warn",
     };
-    creditgate::logging::init(default_level);
+    creditgate::ops::logging::init(default_level);
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,5 +1,5 @@
 //! `creditgate key …`, `user rotate --grace`, `user limit`, `user notify`:
-//! the CLI face of `crate::keys` and the per-user limits. Tokens go to
+//! the CLI face of `crate::users::keys` and the per-user limits. Tokens go to
 //! stdout alone (`TOKEN=$(creditgate key add alice)`), the rest to stderr.
 
 use chrono::{DateTime, Utc};
@@ -7,8 +7,8 @@ use clap::Subcommand;
 
 use super::{table, CliError};
 use crate::db::Pool;
-use crate::keys::{self, Key, NewKey};
 use crate::model::{parse_label, parse_time, Credit, RateLimit, Span, Username};
+use crate::users::keys::{self, Key, NewKey};
 use crate::users::{self, User};
 
 #[derive(Subcommand, Debug)]

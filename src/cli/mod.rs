@@ -15,19 +15,19 @@ mod keys;
 pub use keys::KeyCommand;
 
 use crate::banks::{self, BankError, NewBank};
+use crate::billing::bank;
+use crate::billing::ledger::Reason;
+use crate::billing::usage::{self, Filter};
 use crate::config::{Config, ConfigError};
-use crate::credit;
 use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::routes::{NewRoute, Prefix, RawRoute, Route};
 use crate::gateway::store::{self, RouteError};
-use crate::import::{ImportError, Progress};
-use crate::ledger::Reason;
 use crate::model::{
     parse_delta, BankCode, Credit, Day, Email, ImportedToken, Period, RateLimit, RefillDay,
     Username,
 };
-use crate::usage::{self, Filter};
+use crate::users::import::{ImportError, Progress};
 use crate::users::{self, CreditChange, NewUser, User, UserError};
 
 #[derive(Parser, Debug)]
@@ -251,15 +251,15 @@ cli_error_from!(
     UserError,
     BankError,
     RouteError,
-    crate::keys::KeyError,
+    crate::users::keys::KeyError,
     ImportError,
     ConfigError,
     crate::app::StartError,
     crate::model::ParseError
 );
 
-/// Turns clap's answer to a bad command line into the one-line reason the
-/// SPEC promises (`--help` and `--version` are printed as clap has them).
+/// Turns clap's answer to a bad command line into a one-line reason and
+/// exit code 2 (`--help` and `--version` are printed as clap has them).
 /// Clap's own text spans several lines: reason, tip, usage, pointer.
 pub fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
@@ -340,7 +340,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Some(p) => Period::parse(&p)?,
                 None => Period::of(now.date_naive()),
             };
-            let n = credit::refill(&connect(&config)?, period, now, &actor())?;
+            let n = bank::refill(&connect(&config)?, period, now, &actor())?;
             eprintln!("{n} user(s) refilled for {period}");
             Ok(())
         }
@@ -588,7 +588,7 @@ fn import_legacy(pool: &Pool, from: &str, table: &str) -> Result<(), CliError> {
             }
         }
     };
-    let s = crate::import::import(pool, from, table, &actor(), &mut report)?;
+    let s = crate::users::import::import(pool, from, table, &actor(), &mut report)?;
     eprintln!(
         "imported {} user(s); skipped {} existing and {} invalid",
         s.imported, s.existing, s.invalid

@@ -11,11 +11,12 @@ use super::form::{self, Form};
 use super::session::{self, Current, Flash};
 use super::views::{self, Target};
 use super::{logged_out, ACTOR};
+use crate::app::AppState;
 use crate::gateway::routes::{NewRoute, RawRoute};
 use crate::gateway::store;
-use crate::http::{AppState, Ctx};
-use crate::keys::{self, NewKey};
+use crate::http::Ctx;
 use crate::model::{parse_delta, parse_label, Credit, RateLimit, Span, Username};
+use crate::users::keys::{self, NewKey};
 use crate::users::{self, CreditChange};
 
 /// What a successful action leads to.
@@ -102,7 +103,9 @@ fn act(state: &AppState, rest: &[&str], form: &Form) -> Result<Done, ConsoleErro
                 .parse()
                 .map_err(|_| ConsoleError::NotFound(format!("no route {id:?}")))?;
             let route = store::remove(&state.pool, id)?;
-            reload_routes(state);
+            state
+                .gateway
+                .reload_after_change(&state.pool, "a console change");
             Flash::ok(format!("Route {} removed.", route.prefix))
         }
         ["jobs", id, action @ ("pause" | "resume" | "run")] => job(state, id, action)?,
@@ -201,22 +204,13 @@ fn add_route(state: &AppState, form: &Form) -> Result<Flash, ConsoleError> {
     };
     let new = NewRoute::from_raw(&raw).map_err(store::RouteError::Invalid)?;
     let route = store::add(&state.pool, new)?;
-    reload_routes(state);
+    state
+        .gateway
+        .reload_after_change(&state.pool, "a console change");
     Ok(Flash::ok(format!(
         "Route {} → {} added.",
         route.prefix, route.upstream
     )))
-}
-
-/// This instance serves a route change at once; the others within the
-/// gateway's refresh interval (as after the admin API's change).
-fn reload_routes(state: &AppState) {
-    if let Err(e) = state.gateway.reload(&state.pool) {
-        log::warn!(
-            "routes not reloaded after a console change: {}",
-            crate::error::error_chain(&e)
-        );
-    }
 }
 
 fn job(state: &AppState, id: &str, action: &str) -> Result<Flash, ConsoleError> {

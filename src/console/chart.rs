@@ -8,7 +8,7 @@
 use chrono::{Days, NaiveDate};
 use maud::{html, Markup};
 
-use crate::usage::DayTotal;
+use crate::billing::usage::DayTotal;
 
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 180.0;

@@ -7,8 +7,8 @@ use std::fmt;
 
 use crate::db::DbError;
 use crate::gateway::store::RouteError;
-use crate::keys::KeyError;
 use crate::model::ParseError;
+use crate::users::keys::KeyError;
 use crate::users::UserError;
 
 #[derive(Debug)]

@@ -35,8 +35,9 @@ use rouille::{Request, Response};
 pub use error::ConsoleError;
 pub use session::{Sessions, IDLE as SESSION_IDLE};
 
-use crate::http::{count_auth_failure, refuse_if_throttled, ApiError, AppState, Ctx};
-use crate::token;
+use crate::app::AppState;
+use crate::auth::token;
+use crate::http::{count_auth_failure, refuse_if_throttled, ApiError, Ctx};
 use session::Current;
 
 /// The ledger's actor for changes made here.

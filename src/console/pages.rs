@@ -8,11 +8,11 @@ use maud::{html, Markup};
 
 use super::chart;
 use super::layout::{bare, button, csrf_field, page, Frame, Nav};
+use crate::billing::ledger::LedgerRow;
+use crate::billing::usage::DayTotal;
 use crate::gateway::routes::{ChargeOn, Route};
-use crate::jobs::JobView;
-use crate::keys::{Key, KeySummary};
-use crate::ledger::LedgerRow;
-use crate::usage::DayTotal;
+use crate::ops::jobs::JobView;
+use crate::users::keys::{Key, KeySummary};
 use crate::users::User;
 
 /// What the overview shows.

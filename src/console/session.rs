@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::token;
+use crate::auth::token;
 
 /// The name of the console's session cookie.
 pub const COOKIE: &str = "cg_console";

@@ -10,13 +10,14 @@ use super::error::ConsoleError;
 use super::layout::Frame;
 use super::session::{Current, Flash};
 use super::{chart, html, pages};
+use crate::app::AppState;
+use crate::billing::ledger;
+use crate::billing::usage;
 use crate::gateway::store;
-use crate::http::{AppState, Ctx};
-use crate::keys;
-use crate::ledger;
+use crate::http::Ctx;
 use crate::model::Username;
-use crate::usage;
 use crate::users;
+use crate::users::keys;
 
 /// Days in the usage charts.
 const CHART_DAYS: u32 = 30;

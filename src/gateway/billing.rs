@@ -1,20 +1,20 @@
 //! Money on a gateway route: the charge, committed *before* the request is
 //! forwarded, and the refund, in its own transaction, when the upstream's
 //! answer is not billable. Both lock the user's row like the bank route's
-//! charge (`credit::lock_account`, `credit::debit`), so one user's charges
-//! and refunds are serialised and exact across instances.
+//! charge (`billing::account::lock`), and the charge is decided by the one
+//! money decision (`billing::decide`) and written by `account::apply`, so
+//! one user's charges and refunds are serialised and exact across instances.
 //!
-//! A refund gives the cost back (`credit += cost`), takes the call's usage
-//! credits back (`usage_daily.credits -= cost`; the call itself stays
-//! counted) and writes a `refund` ledger row with delta 0 and the balance
-//! after: the credit returns through usage, so that
+//! A refund gives the cost back through the call's usage
+//! (`billing::account::give_back`), so that
 //! `credit = Σ credit_events.delta − Σ usage_daily.credits` holds.
 //!
-//! `Idempotency-Key` on a route: the key's row says `route_pending` (with a
-//! deadline) while the first request is in flight, `route_billed` once its
-//! answer was billable (while its body still streams, with a deadline too),
-//! and holds the stored answer once the body is whole (`replay`); a refund
-//! deletes it, so a retry of a refunded request is a new request. A retry
+//! `Idempotency-Key` on a route (`idempotency`): the key's row says
+//! `route_pending` (with a deadline) while the first request is in flight,
+//! `route_billed` once its answer was billable (while its body still
+//! streams, with a deadline too), and holds the stored answer once the body
+//! is whole; a refund deletes it, so a retry of a refunded request is a new
+//! request. A retry
 //! of a billed one is answered from the stored answer and never forwarded
 //! again; a key reused with another request is refused (422), as the IETF
 //! Idempotency-Key draft says.
@@ -22,17 +22,17 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use mysql::prelude::Queryable;
 use mysql::TxOpts;
-use serde::{Deserialize, Serialize};
 
-use crate::account::{self, AuthFailure, Debit, LowCredit, RateState};
+use crate::auth::token::Credentials;
+use crate::billing::account::{self, AuthFailure, LowCredit, RateState};
+use crate::billing::{decide, Outcome, Verdict};
 use crate::db::{self, DbError, Pool};
-use crate::ledger::{self, Event, Reason};
+use crate::idempotency::store;
+use crate::idempotency::{self, key, Claim, KeyAnswer, StoredAnswer};
 use crate::model::IdempotencyKey;
-use crate::token::Credentials;
 
-use super::replay::StoredAnswer;
+use super::GatewayError;
 
 pub struct RouteCharge<'a> {
     pub credentials: &'a Credentials,
@@ -51,7 +51,7 @@ pub struct RouteCharge<'a> {
 }
 
 /// What the charge decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Charged {
     /// Forward the request.
     Forward(Ticket),
@@ -62,21 +62,10 @@ pub enum Charged {
         credit_remaining: i64,
         rate: Option<RateState>,
     },
-    /// The key was used with another request: 422.
-    KeyReused,
-    /// A retry of a billed request whose answer was not stored: 409.
-    AnswerNotStored,
-    Insufficient {
-        cost: i64,
-        credit_remaining: i64,
-        next_refill: Option<i64>,
-        rate: Option<RateState>,
-    },
-    /// The same key is still in flight.
-    InProgress,
-    /// Refused by the user's rate limit: nothing charged or counted.
-    RateLimited(RateState),
-    Unauthorized(AuthFailure),
+    /// Not forwarded: unauthorized, a key in flight, reused or without a
+    /// stored answer, rate limited, or insufficient credit (the last one
+    /// committed: the request still counts against the limit).
+    Refused(GatewayError),
 }
 
 /// A forwarded request's claim on the money: what to settle or refund.
@@ -92,82 +81,14 @@ pub struct Ticket {
     pub low_credit: Option<LowCredit>,
     day: NaiveDate,
     endpoint: String,
-    /// The scoped key and the pending state its row holds for this request:
-    /// settle and refund touch the row only while it is still this one's.
-    key: Option<(String, String)>,
+    /// The request's hold on its key's row (with an Idempotency-Key).
+    key: Option<Claim>,
 }
 
 impl Ticket {
     /// The request carried an Idempotency-Key (its answer is recorded).
     pub fn keyed(&self) -> bool {
         self.key.is_some()
-    }
-}
-
-/// The `idempotency_keys.outcome` of a keyed route request. `fp` is the
-/// request's fingerprint (method, path, query, body): only the same request
-/// is a retry; another one under the same key is refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-enum KeyState {
-    RoutePending {
-        until: i64,
-        fp: String,
-    },
-    /// `stored`: the `answer` column holds the first answer. Until
-    /// `streaming_until` its body may still be on its way (a retry waits).
-    RouteBilled {
-        fp: String,
-        #[serde(default)]
-        stored: bool,
-        #[serde(default)]
-        streaming_until: i64,
-    },
-}
-
-impl KeyState {
-    fn fp(&self) -> &str {
-        match self {
-            KeyState::RoutePending { fp, .. } | KeyState::RouteBilled { fp, .. } => fp,
-        }
-    }
-
-    fn json(&self) -> String {
-        serde_json::to_string(self).expect("serialises")
-    }
-}
-
-/// A gateway key's row is its own: scoped by the route's endpoint, so the
-/// bank route and every route keep their answers apart. A TAB cannot occur
-/// in a key (visible ASCII only).
-fn scoped(endpoint: &str, key: &IdempotencyKey) -> String {
-    format!("{endpoint}\t{}", key.as_str())
-}
-
-/// What a stored key state means for this request.
-#[derive(Debug, PartialEq, Eq)]
-enum KeyCheck {
-    New,
-    InProgress,
-    Replay,
-    NotStored,
-    Reused,
-}
-
-fn check_key(state: Option<&KeyState>, fp: &str, now: i64) -> KeyCheck {
-    match state {
-        None => KeyCheck::New,
-        Some(s) if s.fp() != fp => KeyCheck::Reused,
-        Some(KeyState::RoutePending { until, .. }) if now < *until => KeyCheck::InProgress,
-        // A pending request past its deadline was charged and never
-        // refunded (its instance died): it counts as billed, and its
-        // answer was never stored.
-        Some(KeyState::RoutePending { .. }) => KeyCheck::NotStored,
-        Some(KeyState::RouteBilled { stored: true, .. }) => KeyCheck::Replay,
-        Some(KeyState::RouteBilled {
-            streaming_until, ..
-        }) if now < *streaming_until => KeyCheck::InProgress,
-        Some(KeyState::RouteBilled { .. }) => KeyCheck::NotStored,
     }
 }
 
@@ -199,84 +120,70 @@ pub fn charge(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
 fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     let name = match account::lookup_name(req.credentials) {
         Ok(name) => name,
-        Err(why) => return Ok(Charged::Unauthorized(why)),
+        Err(why) => return Ok(Charged::Refused(GatewayError::Unauthorized(why))),
     };
     let mut conn = pool.get()?;
     let sql = conn.prepared(account::PER_REQUEST)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let account = match account::lock(&mut tx, &sql, &name, &req.credentials.token, true)? {
         Ok(a) => a,
-        Err(why) => return Ok(Charged::Unauthorized(why)),
+        Err(why) => return Ok(Charged::Refused(GatewayError::Unauthorized(why))),
     };
-    let mut ticket = Ticket {
-        user_id: account.id,
-        charged: 0,
-        credit_remaining: account.credit,
-        rate: account.rate_now(),
-        low_credit: None,
-        day: req.now.date_naive(),
-        endpoint: req.endpoint.to_string(),
-        key: None,
+    let scoped_key = req.idempotency_key.map(|k| key::scoped(req.endpoint, k));
+    let known = match &scoped_key {
+        Some(key) => store::route_answer(
+            &mut tx,
+            account.id,
+            key,
+            req.fingerprint,
+            req.now.timestamp(),
+        )?,
+        None => None,
     };
-    let scoped_key = req.idempotency_key.map(|k| scoped(req.endpoint, k));
-    if let Some(key) = &scoped_key {
-        let state: Option<KeyState> = crate::credit::stored_outcome(&mut tx, account.id, key)?;
-        match check_key(state.as_ref(), req.fingerprint, req.now.timestamp()) {
-            KeyCheck::New => {}
-            KeyCheck::InProgress => return Ok(Charged::InProgress),
-            KeyCheck::Reused => return Ok(Charged::KeyReused),
-            KeyCheck::NotStored => return Ok(Charged::AnswerNotStored),
-            // Answered from the database: nothing forwarded, nothing
-            // charged, and not counted against the rate limit.
-            KeyCheck::Replay => {
-                return Ok(match stored_answer(&mut tx, account.id, key)? {
-                    Some(answer) => Charged::Replay {
-                        answer,
-                        credit_remaining: account.credit,
-                        rate: account.rate_now(),
-                    },
-                    None => Charged::AnswerNotStored,
-                })
-            }
+    let outcome = decide(&account, known, Some(req.cost), req.now);
+    account::apply(&mut tx, &sql, &account, &outcome, req.endpoint, req.now)?;
+    let charged = match outcome {
+        // Answered from the database: nothing forwarded, nothing charged,
+        // not counted against the rate limit, nothing to commit.
+        Outcome::Replayed { answer, rate } => return Ok(from_key(answer, account.credit, rate)),
+        Outcome::RateLimited(refused) => {
+            return Ok(Charged::Refused(GatewayError::RateLimited(refused)))
         }
-    }
-    ticket.rate = match account.rate_check() {
-        Ok(rate) => rate,
-        Err(refused) => return Ok(Charged::RateLimited(refused)),
-    };
-    account::touch_key(&mut tx, &account)?;
-    let charged = match account::debit(
-        &mut tx,
-        &sql,
-        &account,
-        req.cost,
-        req.endpoint,
-        req.now,
-        ticket.rate.as_ref(),
-    )? {
         // Committed: the request still counts against the limit.
-        Debit::Insufficient => Charged::Insufficient {
-            cost: req.cost,
-            credit_remaining: account.credit,
-            next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
-            rate: ticket.rate,
-        },
-        Debit::Done {
-            credit_remaining,
-            low_credit,
+        Outcome::Counted {
+            verdict: Verdict::Insufficient(short),
+            rate,
+            ..
+        } => Charged::Refused(GatewayError::Insufficient(short, rate)),
+        Outcome::Counted {
+            verdict: Verdict::Unpriced,
+            ..
+        } => unreachable!("a route always has a price"),
+        Outcome::Counted {
+            verdict:
+                Verdict::Debited {
+                    cost,
+                    credit_remaining,
+                    low_credit,
+                },
+            rate,
+            ..
         } => {
-            ticket.charged = req.cost;
-            ticket.credit_remaining = credit_remaining;
-            ticket.low_credit = low_credit;
-            if let Some(key) = scoped_key {
-                let pending = KeyState::RoutePending {
-                    until: req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64,
-                    fp: req.fingerprint.to_string(),
-                };
-                start_key(&mut tx, account.id, &key, &pending.json())?;
-                ticket.key = Some((key, pending.json()));
+            let until = req.now.timestamp() + req.in_flight_for.as_secs().max(1) as i64;
+            let key = scoped_key.map(|key| Claim::pending(key, req.fingerprint, until));
+            if let Some(claim) = &key {
+                store::claim(&mut tx, account.id, claim)?;
             }
-            Charged::Forward(ticket)
+            Charged::Forward(Ticket {
+                user_id: account.id,
+                charged: cost,
+                credit_remaining,
+                rate,
+                low_credit,
+                day: req.now.date_naive(),
+                endpoint: req.endpoint.to_string(),
+                key,
+            })
         }
     };
     tx.commit().map_err(db::commit_failed)?;
@@ -284,30 +191,30 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     Ok(charged)
 }
 
+/// What a key that was used before answers, as the route's charge says
+/// it: `credit` and `rate` as they stand, for a replay's headers.
+fn from_key(answer: KeyAnswer, credit: i64, rate: Option<RateState>) -> Charged {
+    match answer {
+        KeyAnswer::InProgress => Charged::Refused(GatewayError::InProgress),
+        KeyAnswer::Reused => Charged::Refused(GatewayError::KeyReused),
+        KeyAnswer::NotStored => Charged::Refused(GatewayError::AnswerNotStored),
+        KeyAnswer::Stored(answer) => Charged::Replay {
+            answer,
+            credit_remaining: credit,
+            rate,
+        },
+    }
+}
+
 /// The answer was billable: a retry with the same key now waits for its
 /// body (until `streaming_for` has passed) and is then replayed. The
 /// ticket keeps the new state, which `record_answer` expects.
 pub fn settle(pool: &Pool, ticket: &mut Ticket, streaming_for: Duration) -> Result<(), DbError> {
-    let Some((key, pending)) = ticket.key.as_mut() else {
+    let Some(claim) = ticket.key.as_mut() else {
         return Ok(());
     };
-    let fp = match serde_json::from_str(pending) {
-        Ok(KeyState::RoutePending { fp, .. }) => fp,
-        _ => return Ok(()),
-    };
-    let billed = KeyState::RouteBilled {
-        fp,
-        stored: false,
-        streaming_until: chrono::Utc::now().timestamp() + streaming_for.as_secs().max(1) as i64,
-    };
-    // Its 24 h count from the first request, so created_at stays.
-    pool.get()?.exec_drop(
-        "UPDATE idempotency_keys SET outcome = ? \
-         WHERE user_id = ? AND idem_key = ? AND outcome = ?",
-        (billed.json(), ticket.user_id, &*key, &*pending),
-    )?;
-    *pending = billed.json();
-    Ok(())
+    let until = chrono::Utc::now().timestamp() + streaming_for.as_secs().max(1) as i64;
+    idempotency::store::settle(pool, ticket.user_id, claim, until)
 }
 
 /// The billed answer's body has ended: store it (`Some`) for replays, or
@@ -318,43 +225,10 @@ pub fn record_answer(
     ticket: &Ticket,
     answer: Option<&StoredAnswer>,
 ) -> Result<(), DbError> {
-    let Some((key, settled)) = ticket.key.as_ref() else {
-        return Ok(());
-    };
-    let fp = match serde_json::from_str(settled) {
-        Ok(KeyState::RouteBilled { fp, .. }) => fp,
-        _ => return Ok(()),
-    };
-    let done = KeyState::RouteBilled {
-        fp,
-        stored: answer.is_some(),
-        streaming_until: 0,
-    };
-    pool.get()?.exec_drop(
-        "UPDATE idempotency_keys SET outcome = ?, answer = ? \
-         WHERE user_id = ? AND idem_key = ? AND outcome = ?",
-        (
-            done.json(),
-            answer.map(StoredAnswer::encode),
-            ticket.user_id,
-            key,
-            settled,
-        ),
-    )?;
-    Ok(())
-}
-
-/// The stored first answer under a key, if it can be read.
-fn stored_answer(
-    tx: &mut impl Queryable,
-    user_id: u64,
-    key: &str,
-) -> Result<Option<StoredAnswer>, DbError> {
-    let bytes: Option<Option<Vec<u8>>> = tx.exec_first(
-        "SELECT answer FROM idempotency_keys WHERE user_id = ? AND idem_key = ?",
-        (user_id, key),
-    )?;
-    Ok(bytes.flatten().and_then(|b| StoredAnswer::decode(&b)))
+    match &ticket.key {
+        Some(claim) => idempotency::store::record(pool, ticket.user_id, claim, answer),
+        None => Ok(()),
+    }
 }
 
 /// The answer was not billable: gives the charge back, once (the caller
@@ -367,121 +241,17 @@ pub fn refund(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError>
 fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError> {
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let credit: Option<i64> = tx.exec_first(
-        "SELECT credit FROM users WHERE id = ? FOR UPDATE",
-        (ticket.user_id,),
+    let credit = account::give_back(
+        &mut tx,
+        ticket.user_id,
+        ticket.charged,
+        ticket.day,
+        &ticket.endpoint,
+        actor,
     )?;
-    let credit = credit.unwrap_or(0) + ticket.charged;
-    if ticket.charged > 0 {
-        tx.exec_drop(
-            format!(
-                "UPDATE users SET credit = credit + ?, {} WHERE id = ?",
-                crate::account::REARM_LOW_CREDIT
-            ),
-            (ticket.charged, ticket.user_id),
-        )?;
-        tx.exec_drop(
-            "UPDATE usage_daily SET credits = credits - ? \
-             WHERE user_id = ? AND day = ? AND endpoint = ?",
-            (
-                ticket.charged,
-                ticket.user_id,
-                ticket.day.format("%Y-%m-%d").to_string(),
-                &ticket.endpoint,
-            ),
-        )?;
-        ledger::record(
-            &mut tx,
-            &Event {
-                user_id: ticket.user_id,
-                delta: 0,
-                balance_after: credit,
-                reason: Reason::Refund,
-                period: None,
-                actor,
-            },
-        )?;
-    }
-    if let Some((key, pending)) = &ticket.key {
-        tx.exec_drop(
-            "DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ? AND outcome = ?",
-            (ticket.user_id, key, pending),
-        )?;
+    if let Some(claim) = &ticket.key {
+        idempotency::store::release(&mut tx, ticket.user_id, claim)?;
     }
     tx.commit().map_err(db::commit_failed)?;
     Ok(credit)
-}
-
-/// A new keyed request: REPLACE takes over an expired row, or one of
-/// another request under the same key, and starts its 24 h anew.
-fn start_key(
-    tx: &mut impl Queryable,
-    user_id: u64,
-    key: &str,
-    pending_json: &str,
-) -> Result<(), DbError> {
-    tx.exec_drop(
-        "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
-        (user_id, key, pending_json),
-    )?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_states_round_trip_and_refuse_bank_answers() {
-        let pending = KeyState::RoutePending {
-            until: 5,
-            fp: "f".into(),
-        };
-        let s = pending.json();
-        assert_eq!(s, r#"{"outcome":"route_pending","until":5,"fp":"f"}"#);
-        let back: KeyState = serde_json::from_str(&s).unwrap();
-        assert_eq!(back, pending);
-        assert!(serde_json::from_str::<KeyState>(r#"{"outcome":"unknown_bank"}"#).is_err());
-        // A row written before answers were stored reads as "not stored".
-        let old: KeyState = serde_json::from_str(r#"{"outcome":"route_billed","fp":"a"}"#).unwrap();
-        assert_eq!(check_key(Some(&old), "a", 0), KeyCheck::NotStored);
-    }
-
-    #[test]
-    fn only_the_same_request_is_a_retry_and_another_is_refused() {
-        let billed = |stored, streaming_until| KeyState::RouteBilled {
-            fp: "a".into(),
-            stored,
-            streaming_until,
-        };
-        assert_eq!(check_key(Some(&billed(true, 0)), "a", 0), KeyCheck::Replay);
-        assert_eq!(check_key(Some(&billed(true, 0)), "b", 0), KeyCheck::Reused);
-        assert_eq!(
-            check_key(Some(&billed(false, 10)), "a", 5),
-            KeyCheck::InProgress
-        );
-        assert_eq!(
-            check_key(Some(&billed(false, 10)), "a", 10),
-            KeyCheck::NotStored
-        );
-        assert_eq!(
-            check_key(Some(&billed(false, 0)), "a", 5),
-            KeyCheck::NotStored
-        );
-        let pending = KeyState::RoutePending {
-            until: 10,
-            fp: "a".into(),
-        };
-        assert_eq!(check_key(Some(&pending), "a", 5), KeyCheck::InProgress);
-        assert_eq!(check_key(Some(&pending), "a", 10), KeyCheck::NotStored);
-        assert_eq!(check_key(Some(&pending), "b", 5), KeyCheck::Reused);
-        assert_eq!(check_key(None, "a", 5), KeyCheck::New);
-    }
-
-    #[test]
-    fn keys_are_scoped_by_route() {
-        let k = IdempotencyKey::parse("order-1").unwrap();
-        assert_ne!(scoped("route:/a", &k), scoped("route:/b", &k));
-        assert_ne!(scoped("route:/a", &k), "order-1");
-    }
 }

@@ -311,7 +311,8 @@ impl Client {
     /// to on every request (ureq keeps 3 by default).
     pub fn new(idle_per_host: usize) -> Client {
         let tls = TlsConfig::builder()
-            // The system's roots (SPEC), through rustls-platform-verifier;
+            // An https upstream is verified against the system's roots (an
+            // operator adds a private CA there), through rustls-platform-verifier;
             // ureq's default would be its bundled Mozilla list (webpki-roots).
             .root_certs(RootCerts::PlatformVerifier)
             .build();

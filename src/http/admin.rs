@@ -1,26 +1,25 @@
 //! Operator routes under `/admin/v1/` and `/stopServer`, all behind the
 //! admin token. They call the same functions as the CLI.
 
-use std::io::Read;
-
 use chrono::Utc;
 use rouille::{Request, Response};
 use serde_json::{json, Map, Value};
 
+use super::admin_body::{
+    credit_amount, credit_number, optional_string, read_object, refuse_unknown_fields, username,
+};
 use super::{
     admin_keys, allow, authorization_headers, query_values, refuse_if_throttled, unauthorized,
-    ApiError, AppState, Ctx,
+    ApiError, Ctx,
 };
+use crate::app::AppState;
+use crate::auth::token;
+use crate::billing::ledger::Reason;
+use crate::billing::usage::{self, Filter};
 use crate::gateway::routes::{InvalidRoute, NewRoute};
 use crate::gateway::store::{self, RouteError};
-use crate::ledger::Reason;
-use crate::model::{whole_number, Credit, Day, Email, ImportedToken, RefillDay, Username};
-use crate::token;
-use crate::usage::{self, Filter};
+use crate::model::{whole_number, Day, Email, ImportedToken, RefillDay};
 use crate::users::{self, CreditChange, NewUser};
-
-/// Admin bodies are small; anything bigger is refused unread.
-const MAX_BODY_BYTES: u64 = 64 * 1024;
 
 /// The actor written to the ledger for changes made here.
 const ACTOR: &str = "admin-api";
@@ -167,7 +166,7 @@ fn add_route(state: &AppState, req: &Request) -> Result<Response, ApiError> {
     })?;
     let new = NewRoute::from_json(&Value::Object(body)).map_err(RouteError::Invalid)?;
     let route = store::add(&state.pool, new)?;
-    reload_routes(state);
+    state.gateway.reload_after_change(&state.pool, "a change");
     Ok(Response::json(&route).with_status_code(201))
 }
 
@@ -176,19 +175,8 @@ fn remove_route(state: &AppState, id: &str) -> Result<Response, ApiError> {
         .parse()
         .map_err(|_| RouteError::Unknown(format!("{id:?}")))?;
     let route = store::remove(&state.pool, id)?;
-    reload_routes(state);
+    state.gateway.reload_after_change(&state.pool, "a change");
     Ok(Response::json(&route))
-}
-
-/// This instance serves a route change at once; the others within
-/// `gateway::REFRESH`.
-fn reload_routes(state: &AppState) {
-    if let Err(e) = state.gateway.reload(&state.pool) {
-        log::warn!(
-            "routes not reloaded after a change: {}",
-            crate::error::error_chain(&e)
-        );
-    }
 }
 
 fn job_action(state: &AppState, id: &str, action: &str) -> Result<Response, ApiError> {
@@ -200,87 +188,6 @@ fn job_action(state: &AppState, id: &str, action: &str) -> Result<Response, ApiE
     Ok(Response::json(
         &view.ok_or_else(|| ApiError::UnknownJob(id.to_string()))?,
     ))
-}
-
-pub(super) fn username(raw: &str) -> Result<Username, ApiError> {
-    Username::parse(raw).map_err(ApiError::InvalidUsername)
-}
-
-/// The request body as a JSON object: at most 64 KiB, `application/json`.
-pub(super) fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError> {
-    if let Some(ct) = req.header("Content-Type") {
-        if !ct
-            .trim()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            return Err(ApiError::InvalidBody(
-                "send the body as Content-Type: application/json".into(),
-            ));
-        }
-    }
-    let mut bytes = Vec::new();
-    if let Some(body) = req.data() {
-        body.take(MAX_BODY_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|_| ApiError::InvalidBody("the body could not be read".into()))?;
-    }
-    if bytes.len() as u64 > MAX_BODY_BYTES {
-        return Err(ApiError::InvalidBody("the body is over 64 KiB".into()));
-    }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::InvalidBody(
-            "the body must be a JSON object".into(),
-        )),
-        // serde_json refuses numbers beyond f64 (such as 1e309) while
-        // parsing, before we can see which field held them; in our bodies
-        // only credit amounts are numbers.
-        Err(e) if e.to_string().starts_with("number out of range") => Err(ApiError::InvalidCredit(
-            "credit amounts are whole numbers within i64".into(),
-        )),
-        Err(e) => Err(ApiError::InvalidBody(format!(
-            "the body is not valid JSON: {e}"
-        ))),
-    }
-}
-
-/// A number to add: a whole number within i64 (`5.0` included, see
-/// `model::whole_number`). Fractions, strings, null and overflows are
-/// refused.
-pub(super) fn credit_number(field: &str, v: &Value) -> Result<i64, ApiError> {
-    whole_number(v).ok_or_else(|| {
-        ApiError::InvalidCredit(format!("{field} must be a whole number within i64"))
-    })
-}
-
-/// A credit amount: a JSON integer from 0 to i64's maximum.
-pub(super) fn credit_amount(field: &str, v: &Value) -> Result<Credit, ApiError> {
-    Credit::new(credit_number(field, v)?)
-        .map_err(|e| ApiError::InvalidCredit(format!("{field}: {e}")))
-}
-
-pub(super) fn refuse_unknown_fields(
-    body: &Map<String, Value>,
-    known: &[&str],
-) -> Result<(), ApiError> {
-    match body.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::InvalidBody(format!(
-            "unknown field {k:?}; expected one of {known:?}"
-        ))),
-        None => Ok(()),
-    }
-}
-
-pub(super) fn optional_string(
-    body: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<String>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::InvalidBody(format!("{field} must be a string"))),
-    }
 }
 
 fn new_user(body: Map<String, Value>) -> Result<NewUser, ApiError> {

@@ -6,11 +6,14 @@
 use rouille::{Request, Response};
 use serde_json::{json, Map, Value};
 
-use super::admin::{credit_amount, optional_string, read_object, refuse_unknown_fields, username};
-use super::{allow, ApiError, AppState};
-use crate::keys::{self, KeyError, NewKey};
+use super::admin_body::{
+    credit_amount, optional_string, read_object, refuse_unknown_fields, username,
+};
+use super::{allow, ApiError};
+use crate::app::AppState;
 use crate::model::{parse_label, parse_time, whole_number, RateLimit, Span};
 use crate::users;
+use crate::users::keys::{self, KeyError, NewKey};
 
 pub fn route(
     state: &AppState,

@@ -7,14 +7,15 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::error::with_rate;
-use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, AppState, Ctx};
-use crate::account::LowCredit;
+use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, Ctx};
+use crate::app::AppState;
+use crate::auth::token::{Credentials, CredentialsError};
 use crate::banks::BankData;
-use crate::coalesce;
-use crate::credit::{self, Answer, AuthFailure, Charge, ChargeOutcome};
+use crate::billing::account::LowCredit;
+use crate::billing::bank::{self, Answer, AuthFailure, Charge, ChargeOutcome};
+use crate::billing::group;
 use crate::db;
 use crate::model::{BankCode, IdempotencyKey, ParseError};
-use crate::token::{Credentials, CredentialsError};
 
 pub fn banks_data(
     state: &AppState,
@@ -33,11 +34,11 @@ pub fn banks_data(
         now,
     };
     let outcome = match &state.coalescer {
-        None => credit::charge(&state.pool, &charge)?,
+        None => bank::charge(&state.pool, &charge)?,
         Some(c) => c.charge(
             &state.pool,
             &state.metrics,
-            coalesce::Request {
+            group::Request {
                 credentials: credentials.clone(),
                 bank: bank.clone(),
                 idempotency_key: key.clone(),
@@ -103,17 +104,7 @@ fn answer_response(
             })
             .with_additional_header("X-Credit-Remaining", credit_remaining.to_string())
         }
-        Answer::InsufficientCredit {
-            cost,
-            credit_remaining,
-            next_refill,
-        } => ApiError::InsufficientCredit {
-            credit_remaining,
-            cost,
-            retry_after: next_refill.map(|t| (t - now.timestamp()).max(1) as u64),
-            rate: None,
-        }
-        .response(),
+        Answer::InsufficientCredit(short) => ApiError::insufficient(&short, None, now).response(),
         Answer::UnknownBank => ApiError::UnknownBank.response(),
     }
 }
@@ -141,7 +132,7 @@ pub(super) fn notify_low_credit(state: &AppState, low: &LowCredit) {
 /// `GET /api/v1.0/credit`: the caller's own balance.
 pub fn balance(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
     let credentials = credentials(state, req, ctx)?;
-    match credit::balance(&state.pool, &credentials, Utc::now())? {
+    match bank::balance(&state.pool, &credentials, Utc::now())? {
         Ok(balance) => Ok(Response::json(&balance)),
         Err(why) => Err(unauthorized(state, req, ctx, &why)),
     }
@@ -162,7 +153,7 @@ pub fn warmup() -> Response {
 
 pub fn metrics(state: &AppState) -> Response {
     let s = state.pool.state();
-    let gauges = crate::metrics::PoolGauges {
+    let gauges = crate::ops::metrics::PoolGauges {
         in_use: s.connections - s.idle_connections,
         idle: s.idle_connections,
         max: state.pool.max_size(),

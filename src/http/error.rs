@@ -7,13 +7,14 @@
 use rouille::Response;
 use serde_json::json;
 
-use crate::account::RateState;
+use crate::billing::account::RateState;
+use crate::billing::ratelimit;
+use crate::billing::Insufficient;
 use crate::db::DbError;
 use crate::gateway::store::RouteError;
 use crate::gateway::{GatewayError, Unanswered};
-use crate::keys::KeyError;
 use crate::model::ParseError;
-use crate::ratelimit;
+use crate::users::keys::KeyError;
 use crate::users::UserError;
 
 #[derive(Debug)]
@@ -95,18 +96,9 @@ impl From<GatewayError> for ApiError {
         match e {
             // The HTTP layer counts and logs a failed authentication itself.
             GatewayError::Unauthorized(_) => ApiError::Unauthorized,
-            GatewayError::Insufficient {
-                cost,
-                credit_remaining,
-                next_refill,
-                rate,
-            } => ApiError::InsufficientCredit {
-                credit_remaining,
-                cost,
-                retry_after: next_refill
-                    .map(|t| (t - chrono::Utc::now().timestamp()).max(1) as u64),
-                rate,
-            },
+            GatewayError::Insufficient(short, rate) => {
+                ApiError::insufficient(&short, rate, chrono::Utc::now())
+            }
             GatewayError::RateLimited(rate) => ApiError::RateLimited(rate),
             GatewayError::InProgress => ApiError::IdempotencyInProgress,
             GatewayError::KeyReused => ApiError::IdempotencyKeyReused,
@@ -114,6 +106,25 @@ impl From<GatewayError> for ApiError {
             GatewayError::Unreachable(u) => ApiError::UpstreamUnavailable(u),
             GatewayError::Timeout(u) => ApiError::UpstreamTimeout(u),
             GatewayError::Db(e) => ApiError::Database(e),
+        }
+    }
+}
+
+impl ApiError {
+    /// The one 402: what `billing::decide` said is short, for a bank
+    /// lookup (its answer or its replay) and a gateway route alike. `now`
+    /// turns the refill moment into a Retry-After; `rate` is a limited
+    /// user's state, whose headers a 402 carries too.
+    pub fn insufficient(
+        short: &Insufficient,
+        rate: Option<RateState>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> ApiError {
+        ApiError::InsufficientCredit {
+            credit_remaining: short.credit_remaining,
+            cost: short.cost,
+            retry_after: short.retry_after(now.timestamp()),
+            rate,
         }
     }
 }

@@ -9,12 +9,13 @@ use chrono::Utc;
 use rouille::{Request, Response, ResponseBody};
 
 use super::api::{credentials, idempotency_key, notify_low_credit};
-use super::{unauthorized, ApiError, AppState, Ctx};
+use super::{unauthorized, ApiError, Ctx};
+use crate::app::AppState;
+use crate::billing::ratelimit;
 use crate::gateway::billing;
 use crate::gateway::bulkhead::Permit;
 use crate::gateway::routes::{self, Route};
 use crate::gateway::{GatewayError, Incoming, Served};
-use crate::ratelimit;
 
 /// The order is the edge's defence: nothing that costs a thread for long
 /// (reading a body, calling the upstream) happens before the cheap

@@ -2,6 +2,7 @@
 //! request, and stops gracefully. No SQL and no business rule here.
 
 mod admin;
+mod admin_body;
 mod admin_keys;
 mod api;
 mod error;
@@ -12,7 +13,7 @@ mod openapi_drift;
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,67 +21,14 @@ use rouille::{Request, Response};
 
 pub use error::ApiError;
 
-use crate::coalesce::Coalescer;
-use crate::config::Config;
-use crate::console::Sessions;
-use crate::db::{DbError, Pool};
+use crate::app::AppState;
+
+use crate::db::DbError;
 use crate::error::error_chain;
-use crate::gateway::Gateway;
-use crate::jobs::Jobs;
-use crate::mail::Mailer;
-use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
-use crate::throttle::Throttle;
+use crate::ops::shutdown::Shutdown;
 
 /// A header block over this is refused with 431.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-
-/// Everything a request may touch. Shared read-only but for counters.
-pub struct AppState {
-    pub config: Config,
-    pub pool: Pool,
-    pub metrics: Arc<Metrics>,
-    pub throttle: Throttle,
-    pub shutdown: Shutdown,
-    pub jobs: Arc<Jobs>,
-    pub gateway: Arc<Gateway>,
-    /// The operator console's logged-in sessions (this instance's only).
-    pub console: Sessions,
-    /// Low-credit notices go out through it.
-    pub mailer: Mailer,
-    /// With CREDITGATE_COALESCE=on: one user's waiting charges together.
-    pub coalescer: Option<Coalescer>,
-    /// Requests inside `handle`; a stop waits for them.
-    pub in_flight: AtomicUsize,
-}
-
-impl AppState {
-    pub fn new(
-        config: Config,
-        pool: Pool,
-        metrics: Arc<Metrics>,
-        shutdown: Shutdown,
-        jobs: Arc<Jobs>,
-        gateway: Arc<Gateway>,
-        mailer: Mailer,
-    ) -> AppState {
-        let throttle = Throttle::new(config.auth_fails_per_min);
-        let coalescer = config.coalesce.then(Coalescer::new);
-        AppState {
-            config,
-            pool,
-            metrics,
-            throttle,
-            shutdown,
-            jobs,
-            gateway,
-            console: Sessions::new(crate::console::SESSION_IDLE),
-            mailer,
-            coalescer,
-            in_flight: AtomicUsize::new(0),
-        }
-    }
-}
 
 /// Per-request facts for the access log.
 pub struct Ctx {

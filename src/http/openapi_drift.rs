@@ -29,13 +29,14 @@ use std::time::Duration;
 use rouille::Request;
 use serde_json::Value;
 
-use super::{route, AppState, Ctx};
+use super::{route, Ctx};
+use crate::app::AppState;
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::jobs::Jobs;
-use crate::mail::Mailer;
-use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
+use crate::ops::jobs::Jobs;
+use crate::ops::mail::Mailer;
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Shutdown;
 
 const ADMIN_TOKEN: &str = "drift-test-admin-token";
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
@@ -191,7 +192,7 @@ fn every_routed_operation_is_documented() {
     }
     let mut undocumented = Vec::new();
     // The operator console is HTML for people, not part of the API: the
-    // SPEC leaves it out of the document, as it does gateway routes.
+    // document leaves it out, as it does gateway routes (the operator's).
     let paths: BTreeSet<String> = paths
         .into_iter()
         .filter(|p| p != "/console" && !p.starts_with("/console/"))

@@ -213,7 +213,7 @@ fn idempotency_keys_expire_after_a_day() {
     }
     app.db.exec("UPDATE idempotency_keys SET created_at = NOW(3) - INTERVAL 25 HOUR WHERE idem_key = 'stale'");
     // Act
-    let removed = creditgate::credit::expire_idempotency_keys(&app.db.pool).unwrap();
+    let removed = creditgate::idempotency::store::expire(&app.db.pool).unwrap();
     // Assert: the stale key is gone and is a new request again; the fresh one still replays.
     assert_eq!(removed, 1);
     let again = app.get(

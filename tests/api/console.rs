@@ -4,11 +4,11 @@
 //! and the domain reads the console added, against the real database.
 
 use chrono::{Days, Utc};
-use creditgate::keys;
-use creditgate::ledger;
+use creditgate::billing::ledger;
+use creditgate::billing::usage;
 use creditgate::model::Username;
-use creditgate::usage;
 use creditgate::users;
+use creditgate::users::keys;
 
 use crate::helpers::{request, spawn_app, spawn_app_with, Resp, TestApp};
 

@@ -364,7 +364,7 @@ fn a_monthly_refill_run_by_many_instances_at_once_happens_once_per_user() {
     let refilled: Vec<usize> = in_parallel(8, move |_| {
         let pool = creditgate::db::pool(&url, 2, Duration::from_secs(10)).unwrap();
         (0..2)
-            .map(|_| creditgate::credit::refill(&pool, period, now, "test").unwrap())
+            .map(|_| creditgate::billing::bank::refill(&pool, period, now, "test").unwrap())
             .sum()
     });
     // Assert: 20 refills in all, one ledger row per user, credits right.

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use creditgate::app::App;
+use creditgate::billing::ledger::Reason;
 use creditgate::config::Config;
 use creditgate::db::{self, Pool};
-use creditgate::ledger::Reason;
 use creditgate::model::{Credit, ImportedToken, RefillDay, Username};
-use creditgate::shutdown::Shutdown;
+use creditgate::ops::shutdown::Shutdown;
 use creditgate::users::{self, NewUser};
 use mysql::prelude::Queryable;
 
@@ -150,7 +150,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(db_url: &str, vars: &[(&str, &str)]) -> TestServer {
-        let admin_token = creditgate::token::generate();
+        let admin_token = creditgate::auth::token::generate();
         let config = test_config(db_url, &admin_token, vars);
         let shutdown = Shutdown::new();
         let app = App::build(config, shutdown.clone()).expect("app starts");

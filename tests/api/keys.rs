@@ -232,14 +232,14 @@ fn tokens_made_before_keys_existed_still_authenticate_and_charge() {
         )
         .unwrap();
     }
-    let generated = creditgate::token::generate();
+    let generated = creditgate::auth::token::generate();
     for (name, token) in [("alice", generated.as_str()), ("legacy", "tok-from-flask")] {
         conn.exec_drop(
             "INSERT INTO users (username, token_hash, token_prefix, credit) VALUES (?, ?, ?, 5)",
             (
                 name,
-                creditgate::token::hash(token),
-                creditgate::token::prefix(token),
+                creditgate::auth::token::hash(token),
+                creditgate::auth::token::prefix(token),
             ),
         )
         .unwrap();

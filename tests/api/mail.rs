@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use creditgate::app::{standard_jobs, MAIL_WAIT};
-use creditgate::mail::{Mailer, SMTP_TIMEOUT};
-use creditgate::metrics::Metrics;
+use creditgate::ops::mail::{Mailer, SMTP_TIMEOUT};
+use creditgate::ops::metrics::Metrics;
 
 use crate::daemon::Daemon;
 use crate::helpers::{spawn_app_on, spawn_app_with, test_config, TestDb};
@@ -69,7 +69,7 @@ fn the_heartbeat_mails_once_when_the_database_goes_down_and_once_when_it_is_back
         &pool,
         &mailer,
         &Arc::new(Metrics::default()),
-        &creditgate::cluster::Instance::this_process(),
+        &creditgate::ops::cluster::Instance::this_process(),
     );
     let beat = || {
         jobs.run_now("heartbeat")

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use creditgate::credit::refill;
+use creditgate::billing::bank::refill;
 use creditgate::model::Period;
 use mysql::prelude::Queryable;
 

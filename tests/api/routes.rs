@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use creditgate::app::AppState;
 use creditgate::db;
 use creditgate::gateway::Gateway;
-use creditgate::http::{self, AppState};
-use creditgate::jobs::Jobs;
-use creditgate::metrics::Metrics;
-use creditgate::shutdown::Shutdown;
+use creditgate::http;
+use creditgate::ops::jobs::Jobs;
+use creditgate::ops::metrics::Metrics;
+use creditgate::ops::shutdown::Shutdown;
 
 use crate::helpers::{request, spawn_app, test_config};
 
@@ -133,7 +134,7 @@ fn an_unreachable_database_is_503_with_retry_after() {
         shutdown.clone(),
         jobs,
         gateway,
-        creditgate::mail::Mailer::start(&config_for_mail).unwrap(),
+        creditgate::ops::mail::Mailer::start(&config_for_mail).unwrap(),
     ));
     let server = http::bind(state).unwrap();
     let addr = server.addr();

@@ -120,7 +120,7 @@ fn no_token_or_admin_token_reaches_the_log() {
     // Arrange
     let db = TestDb::new();
     let alice = db.add_user("alice", 100);
-    let admin_token = creditgate::token::generate();
+    let admin_token = creditgate::auth::token::generate();
     let admin = format!("Bearer {admin_token}");
     let daemon = start(&db.url, &admin_token);
     let paid = "/api/v1.0/banks_data/bofa/";
@@ -249,7 +249,7 @@ fn no_token_or_admin_token_reaches_the_log() {
         admin_token.as_str(),
         wrong,
     ] {
-        let hidden = &secret[creditgate::token::PREFIX_LEN..];
+        let hidden = &secret[creditgate::auth::token::PREFIX_LEN..];
         assert!(!log.contains(hidden), "{secret:?} is in the log:\n{log}");
     }
     // ...though it logged those requests (so the capture works).
@@ -267,9 +267,9 @@ fn no_token_or_admin_token_reaches_the_log() {
         .map(|t| crate::hostile::table_text(&mut **conn, t))
         .collect();
     for secret in [alice.as_str(), rotated.as_str(), bob.as_str(), imported] {
-        let hidden = &secret[creditgate::token::PREFIX_LEN..];
+        let hidden = &secret[creditgate::auth::token::PREFIX_LEN..];
         assert!(!stored.contains(hidden), "{secret:?} is stored in clear");
-        let hash = creditgate::token::hash(secret);
+        let hash = creditgate::auth::token::hash(secret);
         let is_stored = stored.contains(&hash);
         assert!(
             is_stored || secret == alice,

@@ -205,8 +205,8 @@ fn https_serves_paid_and_gateway_requests_and_tells_the_upstream() {
     assert_eq!(health.status, 200);
     // The systemd watchdog's probe speaks TLS to a TLS port.
     let t = Duration::from_secs(2);
-    assert_eq!(creditgate::watchdog::probe_tls(app.addr, t), Ok(()));
-    assert!(creditgate::watchdog::probe(app.addr, t).is_err());
+    assert_eq!(creditgate::ops::watchdog::probe_tls(app.addr, t), Ok(()));
+    assert!(creditgate::ops::watchdog::probe(app.addr, t).is_err());
 }
 
 #[test]

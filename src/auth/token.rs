@@ -1,6 +1,7 @@
 //! API tokens and the credentials that carry them. Tokens are made here,
 //! stored only as SHA-256, and compared in constant time. Credentials are
-//! parsed from the four places the SPEC accepts. Pure: no I/O here.
+//! parsed from the four places a client may send them (Bearer, Basic, the
+//! raw `Authorization` form and `?token=`). Pure: no I/O here.
 
 use base64::Engine;
 use sha2::{Digest, Sha256};

@@ -25,7 +25,7 @@ impl Instance {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).expect("the operating system's random source failed");
         Instance {
-            id: crate::token::hex(&bytes),
+            id: crate::auth::token::hex(&bytes),
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "unknown".into()),

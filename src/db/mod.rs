@@ -226,87 +226,87 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (
         1,
         "0001_create_users.sql",
-        include_str!("../sql/0001_create_users.sql"),
+        include_str!("../../sql/0001_create_users.sql"),
     ),
     (
         2,
         "0002_create_banks.sql",
-        include_str!("../sql/0002_create_banks.sql"),
+        include_str!("../../sql/0002_create_banks.sql"),
     ),
     (
         3,
         "0003_create_credit_events.sql",
-        include_str!("../sql/0003_create_credit_events.sql"),
+        include_str!("../../sql/0003_create_credit_events.sql"),
     ),
     (
         4,
         "0004_create_usage_daily.sql",
-        include_str!("../sql/0004_create_usage_daily.sql"),
+        include_str!("../../sql/0004_create_usage_daily.sql"),
     ),
     (
         5,
         "0005_seed_banks.sql",
-        include_str!("../sql/0005_seed_banks.sql"),
+        include_str!("../../sql/0005_seed_banks.sql"),
     ),
     (
         6,
         "0006_create_idempotency_keys.sql",
-        include_str!("../sql/0006_create_idempotency_keys.sql"),
+        include_str!("../../sql/0006_create_idempotency_keys.sql"),
     ),
     (
         7,
         "0007_create_routes.sql",
-        include_str!("../sql/0007_create_routes.sql"),
+        include_str!("../../sql/0007_create_routes.sql"),
     ),
     (
         8,
         "0008_create_instances.sql",
-        include_str!("../sql/0008_create_instances.sql"),
+        include_str!("../../sql/0008_create_instances.sql"),
     ),
     (
         9,
         "0009_create_api_keys.sql",
-        include_str!("../sql/0009_create_api_keys.sql"),
+        include_str!("../../sql/0009_create_api_keys.sql"),
     ),
     (
         10,
         "0010_move_tokens_to_api_keys.sql",
-        include_str!("../sql/0010_move_tokens_to_api_keys.sql"),
+        include_str!("../../sql/0010_move_tokens_to_api_keys.sql"),
     ),
     (
         11,
         "0011_drop_users_token.sql",
-        include_str!("../sql/0011_drop_users_token.sql"),
+        include_str!("../../sql/0011_drop_users_token.sql"),
     ),
     (
         12,
         "0012_add_users_rate_limit.sql",
-        include_str!("../sql/0012_add_users_rate_limit.sql"),
+        include_str!("../../sql/0012_add_users_rate_limit.sql"),
     ),
     (
         13,
         "0013_add_users_low_credit.sql",
-        include_str!("../sql/0013_add_users_low_credit.sql"),
+        include_str!("../../sql/0013_add_users_low_credit.sql"),
     ),
     (
         14,
         "0014_widen_usage_endpoint.sql",
-        include_str!("../sql/0014_widen_usage_endpoint.sql"),
+        include_str!("../../sql/0014_widen_usage_endpoint.sql"),
     ),
     (
         15,
         "0015_widen_idempotency_key.sql",
-        include_str!("../sql/0015_widen_idempotency_key.sql"),
+        include_str!("../../sql/0015_widen_idempotency_key.sql"),
     ),
     (
         16,
         "0016_add_routes_max_in_flight.sql",
-        include_str!("../sql/0016_add_routes_max_in_flight.sql"),
+        include_str!("../../sql/0016_add_routes_max_in_flight.sql"),
     ),
     (
         17,
         "0017_add_idempotency_keys_answer.sql",
-        include_str!("../sql/0017_add_idempotency_keys_answer.sql"),
+        include_str!("../../sql/0017_add_idempotency_keys_answer.sql"),
     ),
 ];
 
@@ -389,6 +389,41 @@ impl std::error::Error for DbError {
             _ => None,
         }
     }
+}
+
+impl DbError {
+    /// A conflict the domain found itself (a guarded write that matched no
+    /// row under the lock: the row changed, as on a multi-writer cluster):
+    /// nothing of the transaction may stand, and it is run again like one
+    /// the server rolled back (`Pool::retrying`).
+    pub fn conflict(why: &str) -> DbError {
+        DbError::Conflict(said(why))
+    }
+
+    /// A failure with no database error behind it (the thread that ran a
+    /// shared transaction went away without an answer): a 503.
+    pub fn failed(why: &str) -> DbError {
+        DbError::Query(said(why))
+    }
+
+    /// This failure again, for another request that shared its
+    /// transaction (`DbError` is not `Clone`): the class that decides the
+    /// answer stays — in doubt stays in doubt, a conflict a conflict — with
+    /// the first one's text.
+    pub fn again(&self) -> DbError {
+        let text = said(&self.to_string());
+        match self {
+            DbError::CommitUnknown(_) => DbError::CommitUnknown(text),
+            DbError::Conflict(_) => DbError::Conflict(text),
+            _ => DbError::Query(text),
+        }
+    }
+}
+
+/// An error of ours, in the shape the variants hold: no server error
+/// number, so nothing reads it as one.
+fn said(why: &str) -> mysql::Error {
+    mysql::Error::IoError(std::io::Error::other(why.to_string()))
 }
 
 /// The server's error numbers the domain acts on. Every MySQL error code
@@ -689,5 +724,16 @@ mod tests {
         let started = Instant::now();
         let _: Result<(), DbError> = pool.retrying(|| Err(DbError::Conflict(server_error(1213))));
         assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn the_domain_says_conflict_without_a_server_number() {
+        assert!(DbError::conflict("changed").is_conflict());
+        assert!(!DbError::failed("gone").is_conflict());
+        let copied = DbError::conflict("changed").again();
+        assert!(copied.is_conflict() && copied.to_string().contains("changed"));
+        let in_doubt = commit_failed(mysql::Error::IoError(std::io::Error::other("reset")));
+        assert!(matches!(in_doubt.again(), DbError::CommitUnknown(_)));
+        assert!(matches!(DbError::failed("gone").again(), DbError::Query(_)));
     }
 }

@@ -4,6 +4,10 @@
 //! Under systemd each step is reported (`READY=1`, `STATUS=`, `STOPPING=1`)
 //! and the heartbeat pings the watchdog.
 
+mod state;
+
+pub use state::AppState;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,20 +18,21 @@ use chrono::Utc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Mutex;
 
-use crate::cluster::{self, Instance, Watch};
+use crate::billing::bank;
 use crate::config::Config;
-use crate::credit;
 use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::Gateway;
-use crate::http::{self, AppState, BindError, HttpServer};
-use crate::jobs::{Job, Jobs};
-use crate::mail::Mailer;
-use crate::metrics::Metrics;
+use crate::http::{self, BindError, HttpServer};
+use crate::idempotency;
 use crate::model::Period;
-use crate::notify::Systemd;
-use crate::shutdown::Shutdown;
-use crate::watchdog::Watchdog;
+use crate::ops::cluster::{self, Instance, Watch};
+use crate::ops::jobs::{Job, Jobs};
+use crate::ops::mail::Mailer;
+use crate::ops::metrics::Metrics;
+use crate::ops::notify::Systemd;
+use crate::ops::shutdown::Shutdown;
+use crate::ops::watchdog::Watchdog;
 
 /// How long a stop waits for in-flight requests.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -260,13 +265,13 @@ pub fn standard_jobs(
             was_up: AtomicBool::new(true),
             watch: Mutex::new(Watch::default()),
         };
-        Box::new(move || beat.run()) as crate::jobs::JobFn
+        Box::new(move || beat.run()) as crate::ops::jobs::JobFn
     };
     let refill = {
         let pool = pool.clone();
         Box::new(move || {
             let now = Utc::now();
-            credit::refill(
+            bank::refill(
                 &pool,
                 Period::of(now.date_naive()),
                 now,
@@ -274,17 +279,17 @@ pub fn standard_jobs(
             )
             .map(|n| format!("{n} user(s) refilled"))
             .map_err(|e| error_chain(&e))
-        }) as crate::jobs::JobFn
+        }) as crate::ops::jobs::JobFn
     };
     // Remembered idempotent answers are only replayed for 24 h; without this
     // the table would grow by one row per keyed request forever.
     let expire = {
         let pool = pool.clone();
         Box::new(move || {
-            credit::expire_idempotency_keys(&pool)
+            idempotency::store::expire(&pool)
                 .map(|n| format!("{n} expired idempotency key(s) deleted"))
                 .map_err(|e| error_chain(&e))
-        }) as crate::jobs::JobFn
+        }) as crate::ops::jobs::JobFn
     };
     Jobs::new(
         vec![

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::notify::Notifier;
+use crate::ops::notify::Notifier;
 
 pub struct Watchdog {
     notifier: Notifier,

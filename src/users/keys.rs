@@ -1,6 +1,6 @@
 //! API keys: a user has 1 to 20 (`api_keys`), and any key that is neither
 //! revoked nor expired authenticates `<username>:<token>` (the lookup is in
-//! `credit::lock_account`, by the token's hash, inside the charge). Here:
+//! `billing::account::lock`, by the token's hash, inside the charge). Here:
 //! create, list, revoke, and rotate with a grace period, shared by the CLI,
 //! the admin API and the console. A token is shown once, when it is made;
 //! only its SHA-256 and a short prefix are stored.
@@ -12,9 +12,9 @@ use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::Serialize;
 
+use crate::auth::token;
 use crate::db::{self, DbError, Pool, Retryable};
 use crate::model::{ImportedToken, Span, Username};
-use crate::token;
 
 /// At most this many keys that still work, per user.
 pub const MAX_KEYS: u64 = 20;

@@ -13,7 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clokwerk::{ScheduleHandle, Scheduler, TimeUnits};
 use serde::Serialize;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 pub type JobFn = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
 /// Run on each scheduler tick; see `Jobs::on_tick`.
@@ -290,7 +290,7 @@ mod tests {
             jobs.run_now("panics").unwrap().last_result.as_deref(),
             Some("error: panicked")
         );
-        let text = jobs.metrics.render(crate::metrics::PoolGauges {
+        let text = jobs.metrics.render(crate::ops::metrics::PoolGauges {
             in_use: 0,
             idle: 0,
             max: 0,

@@ -1,21 +1,24 @@
-//! Charging and refilling credit. A paid request is ONE transaction: lock the
-//! user's row (`SELECT … FOR UPDATE`), check the token and the credit, charge,
-//! count the usage, remember the idempotent answer, commit — or roll back and
-//! charge nothing. No state is shared between requests but the pool.
+//! The paid bank lookup, the free balance, and the monthly refill. A paid
+//! request is ONE transaction: lock the user's row (`SELECT … FOR UPDATE`),
+//! check the token, ask `decide`, write its outcome (`account::apply`),
+//! remember the idempotent answer, commit — or roll back and charge nothing.
+//! No state is shared between requests but the pool.
 
 use chrono::{DateTime, Utc};
 use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{self, Account, Debit, LowCredit, RateState};
+use crate::auth::token::Credentials;
 use crate::banks::{self, Bank};
+use crate::billing::account::{self, Account, LowCredit, RateState};
+use crate::billing::ledger::{self, Event, Reason};
+use crate::billing::{decide, Insufficient, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
-use crate::ledger::{self, Event, Reason};
+use crate::idempotency;
 use crate::model::{BankCode, IdempotencyKey, Period, RefillDay, Username};
-use crate::token::Credentials;
 
-pub use crate::account::AuthFailure;
+pub use crate::billing::account::AuthFailure;
 
 /// The endpoint name that paid bank lookups are counted under.
 pub const BANKS_ENDPOINT: &str = "banks_data";
@@ -32,15 +35,8 @@ pub struct Charge<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Answer {
-    Charged {
-        bank: Bank,
-        credit_remaining: i64,
-    },
-    InsufficientCredit {
-        cost: i64,
-        credit_remaining: i64,
-        next_refill: Option<i64>,
-    },
+    Charged { bank: Bank, credit_remaining: i64 },
+    InsufficientCredit(Insufficient),
     UnknownBank,
 }
 
@@ -60,6 +56,21 @@ pub enum ChargeOutcome {
     /// Refused by the user's rate limit: nothing charged, nothing counted.
     RateLimited(RateState),
     Unauthorized(AuthFailure),
+}
+
+impl ChargeOutcome {
+    /// The answer a request's key is to remember: one just decided, not a
+    /// replay and not a refusal (those leave the key as it was).
+    pub(crate) fn to_remember(&self) -> Option<&Answer> {
+        match self {
+            ChargeOutcome::Answered {
+                answer,
+                replayed: false,
+                ..
+            } => Some(answer),
+            _ => None,
+        }
+    }
 }
 
 /// Charges one paid bank lookup, exactly once, or nothing. A transaction
@@ -124,85 +135,56 @@ pub(crate) fn charge_locked(
         Some(key) => remembered(tx, account.id, key)?,
         None => None,
     };
-    let rate = match before_charge(&account, known) {
-        Go::Charge(rate) => rate,
-        Go::Answer(early) => return Ok(early),
-    };
-    account::touch_key(tx, &account)?;
-    let (answer, low_credit) = decide(tx, sql, &account, req, bank, rate.as_ref())?;
-    if let Some(key) = req.idempotency_key {
-        remember(tx, account.id, key, &answer)?;
+    let outcome = decide(&account, known, bank.as_ref().map(|b| b.cost), req.now);
+    account::apply(tx, sql, &account, &outcome, BANKS_ENDPOINT, req.now)?;
+    let answered = bank_outcome(outcome, bank);
+    if let (Some(key), Some(answer)) = (req.idempotency_key, answered.to_remember()) {
+        remember(tx, account.id, key, answer)?;
     }
-    Ok(ChargeOutcome::Answered {
-        answer,
-        replayed: false,
-        rate,
-        low_credit,
-    })
+    Ok(answered)
 }
 
-/// What `before_charge` says of a request.
-pub(crate) enum Go {
-    /// Go on and charge, with the limiter's allowing word (`None` without
-    /// a limit).
-    Charge(Option<RateState>),
-    /// Answered without charging: a replay, or refused by the limit.
-    Answer(ChargeOutcome),
-}
-
-/// The steps before anything is charged, the same for a single request and
-/// for one in a coalesced batch: the answer already remembered for the
-/// request's key (`known`) is replayed, then the rate limiter may refuse.
-pub(crate) fn before_charge(account: &Account, known: Option<Answer>) -> Go {
-    if let Some(answer) = known {
-        return Go::Answer(ChargeOutcome::Answered {
+/// What `decide` said of a bank lookup, as the bank route answers it; the
+/// same for a single request and for one in a coalesced batch.
+pub(crate) fn bank_outcome(outcome: Outcome<Answer>, bank: Option<Bank>) -> ChargeOutcome {
+    match outcome {
+        Outcome::Replayed { answer, rate } => ChargeOutcome::Answered {
             answer,
             replayed: true,
-            rate: account.rate_now(),
+            rate,
             low_credit: None,
-        });
-    }
-    match account.rate_check() {
-        Ok(rate) => Go::Charge(rate),
-        Err(refused) => Go::Answer(ChargeOutcome::RateLimited(refused)),
-    }
-}
-
-/// The bank lookup's answer, charged when it is a 200.
-fn decide(
-    tx: &mut mysql::Transaction<'_>,
-    sql: &Statements,
-    account: &Account,
-    req: &Charge<'_>,
-    bank: Option<Bank>,
-    rate: Option<&RateState>,
-) -> Result<(Answer, Option<LowCredit>), DbError> {
-    let Some(bank) = bank else {
-        account::save_rate(tx, account, rate.map(|r| r.decision.new_tat))?;
-        return Ok((Answer::UnknownBank, None));
-    };
-    Ok(
-        match account::debit(tx, sql, account, bank.cost, BANKS_ENDPOINT, req.now, rate)? {
-            Debit::Done {
-                credit_remaining,
-                low_credit,
-            } => (
-                Answer::Charged {
-                    bank,
-                    credit_remaining,
-                },
-                low_credit,
-            ),
-            Debit::Insufficient => (
-                Answer::InsufficientCredit {
-                    cost: bank.cost,
-                    credit_remaining: account.credit,
-                    next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
-                },
-                None,
-            ),
         },
-    )
+        Outcome::RateLimited(refused) => ChargeOutcome::RateLimited(refused),
+        Outcome::Counted { verdict, rate, .. } => {
+            let (answer, low_credit) = match (verdict, bank) {
+                (
+                    Verdict::Debited {
+                        credit_remaining,
+                        low_credit,
+                        ..
+                    },
+                    Some(bank),
+                ) => (
+                    Answer::Charged {
+                        bank,
+                        credit_remaining,
+                    },
+                    low_credit,
+                ),
+                (Verdict::Insufficient(short), _) => (Answer::InsufficientCredit(short), None),
+                // Priced only when the bank exists.
+                (Verdict::Unpriced, _) | (Verdict::Debited { .. }, None) => {
+                    (Answer::UnknownBank, None)
+                }
+            };
+            ChargeOutcome::Answered {
+                answer,
+                replayed: false,
+                rate,
+                low_credit,
+            }
+        }
+    }
 }
 
 /// The answer remembered for this key in the last 24 h. Read under the row
@@ -212,23 +194,7 @@ pub(crate) fn remembered(
     user_id: u64,
     key: &IdempotencyKey,
 ) -> Result<Option<Answer>, DbError> {
-    stored_outcome(tx, user_id, key.as_str())
-}
-
-/// The outcome stored under `idem_key` in the last 24 h, if it reads as a
-/// `T`: the bank route's `Answer`, or a gateway route's key state (another
-/// shape counts as none).
-pub(crate) fn stored_outcome<T: serde::de::DeserializeOwned>(
-    tx: &mut impl Queryable,
-    user_id: u64,
-    idem_key: &str,
-) -> Result<Option<T>, DbError> {
-    let stored: Option<String> = tx.exec_first(
-        "SELECT outcome FROM idempotency_keys \
-         WHERE user_id = ? AND idem_key = ? AND created_at > NOW(3) - INTERVAL 1 DAY",
-        (user_id, idem_key),
-    )?;
-    Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
+    idempotency::store::stored_outcome(tx, user_id, key.as_str())
 }
 
 pub(crate) fn remember(
@@ -237,13 +203,7 @@ pub(crate) fn remember(
     key: &IdempotencyKey,
     answer: &Answer,
 ) -> Result<(), DbError> {
-    let json = serde_json::to_string(answer).expect("answers serialise");
-    // REPLACE: an expired row for the same key is taken over.
-    tx.exec_drop(
-        "REPLACE INTO idempotency_keys (user_id, idem_key, outcome) VALUES (?, ?, ?)",
-        (user_id, key.as_str(), json),
-    )?;
-    Ok(())
+    idempotency::store::remember(tx, user_id, key.as_str(), answer)
 }
 
 /// What `GET /api/v1.0/credit` shows.
@@ -285,23 +245,6 @@ pub fn balance(
             .next_refill(now)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     }))
-}
-
-/// Deletes remembered idempotent answers older than their 24 h, in small
-/// batches so that no batch holds locks for long. Returns how many went.
-pub fn expire_idempotency_keys(pool: &Pool) -> Result<u64, DbError> {
-    let mut conn = pool.get()?;
-    let mut total = 0;
-    loop {
-        conn.query_drop(
-            "DELETE FROM idempotency_keys WHERE created_at < NOW(3) - INTERVAL 1 DAY LIMIT 1000",
-        )?;
-        let n = conn.affected_rows();
-        total += n;
-        if n < 1000 {
-            return Ok(total);
-        }
-    }
 }
 
 /// Refills every user whose refill moment in `period` has passed by `now` and
@@ -370,4 +313,88 @@ fn refill_one(pool: &Pool, user_id: u64, p: &str, actor: &str) -> Result<bool, D
     )?;
     tx.commit().map_err(db::commit_failed)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_refusal_keeps_its_shape() {
+        // Rows written before `Insufficient` was one type must still read,
+        // and new ones must read the same.
+        let stored =
+            r#"{"outcome":"insufficient_credit","cost":5,"credit_remaining":3,"next_refill":null}"#;
+        let answer = Answer::InsufficientCredit(Insufficient {
+            cost: 5,
+            credit_remaining: 3,
+            next_refill: None,
+        });
+        assert_eq!(serde_json::to_string(&answer).unwrap(), stored);
+        assert_eq!(serde_json::from_str::<Answer>(stored).unwrap(), answer);
+    }
+
+    fn bofa(cost: i64) -> Bank {
+        Bank {
+            code: "BOFA".into(),
+            name: "Bank of America".into(),
+            country: None,
+            bic: None,
+            cost,
+            data: crate::banks::BankData::from_column("{}".into()),
+        }
+    }
+
+    fn counted(verdict: Verdict) -> Outcome<Answer> {
+        Outcome::Counted {
+            verdict,
+            rate: None,
+            after: Account::for_test(0, None).running(),
+        }
+    }
+
+    #[test]
+    fn each_outcome_becomes_the_bank_routes_answer() {
+        let charged = bank_outcome(
+            counted(Verdict::Debited {
+                cost: 1,
+                credit_remaining: 4,
+                low_credit: None,
+            }),
+            Some(bofa(1)),
+        );
+        let want = Answer::Charged {
+            bank: bofa(1),
+            credit_remaining: 4,
+        };
+        assert_eq!(charged.to_remember(), Some(&want));
+        let short = Insufficient {
+            cost: 5,
+            credit_remaining: 3,
+            next_refill: None,
+        };
+        let refused = bank_outcome(counted(Verdict::Insufficient(short.clone())), Some(bofa(5)));
+        assert_eq!(
+            refused.to_remember(),
+            Some(&Answer::InsufficientCredit(short))
+        );
+        let unknown = bank_outcome(counted(Verdict::Unpriced), None);
+        assert_eq!(unknown.to_remember(), Some(&Answer::UnknownBank));
+    }
+
+    #[test]
+    fn a_replay_is_answered_but_not_remembered_again() {
+        let replay = bank_outcome(
+            Outcome::Replayed {
+                answer: Answer::UnknownBank,
+                rate: None,
+            },
+            None,
+        );
+        assert!(matches!(
+            replay,
+            ChargeOutcome::Answered { replayed: true, .. }
+        ));
+        assert_eq!(replay.to_remember(), None);
+    }
 }

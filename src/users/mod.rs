@@ -2,6 +2,9 @@
 //! implementation of each. Credit changes write their ledger row in the same
 //! transaction.
 
+pub mod import;
+pub mod keys;
+
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -9,11 +12,10 @@ use mysql::prelude::Queryable;
 use mysql::TxOpts;
 use serde::Serialize;
 
+use crate::auth::token;
+use crate::billing::ledger::{self, Event, Reason};
 use crate::db::{DbError, Pool};
-use crate::keys;
-use crate::ledger::{self, Event, Reason};
 use crate::model::{Credit, Email, ImportedToken, Period, RateLimit, RefillDay, Username};
-use crate::token;
 
 #[derive(Debug)]
 pub struct NewUser {
@@ -318,7 +320,7 @@ fn change_credit_once(
     tx.exec_drop(
         format!(
             "UPDATE users SET credit = credit + ?, {} WHERE id = ?",
-            crate::account::REARM_LOW_CREDIT
+            crate::billing::account::REARM_LOW_CREDIT
         ),
         (new - old, user_id),
     )?;

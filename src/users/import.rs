@@ -11,8 +11,8 @@ use chrono::Utc;
 use mysql::prelude::Queryable;
 use mysql::Value;
 
+use crate::billing::ledger::Reason;
 use crate::db::{self, DbError, Pool};
-use crate::ledger::Reason;
 use crate::model::{Credit, ImportedToken, RefillDay, Username};
 use crate::users::{self, NewUser, UserError};
 

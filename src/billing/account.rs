@@ -1,22 +1,25 @@
-//! The steps every paid request takes inside its row-locked transaction,
-//! shared by the bank route (`credit::charge`) and gateway routes
-//! (`gateway::billing`): find the user and the key by the token's hash and
-//! lock the user's row (`lock`), note the key's use (`touch_key`), ask the
-//! rate limiter (`rate_check`, pure), and take the cost (`debit`) — with the
-//! limiter's new state and the low-credit flag written by the same UPDATE,
-//! so a limit costs no extra round trip.
+//! The locked row: the only SQL of charging. Every paid request — the bank
+//! route (`bank::charge`), a coalesced batch (`group`) and gateway
+//! routes (`gateway::billing`) — finds the user and the key by the token's
+//! hash and locks the user's row (`lock`), lets `decide` plan the request
+//! against it (pure: `rate_check`, `plan_debit` are the row's own rules),
+//! then writes the plan (`apply`, or `write_batch` for a batch): the key's
+//! use, the cost, the limiter's new state and the low-credit flag in one
+//! UPDATE, so a limit costs no extra round trip.
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use mysql::prelude::Queryable;
 
+use super::decide::{Outcome, Verdict};
+use crate::auth::token::{self, Credentials};
 use crate::banks;
+use crate::billing::ledger::{self, Event, Reason};
+use crate::billing::ratelimit::{self, Decision};
+use crate::billing::usage;
 use crate::db::{DbError, Statements};
 use crate::model::{next_refill, Period, RateLimit, RefillDay, Username};
-use crate::ratelimit::{self, Decision};
-use crate::token::{self, Credentials};
-use crate::usage;
 
 /// Why authentication failed: for the log only; clients all get one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,71 +320,112 @@ fn take(
 ) -> Result<(), DbError> {
     tx.exec_drop(sql.get(TAKE), (cost, tat, notified, user_id, cost))?;
     if tx.affected_rows() != 1 {
-        return Err(DbError::Conflict(mysql::Error::MySqlError(
-            mysql::MySqlError {
-                state: "40001".into(),
-                code: 1213,
-                message: "the credit changed under the row lock".into(),
-            },
-        )));
+        return Err(DbError::conflict("the credit changed under the row lock"));
     }
     Ok(())
 }
 
-/// Records the key's use, at most once a minute (SPEC: exact to a minute).
+/// Records the key's use, at most once a minute: a key's last use is
+/// shown exact to the minute, and a write per request would cost a row
+/// update on every paid call.
 pub fn touch_key(conn: &mut impl Queryable, account: &Account) -> Result<(), DbError> {
     if account.key_use_due {
-        conn.exec_drop(
-            "UPDATE api_keys SET last_used_at = NOW(3) WHERE id = ?",
-            (account.key_id,),
-        )?;
+        note_key_use(conn, account.key_id)?;
     }
     Ok(())
 }
 
-/// What taking `cost` from a locked account did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Debit {
-    Done {
-        credit_remaining: i64,
-        low_credit: Option<LowCredit>,
-    },
-    Insufficient,
+/// The key-use write itself, for `touch_key` and a batch's one write.
+pub fn note_key_use(conn: &mut impl Queryable, key_id: u64) -> Result<(), DbError> {
+    conn.exec_drop(
+        "UPDATE api_keys SET last_used_at = NOW(3) WHERE id = ?",
+        (key_id,),
+    )?;
+    Ok(())
 }
 
-/// Takes `cost` from the locked account and counts the call under
-/// `endpoint`, or does nothing when the credit is short. `rate` (an allowed
-/// decision) has its new state written either way: a 402 still counts
-/// against the limit.
-pub fn debit(
+/// Gives `amount` back to the user's row, locked for it, and takes it back
+/// out of the `endpoint`'s usage on `day` (the call itself stays counted),
+/// with a `refund` ledger row of delta 0 and the balance after: the credit
+/// returns through usage, so that
+/// `credit = Σ credit_events.delta − Σ usage_daily.credits` holds. Returns
+/// the credit after it.
+pub fn give_back(
+    tx: &mut mysql::Transaction<'_>,
+    user_id: u64,
+    amount: i64,
+    day: NaiveDate,
+    endpoint: &str,
+    actor: &str,
+) -> Result<i64, DbError> {
+    let credit: Option<i64> = tx.exec_first(
+        "SELECT credit FROM users WHERE id = ? FOR UPDATE",
+        (user_id,),
+    )?;
+    let credit = credit.unwrap_or(0) + amount;
+    if amount > 0 {
+        tx.exec_drop(
+            format!("UPDATE users SET credit = credit + ?, {REARM_LOW_CREDIT} WHERE id = ?"),
+            (amount, user_id),
+        )?;
+        tx.exec_drop(
+            "UPDATE usage_daily SET credits = credits - ? \
+             WHERE user_id = ? AND day = ? AND endpoint = ?",
+            (
+                amount,
+                user_id,
+                day.format("%Y-%m-%d").to_string(),
+                endpoint,
+            ),
+        )?;
+        ledger::record(
+            tx,
+            &Event {
+                user_id,
+                delta: 0,
+                balance_after: credit,
+                reason: Reason::Refund,
+                period: None,
+                actor,
+            },
+        )?;
+    }
+    Ok(credit)
+}
+
+/// Writes what `decide` said of one request on its locked row: the key's
+/// use, the limiter's new state, and for a debit the cost and the usage
+/// (counted under `endpoint`). A replay or a refusal by the limit writes
+/// nothing. A 402 still counts against the limit, so its state is written.
+pub fn apply<R>(
     tx: &mut mysql::Transaction<'_>,
     sql: &Statements,
     account: &Account,
-    cost: i64,
+    outcome: &Outcome<R>,
     endpoint: &str,
     now: DateTime<Utc>,
-    rate: Option<&RateState>,
-) -> Result<Debit, DbError> {
+) -> Result<(), DbError> {
+    let Outcome::Counted { verdict, rate, .. } = outcome else {
+        return Ok(());
+    };
+    touch_key(tx, account)?;
     let tat = rate.map(|r| r.decision.new_tat);
-    if account.credit < cost {
-        save_rate(tx, account, tat)?;
-        return Ok(Debit::Insufficient);
+    match verdict {
+        Verdict::Unpriced | Verdict::Insufficient(_) => save_rate(tx, account, tat),
+        Verdict::Debited {
+            cost, low_credit, ..
+        } => {
+            if *cost > 0 || tat.is_some() {
+                take(tx, sql, account.id, *cost, tat, low_credit.is_some())?;
+            }
+            usage::record(tx, sql, account.id, now.date_naive(), endpoint, *cost)
+        }
     }
-    let credit_remaining = account.credit - cost;
-    let low_credit = crossed_low_credit(account, credit_remaining);
-    if cost > 0 || tat.is_some() {
-        take(tx, sql, account.id, cost, tat, low_credit.is_some())?;
-    }
-    usage::record(tx, sql, account.id, now.date_naive(), endpoint, cost)?;
-    Ok(Debit::Done {
-        credit_remaining,
-        low_credit,
-    })
 }
 
 /// Writes the limiter's new state when nothing is debited (a 402, an
 /// unknown bank): the request still counts.
-pub fn save_rate(
+fn save_rate(
     conn: &mut impl Queryable,
     account: &Account,
     tat: Option<i64>,
@@ -413,3 +457,41 @@ fn crossed_low_credit(account: &Account, after: i64) -> Option<LowCredit> {
 /// so `credit` is already the new one).
 pub const REARM_LOW_CREDIT: &str = "low_credit_notified = \
      IF(low_credit IS NOT NULL AND credit >= low_credit, FALSE, low_credit_notified)";
+
+#[cfg(test)]
+impl Account {
+    /// An authenticated account without a limit or a threshold, for the
+    /// unit tests of the decision.
+    pub(crate) fn for_test(credit: i64, monthly_credit: Option<i64>) -> Account {
+        Account {
+            id: 1,
+            username: "alice".into(),
+            credit,
+            monthly_credit,
+            refill_day: 1,
+            credit_period: None,
+            email: None,
+            rate: None,
+            rate_tat: None,
+            low_credit: None,
+            low_credit_notified: false,
+            key_id: 1,
+            key_use_due: false,
+            now_us: 1_000_000_000_000,
+        }
+    }
+
+    pub(crate) fn with_limit(mut self, limit: RateLimit) -> Account {
+        self.rate = Some(limit);
+        self
+    }
+
+    pub(crate) fn with_low_credit(mut self, threshold: i64) -> Account {
+        self.low_credit = Some(threshold);
+        self
+    }
+
+    pub(crate) fn running_now_us(&self) -> i64 {
+        self.now_us
+    }
+}

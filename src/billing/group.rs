@@ -1,7 +1,7 @@
 //! Coalesced charging (`CREDITGATE_COALESCE=on`, off by default): requests
 //! of one user that wait for that user's row are charged together, in ONE
 //! `SELECT … FOR UPDATE` transaction, each decided in arrival order by the
-//! same steps as a single request (`credit::charge_in`: its own
+//! same decision as a single request (`billing::decide`: its own
 //! authentication, idempotency key, rate limit, usage and answer), then one
 //! COMMIT answers them all. One user is otherwise held to one transaction —
 //! one lock hold and one log flush — per request.
@@ -19,7 +19,7 @@
 //! requests only. A failed transaction fails (or, on a conflict, retries)
 //! every request in it, as it would have failed or retried each alone.
 //!
-//! With coalescing off, `credit::charge` is called directly and none of
+//! With coalescing off, `bank::charge` is called directly and none of
 //! this runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,17 +27,17 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use mysql::prelude::Queryable;
 use mysql::TxOpts;
 
-use crate::account::{self, Account, AuthFailure, Running};
+use crate::auth::token::Credentials;
 use crate::banks::{self, Bank};
-use crate::credit::{self, Answer, Charge, ChargeOutcome};
+use crate::billing::account::{self, Account, AuthFailure, Running};
+use crate::billing::bank::{self, Answer, Charge, ChargeOutcome};
+use crate::billing::usage;
+use crate::billing::{decide, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
-use crate::metrics::Metrics;
 use crate::model::{BankCode, IdempotencyKey, Username};
-use crate::token::Credentials;
-use crate::usage;
+use crate::ops::metrics::Metrics;
 
 /// The most requests one transaction decides.
 pub const MAX_BATCH: usize = 64;
@@ -96,7 +96,7 @@ impl Coalescer {
     }
 
     /// Charges `request` together with the other waiting requests of its
-    /// user; answers as `credit::charge` would have.
+    /// user; answers as `bank::charge` would have.
     pub fn charge(&self, pool: &Pool, metrics: &Metrics, request: Request) -> Reply {
         let name = match account::lookup_name(&request.credentials) {
             Ok(name) => name,
@@ -140,7 +140,7 @@ impl Coalescer {
     /// retried whole on a conflict, like a single transaction. `mine` is
     /// the leader's own (token, bank): its bank is read before the
     /// transaction and its account is what takes the lock, as a single
-    /// request's would (`credit::charge_once`), so that a batch of one costs
+    /// request's would (`bank::charge_once`), so that a batch of one costs
     /// what a single request does. Returns how many requests the batch held.
     fn lead(
         &self,
@@ -164,7 +164,7 @@ impl Coalescer {
             let outcomes = if let [alone] = requests.as_slice() {
                 // Nobody joined: the single request's own steps, which the
                 // batch's bookkeeping would only repeat more slowly.
-                vec![credit::charge_locked(&mut tx, &sql, account, alone, bank)?]
+                vec![bank::charge_locked(&mut tx, &sql, account, alone, bank)?]
             } else {
                 let seen = Seen {
                     token: mine.0,
@@ -192,7 +192,7 @@ impl Coalescer {
             }
             Err(e) => {
                 for entry in entries {
-                    let _ = entry.reply.send(Err(copy(&e)));
+                    let _ = entry.reply.send(Err(DbError::again(&e)));
                 }
             }
         }
@@ -215,7 +215,7 @@ impl Coalescer {
 }
 
 /// What a batch has decided so far, before its one write.
-struct Ledger {
+struct Book {
     user_id: u64,
     start: Option<Running>,
     now: Option<Running>,
@@ -237,7 +237,7 @@ struct Seen<'a> {
 }
 
 /// Decides every request in arrival order against the running balance,
-/// limiter and notice — the steps of `credit::charge_in`, with the bank and
+/// limiter and notice — the steps of `bank::charge_in`, with the bank and
 /// each token looked up once per batch — then writes once: one UPDATE of the
 /// user's row, one usage upsert per endpoint and day, the idempotent answers.
 fn decide_all<'a>(
@@ -251,7 +251,7 @@ fn decide_all<'a>(
         HashMap::from([(seen.token, seen.account)]);
     let mut banks: HashMap<BankCode, Option<Bank>> =
         HashMap::from([(seen.bank_code.clone(), seen.bank)]);
-    let mut book = Ledger {
+    let mut book = Book {
         user_id: 0,
         start: None,
         now: None,
@@ -284,85 +284,56 @@ fn decide_all<'a>(
     Ok(outcomes)
 }
 
+/// One request of the batch: `decide` against the running row, then the
+/// plan kept in `book` for the batch's one write.
 fn decide_one(
     tx: &mut mysql::Transaction<'_>,
     sql: &Statements,
     account: &Account,
     req: &Charge<'_>,
     banks: &mut HashMap<BankCode, Option<Bank>>,
-    book: &mut Ledger,
+    book: &mut Book,
 ) -> Result<ChargeOutcome, DbError> {
     // An answer this batch gave the key counts as remembered too.
     let known = match req.idempotency_key {
         Some(key) => match book.remembered.get(key.as_str()) {
             Some(answer) => Some(answer.clone()),
-            None => credit::remembered(tx, account.id, key)?,
+            None => bank::remembered(tx, account.id, key)?,
         },
         None => None,
     };
-    let rate = match credit::before_charge(account, known) {
-        credit::Go::Charge(rate) => rate,
-        credit::Go::Answer(early) => return Ok(early),
-    };
-    let mut running = account.running();
-    if let Some(r) = &rate {
-        running.rate_tat = Some(r.decision.new_tat);
-    }
-    if let (id, true) = account.key() {
-        book.touched.insert(id);
-    }
     if !banks.contains_key(req.bank) {
         let bank = banks::find(tx, sql, req.bank)?;
         banks.insert(req.bank.clone(), bank);
     }
-    let (answer, low_credit) = match &banks[req.bank] {
-        None => (Answer::UnknownBank, None),
-        Some(bank) => match account.plan_debit(bank.cost) {
-            None => (
-                Answer::InsufficientCredit {
-                    cost: bank.cost,
-                    credit_remaining: account.credit,
-                    next_refill: account.next_refill(req.now).map(|t| t.timestamp()),
-                },
-                None,
-            ),
-            Some((after, low)) => {
-                running.credit = after.credit;
-                running.low_credit_notified = after.low_credit_notified;
-                book.taken += bank.cost;
-                let day = req.now.date_naive();
-                let usage = book
-                    .usage
-                    .entry((credit::BANKS_ENDPOINT.to_string(), day))
-                    .or_insert((0, 0));
-                usage.0 += 1;
-                usage.1 += bank.cost;
-                (
-                    Answer::Charged {
-                        bank: bank.clone(),
-                        credit_remaining: after.credit,
-                    },
-                    low,
-                )
-            }
-        },
-    };
-    book.now = Some(running);
-    if let Some(key) = req.idempotency_key {
+    let bank = banks[req.bank].clone();
+    let outcome = decide(account, known, bank.as_ref().map(|b| b.cost), req.now);
+    if let Outcome::Counted { verdict, after, .. } = &outcome {
+        book.now = Some(*after);
+        if let (id, true) = account.key() {
+            book.touched.insert(id);
+        }
+        if let Verdict::Debited { cost, .. } = verdict {
+            book.taken += cost;
+            let usage = book
+                .usage
+                .entry((bank::BANKS_ENDPOINT.to_string(), req.now.date_naive()))
+                .or_insert((0, 0));
+            usage.0 += 1;
+            usage.1 += cost;
+        }
+    }
+    let answered = bank::bank_outcome(outcome, bank);
+    if let (Some(key), Some(answer)) = (req.idempotency_key, answered.to_remember()) {
         book.remembered
             .insert(key.as_str().to_string(), answer.clone());
         book.to_remember.push((key.clone(), answer.clone()));
     }
-    Ok(ChargeOutcome::Answered {
-        answer,
-        replayed: false,
-        rate,
-        low_credit,
-    })
+    Ok(answered)
 }
 
 /// The batch's one write, inside its transaction.
-fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Ledger) -> Result<(), DbError> {
+fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Book) -> Result<(), DbError> {
     let (Some(start), Some(end)) = (book.start, book.now) else {
         return Ok(()); // nobody authenticated: nothing to write
     };
@@ -373,13 +344,10 @@ fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Ledger) -> Res
         usage::record_many(tx, sql, book.user_id, *day, endpoint, *calls, *credits)?;
     }
     for (key, answer) in &book.to_remember {
-        credit::remember(tx, book.user_id, key, answer)?;
+        bank::remember(tx, book.user_id, key, answer)?;
     }
     for id in &book.touched {
-        tx.exec_drop(
-            "UPDATE api_keys SET last_used_at = NOW(3) WHERE id = ?",
-            (id,),
-        )?;
+        account::note_key_use(tx, *id)?;
     }
     Ok(())
 }
@@ -387,27 +355,5 @@ fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Ledger) -> Res
 /// The leader went away without answering (it panicked): nothing was
 /// committed for this request by a transaction it can know of.
 fn lost() -> DbError {
-    DbError::Query(mysql::Error::MySqlError(mysql::MySqlError {
-        state: "HY000".into(),
-        code: 0,
-        message: "the coalesced batch ended without an answer".into(),
-    }))
-}
-
-/// The same failure for each request of a failed batch, keeping the class
-/// that decides the answer: in doubt stays in doubt, a conflict a conflict.
-fn copy(e: &DbError) -> DbError {
-    let inner = |code: u16| {
-        mysql::Error::MySqlError(mysql::MySqlError {
-            state: "HY000".into(),
-            code,
-            message: e.to_string(),
-        })
-    };
-    match e {
-        DbError::CommitUnknown(_) => DbError::CommitUnknown(inner(0)),
-        DbError::Conflict(_) => DbError::Conflict(inner(1213)),
-        DbError::Unavailable(_) => DbError::Query(inner(2013)),
-        _ => DbError::Query(inner(0)),
-    }
+    DbError::failed("the coalesced batch ended without an answer")
 }

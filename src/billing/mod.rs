@@ -1,0 +1,22 @@
+//! Money: every paid request — a bank lookup, one of a coalesced batch, a
+//! gateway route's call — goes through ONE decision (`decide`, pure) and
+//! ONE module that does the SQL of charging on the locked row (`account`).
+//! The coming charge API, holds and group charging call the same two, so
+//! that the rules of what a request costs and when it is refused are
+//! written once.
+//!
+//! - `decide`: replay? → rate limit → enough credit? → debit, one `Outcome`
+//! - `account`: lock and authenticate the row, `apply` an outcome, refunds
+//! - `bank`: the paid bank lookup, the balance, the monthly refill
+//! - `group`: coalesced batches (one user's waiting charges, one commit)
+//! - `ratelimit`: GCRA, pure; `usage` and `ledger`: the books beside the credit
+
+pub mod account;
+pub mod bank;
+pub mod decide;
+pub mod group;
+pub mod ledger;
+pub mod ratelimit;
+pub mod usage;
+
+pub use decide::{decide, Insufficient, Outcome, Verdict};
