@@ -2,11 +2,10 @@
 //! cap, decoded into fields. The parser is pure; what a field must hold is
 //! decided by the domain's own parsers (`Credit::parse`, `NewRoute`, …).
 
-use std::io::Read;
-
 use rouille::Request;
 
 use super::error::ConsoleError;
+use crate::http::extract::{bounded_body, BodyError};
 
 /// Console forms are a few short fields; anything bigger is refused.
 const MAX_BODY_BYTES: u64 = 16 * 1024;
@@ -68,15 +67,10 @@ pub fn read(req: &Request) -> Result<Form, ConsoleError> {
             "send the form as application/x-www-form-urlencoded".into(),
         ));
     }
-    let mut bytes = Vec::new();
-    if let Some(body) = req.data() {
-        body.take(MAX_BODY_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|_| ConsoleError::BadInput("the form could not be read".into()))?;
-    }
-    if bytes.len() as u64 > MAX_BODY_BYTES {
-        return Err(ConsoleError::BadInput("the form is over 16 KiB".into()));
-    }
+    let bytes = bounded_body(req, MAX_BODY_BYTES).map_err(|e| match e {
+        BodyError::Unreadable => ConsoleError::BadInput("the form could not be read".into()),
+        BodyError::TooLarge => ConsoleError::BadInput("the form is over 16 KiB".into()),
+    })?;
     Ok(parse(&String::from_utf8_lossy(&bytes)))
 }
 

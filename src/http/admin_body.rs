@@ -3,11 +3,10 @@
 //! unknown fields refused, credit amounts as whole numbers. Its own file so
 //! that `admin` and `admin_keys` do not import each other.
 
-use std::io::Read;
-
 use rouille::Request;
 use serde_json::{Map, Value};
 
+use super::extract::{bounded_body, BodyError};
 use super::ApiError;
 use crate::model::{whole_number, Credit, Username};
 
@@ -31,15 +30,10 @@ pub(super) fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError>
             ));
         }
     }
-    let mut bytes = Vec::new();
-    if let Some(body) = req.data() {
-        body.take(MAX_BODY_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|_| ApiError::InvalidBody("the body could not be read".into()))?;
-    }
-    if bytes.len() as u64 > MAX_BODY_BYTES {
-        return Err(ApiError::InvalidBody("the body is over 64 KiB".into()));
-    }
+    let bytes = bounded_body(req, MAX_BODY_BYTES).map_err(|e| match e {
+        BodyError::Unreadable => ApiError::InvalidBody("the body could not be read".into()),
+        BodyError::TooLarge => ApiError::InvalidBody("the body is over 64 KiB".into()),
+    })?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::InvalidBody(

@@ -9,6 +9,7 @@ use chrono::Utc;
 use rouille::{Request, Response, ResponseBody};
 
 use super::api::{credentials, idempotency_key, notify_low_credit};
+use super::extract::{bounded_body, BodyError};
 use super::{unauthorized, ApiError, Ctx};
 use crate::app::AppState;
 use crate::billing::ratelimit;
@@ -112,16 +113,13 @@ fn read_body(req: &Request, limit: u64) -> Result<Option<Vec<u8>>, ApiError> {
             return Err(ApiError::BodyTooLarge { limit });
         }
     }
-    let mut bytes = Vec::new();
-    if let Some(body) = req.data() {
-        body.take(limit + 1).read_to_end(&mut bytes).map_err(|_| {
-            ApiError::InvalidBody("the request body was cut short or sent too slowly".into())
-        })?;
+    match bounded_body(req, limit) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(BodyError::TooLarge) => Err(ApiError::BodyTooLarge { limit }),
+        Err(BodyError::Unreadable) => Err(ApiError::InvalidBody(
+            "the request body was cut short or sent too slowly".into(),
+        )),
     }
-    if bytes.len() as u64 > limit {
-        return Err(ApiError::BodyTooLarge { limit });
-    }
-    Ok(Some(bytes))
 }
 
 /// The upstream's status, headers and body, streamed as it arrives; the

@@ -6,6 +6,7 @@ mod admin_body;
 mod admin_keys;
 mod api;
 mod error;
+pub(crate) mod extract;
 mod gateway;
 mod legacy;
 #[cfg(test)]

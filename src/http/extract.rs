@@ -1,0 +1,53 @@
+//! What every edge takes from a request the same way: a body read within a
+//! size limit (the admin API's JSON, the console's forms, a gateway route's
+//! body). One reader, so that the limit, the error for a body cut short and
+//! the "read one byte more to tell too large" rule live once. Credentials
+//! and the admin token have their one home too: `api::credentials` and
+//! `auth::token::same_secret`.
+
+use std::io::Read;
+
+use rouille::Request;
+
+/// Why a body was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Cut short, too slow (the edge's minimum rate) or otherwise unreadable.
+    Unreadable,
+    /// Over the limit (by what was read; the rest is left unread).
+    TooLarge,
+}
+
+/// The whole body, at most `limit` bytes; an absent body is empty.
+pub fn bounded_body(req: &Request, limit: u64) -> Result<Vec<u8>, BodyError> {
+    let mut bytes = Vec::new();
+    if let Some(body) = req.data() {
+        body.take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|_| BodyError::Unreadable)?;
+    }
+    if bytes.len() as u64 > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(body: &[u8]) -> Request {
+        Request::fake_http("POST", "/x", vec![], body.to_vec())
+    }
+
+    #[test]
+    fn a_body_within_the_limit_is_read_whole() {
+        assert_eq!(bounded_body(&post(b"abc"), 3), Ok(b"abc".to_vec()));
+        assert_eq!(bounded_body(&post(b""), 3), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn one_byte_over_the_limit_is_too_large() {
+        assert_eq!(bounded_body(&post(b"abcd"), 3), Err(BodyError::TooLarge));
+    }
+}
