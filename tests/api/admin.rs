@@ -4,7 +4,7 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::helpers::{request, spawn_app, spawn_app_with, TestApp};
+use crate::support::helpers::{request, spawn_app, spawn_app_with, TestApp};
 
 /// The User JSON fields of the SPEC (the second stage added `rate_limit`
 /// and `low_credit`), in no particular order.

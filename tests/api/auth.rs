@@ -3,7 +3,7 @@
 
 use base64::Engine;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::support::helpers::{spawn_app, spawn_app_with};
 
 #[test]
 fn all_four_credential_forms_are_accepted_and_charged() {

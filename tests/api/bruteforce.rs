@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::helpers::{parse_response, spawn_app_with, Resp, TestApp};
+use crate::support::helpers::{parse_response, spawn_app_with, Resp, TestApp};
 
 /// One request, sent from `source` (port chosen by the kernel).
 fn from(source: [u8; 4], app: &TestApp, method: &str, path: &str, auth: &str) -> Resp {

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use crate::helpers::{in_parallel, request, spawn_app};
+use crate::support::helpers::{in_parallel, request, spawn_app};
 
 /// 32 clients send `total` requests between them for one user.
 fn hammer(
-    app: &crate::helpers::TestApp,
+    app: &crate::support::helpers::TestApp,
     token: &str,
     bank: &str,
     total: usize,

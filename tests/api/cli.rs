@@ -5,7 +5,7 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::helpers::{creditgate, server_url, spawn_app, TestDb};
+use crate::support::helpers::{creditgate, server_url, spawn_app, TestDb};
 
 fn show_json(db: &TestDb, name: &str) -> Value {
     let out = creditgate(&db.url, &["user", "show", name, "--json"]);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::helpers::{in_parallel, request, spawn_app_with, Resp, TestApp};
+use crate::support::helpers::{in_parallel, request, spawn_app_with, Resp, TestApp};
 
 fn coalescing_app() -> TestApp {
     spawn_app_with(&[("CREDITGATE_COALESCE", "on")])

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mysql::prelude::Queryable;
 
-use crate::helpers::{request, spawn_app};
+use crate::support::helpers::{request, spawn_app};
 
 fn deadlocks(conn: &mut impl Queryable) -> i64 {
     let row: Option<(String, i64)> = conn

@@ -10,7 +10,7 @@ use creditgate::model::Username;
 use creditgate::users;
 use creditgate::users::keys;
 
-use crate::helpers::{request, spawn_app, spawn_app_with, Resp, TestApp};
+use crate::support::helpers::{request, spawn_app, spawn_app_with, Resp, TestApp};
 
 /// A browser's part: one session cookie and the CSRF token of its pages.
 struct Browser<'a> {

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::daemon::Daemon;
-use crate::helpers::{parse_response, request, spawn_app_with, Resp, TestApp, TestDb};
 use crate::hostile::{connect, read_until_closed};
-use crate::upstream::Upstream;
+use crate::support::daemon::Daemon;
+use crate::support::helpers::{parse_response, request, spawn_app_with, Resp, TestApp, TestDb};
+use crate::support::upstream::Upstream;
 
 /// A server with short edge deadlines, a route `/r` to a real upstream
 /// (cost 1), `alice` (100 credits) and `bob` (100 credits).

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
 
-use crate::helpers::{in_parallel, request, TestDb, TestServer};
-use crate::proxy::Proxy;
+use crate::support::helpers::{in_parallel, request, TestDb, TestServer};
+use crate::support::proxy::Proxy;
 
 /// One answer seen by a client.
 #[derive(Debug, Clone)]

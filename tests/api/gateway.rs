@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::daemon::Daemon;
-use crate::helpers::{
+use crate::support::daemon::Daemon;
+use crate::support::helpers::{
     creditgate, in_parallel, request, send_raw, spawn_app, spawn_app_with, Resp, TestApp, TestDb,
     TestServer,
 };
-use crate::upstream::Upstream;
+use crate::support::upstream::Upstream;
 
 /// A server, an upstream, and alice with `credit`.
 struct World {
@@ -425,7 +425,7 @@ fn an_upstream_that_never_answers_is_504_after_the_timeout_and_refunded() {
 
 #[test]
 fn an_oversized_body_is_413_before_any_charge() {
-    let app = crate::helpers::spawn_app_with(&[("CREDITGATE_MAX_BODY_BYTES", "1000")]);
+    let app = crate::support::helpers::spawn_app_with(&[("CREDITGATE_MAX_BODY_BYTES", "1000")]);
     let token = app.db.add_user("alice", 10);
     let upstream = Upstream::start();
     let body = json!({ "prefix": "/b", "upstream": upstream.url() }).to_string();
@@ -525,7 +525,7 @@ fn a_slow_body_is_not_charged_until_it_has_arrived() {
     s.write_all(b"world").unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    let r = crate::helpers::parse_response(&out).unwrap();
+    let r = crate::support::helpers::parse_response(&out).unwrap();
     assert_eq!(echoed(&r)["body"], "helloworld");
     assert_eq!(w.credit(), 9);
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use mysql::prelude::Queryable;
 
-use crate::helpers::{
+use crate::support::helpers::{
     parse_response, request, send_raw, spawn_app, spawn_app_with, Resp, TestApp, TestDb,
 };
 

@@ -4,8 +4,8 @@
 
 use mysql::prelude::Queryable;
 
-use crate::helpers::creditgate;
-use crate::helpers::{request, spawn_app, TestDb};
+use crate::support::helpers::creditgate;
+use crate::support::helpers::{request, spawn_app, TestDb};
 
 /// A second fresh database holding only the sample's `users` table (plus
 /// `table`, when it is another name) with these rows.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::helpers::{request, spawn_app, spawn_app_with, TestApp};
+use crate::support::helpers::{request, spawn_app, spawn_app_with, TestApp};
 
 fn jobs(app: &TestApp) -> Vec<Value> {
     let r = app.admin("GET", "/admin/v1/jobs", None);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mysql::prelude::Queryable;
 use serde_json::{json, Value};
 
-use crate::helpers::{creditgate, spawn_app, spawn_app_on, TestApp, TestDb};
+use crate::support::helpers::{creditgate, spawn_app, spawn_app_on, TestApp, TestDb};
 
 fn paid(app: &TestApp, user: &str, token: &str) -> u16 {
     app.bank(user, token, "BOFA").status

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use mysql::prelude::Queryable;
 
-use crate::helpers::creditgate;
-use crate::helpers::{request, spawn_app, TestApp};
 use crate::import::legacy_db;
+use crate::support::helpers::creditgate;
+use crate::support::helpers::{request, spawn_app, TestApp};
 
 fn ok(app: &TestApp, user: &str, token: &str, bank: &str) {
     let r = app.bank(user, token, bank);

@@ -7,9 +7,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::daemon::Daemon;
-use crate::helpers::{creditgate, TestDb};
 use crate::import::legacy_db;
+use crate::support::daemon::Daemon;
+use crate::support::helpers::{creditgate, TestDb};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/legacy_client.py");
 

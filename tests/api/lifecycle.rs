@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use mysql::prelude::Queryable;
 use serde_json::json;
 
-use crate::daemon::Daemon;
-use crate::helpers::{request, spawn_app, spawn_app_with, TestDb};
-use crate::smtp::SmtpServer;
+use crate::support::daemon::Daemon;
+use crate::support::helpers::{request, spawn_app, spawn_app_with, TestDb};
+use crate::support::smtp::SmtpServer;
 
 const ADMIN: &str = "lifecycle-admin-token";
 const PREFIX: &str = "[cg-test] ";
@@ -35,7 +35,7 @@ fn daemon_env<'a>(db_url: &'a str, smtp: &'a str) -> Vec<(&'a str, &'a str)> {
 }
 
 /// The one mail whose subject is `subject` (after the prefix).
-fn mail_with_subject(smtp: &SmtpServer, subject: &str) -> crate::smtp::Received {
+fn mail_with_subject(smtp: &SmtpServer, subject: &str) -> crate::support::smtp::Received {
     let want = format!("{PREFIX}{subject}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

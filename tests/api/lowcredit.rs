@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::helpers::{creditgate, request, spawn_app_with, TestApp};
-use crate::smtp::SmtpServer;
+use crate::support::helpers::{creditgate, request, spawn_app_with, TestApp};
+use crate::support::smtp::SmtpServer;
 
 fn app_with_mail(smtp: &SmtpServer) -> TestApp {
     let url = smtp.url();
@@ -17,7 +17,7 @@ fn app_with_mail(smtp: &SmtpServer) -> TestApp {
     ])
 }
 
-fn notices(smtp: &SmtpServer) -> Vec<crate::smtp::Received> {
+fn notices(smtp: &SmtpServer) -> Vec<crate::support::smtp::Received> {
     smtp.messages()
         .into_iter()
         .filter(|m| m.subject().contains("low credit"))

@@ -11,10 +11,10 @@ use creditgate::app::{standard_jobs, MAIL_WAIT};
 use creditgate::ops::mail::{Mailer, SMTP_TIMEOUT};
 use creditgate::ops::metrics::Metrics;
 
-use crate::daemon::Daemon;
-use crate::helpers::{spawn_app_on, spawn_app_with, test_config, TestDb};
-use crate::proxy::Proxy;
-use crate::smtp::SmtpServer;
+use crate::support::daemon::Daemon;
+use crate::support::helpers::{spawn_app_on, spawn_app_with, test_config, TestDb};
+use crate::support::proxy::Proxy;
+use crate::support::smtp::SmtpServer;
 
 const PREFIX: &str = "[cg-test] ";
 

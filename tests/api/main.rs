@@ -1,12 +1,9 @@
 //! One integration-test binary (one link): each module drives the real code
 //! against a real MariaDB, each test in its own fresh database.
 
-mod daemon;
-mod helpers;
-mod proxy;
+mod support;
+
 mod ratelimit;
-mod smtp;
-mod upstream;
 
 mod admin;
 mod auth;

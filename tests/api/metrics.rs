@@ -4,7 +4,7 @@
 
 use prometheus_parse::{Sample, Scrape, Value};
 
-use crate::helpers::{request, spawn_app_with, TestApp};
+use crate::support::helpers::{request, spawn_app_with, TestApp};
 
 struct Metrics {
     samples: Vec<Sample>,

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{request, spawn_app, Resp};
+use crate::support::helpers::{request, spawn_app, Resp};
 
 /// The body, de-chunked when tiny_http sent it chunked (it does over 32 KiB).
 fn body(r: &Resp) -> String {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sfv::{BareItem, ListEntry, Parser};
 
-use crate::helpers::{creditgate, in_parallel, request, spawn_app, Resp, TestServer};
-use crate::upstream::Upstream;
+use crate::support::helpers::{creditgate, in_parallel, request, spawn_app, Resp, TestServer};
+use crate::support::upstream::Upstream;
 
 /// The one member of a RateLimit header, `"user"` with its parameters.
 fn sf_params(value: &str) -> Vec<(String, i64)> {

@@ -11,8 +11,8 @@ use creditgate::billing::bank::refill;
 use creditgate::model::Period;
 use mysql::prelude::Queryable;
 
-use crate::daemon::BIN;
-use crate::helpers::{in_parallel, spawn_app_on, TestDb};
+use crate::support::daemon::BIN;
+use crate::support::helpers::{in_parallel, spawn_app_on, TestDb};
 
 fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap()

@@ -12,7 +12,7 @@ use creditgate::ops::jobs::Jobs;
 use creditgate::ops::metrics::Metrics;
 use creditgate::ops::shutdown::Shutdown;
 
-use crate::helpers::{request, spawn_app, test_config};
+use crate::support::helpers::{request, spawn_app, test_config};
 
 #[test]
 fn health_ready_and_warmup_answer() {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use mysql::prelude::Queryable;
 
-use crate::helpers::{request, Resp, TestDb};
+use crate::support::helpers::{request, Resp, TestDb};
 
 /// The binary running as a daemon, with its output collected.
 struct Daemon {

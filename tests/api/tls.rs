@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::daemon::Daemon;
-use crate::helpers::{parse_response, spawn_app_with, Resp, TestDb};
 use crate::hostile::read_until_closed;
-use crate::upstream::Upstream;
+use crate::support::daemon::Daemon;
+use crate::support::helpers::{parse_response, spawn_app_with, Resp, TestDb};
+use crate::support::upstream::Upstream;
 
 /// A CA and a leaf certificate for 127.0.0.1, in a fresh folder.
 struct Certs {

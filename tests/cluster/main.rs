@@ -7,11 +7,11 @@
 //! Run one test at a time (`--test-threads=1`): the failover test kills and
 //! restarts a node of the one cluster.
 
-#[path = "../api/helpers.rs"]
+#[path = "../api/support/helpers.rs"]
 mod helpers;
-#[path = "../api/smtp.rs"]
+#[path = "../api/support/smtp.rs"]
 mod smtp;
-#[path = "../api/upstream.rs"]
+#[path = "../api/support/upstream.rs"]
 mod upstream;
 
 use std::net::SocketAddr;

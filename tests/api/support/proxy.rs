@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::helpers::server_url;
+use crate::support::helpers::server_url;
 
 pub struct Proxy {
     addr: SocketAddr,
