@@ -27,7 +27,7 @@ use crate::http::{self, BindError, HttpServer};
 use crate::idempotency;
 use crate::model::Period;
 use crate::ops::cluster::{self, Instance, Watch};
-use crate::ops::jobs::{Job, Jobs};
+use crate::ops::jobs::{Job, JobError, Jobs};
 use crate::ops::mail::Mailer;
 use crate::ops::metrics::Metrics;
 use crate::ops::notify::Systemd;
@@ -278,7 +278,7 @@ pub fn standard_jobs(
                 "job:monthly-refill",
             )
             .map(|n| format!("{n} user(s) refilled"))
-            .map_err(|e| error_chain(&e))
+            .map_err(JobError::doing("refill"))
         }) as crate::ops::jobs::JobFn
     };
     // Remembered idempotent answers are only replayed for 24 h; without this
@@ -288,7 +288,7 @@ pub fn standard_jobs(
         Box::new(move || {
             idempotency::store::expire(&pool)
                 .map(|n| format!("{n} expired idempotency key(s) deleted"))
-                .map_err(|e| error_chain(&e))
+                .map_err(JobError::doing("expiry"))
         }) as crate::ops::jobs::JobFn
     };
     Jobs::new(
@@ -316,7 +316,7 @@ impl Heartbeat {
     /// Pings the database and records this instance as live; mails once
     /// when the database goes down and once when it is back, and once when
     /// live instances start writing through more than one Galera node.
-    fn run(&self) -> Result<String, String> {
+    fn run(&self) -> Result<String, JobError> {
         match db::ping(&self.pool) {
             Ok(()) => {
                 if !self.was_up.swap(true, SeqCst) {
@@ -336,7 +336,10 @@ impl Heartbeat {
                         &format!("The database does not answer: {why}"),
                     );
                 }
-                Err(format!("database down: {why}"))
+                Err(JobError {
+                    doing: "database down",
+                    cause: e,
+                })
             }
         }
     }

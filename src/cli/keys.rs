@@ -83,10 +83,10 @@ fn expiry(expires: Option<&str>, ttl: Option<&str>) -> Result<Option<DateTime<Ut
     if let Some(t) = expires {
         return parse_time(t)
             .map(Some)
-            .map_err(|_| CliError(format!("--expires takes an RFC 3339 time, not {t:?}")));
+            .map_err(|_| CliError::flag("--expires", format!("an RFC 3339 time, not {t:?}")));
     }
     let Some(ttl) = ttl else { return Ok(None) };
-    let span = Span::parse(ttl).map_err(|e| CliError(format!("--ttl: {e}")))?;
+    let span = Span::parse(ttl).map_err(|e| CliError::flag("--ttl", e))?;
     let span = chrono::Duration::from_std(span.get()).expect("at most ten years");
     Ok(Some(Utc::now() + span))
 }
@@ -114,7 +114,7 @@ fn key_table(list: &[Key]) -> String {
 
 /// `user rotate NAME [--grace 24h]`.
 pub fn rotate(pool: &Pool, name: &str, grace: &str) -> Result<(), CliError> {
-    let grace = Span::parse(grace).map_err(|e| CliError(format!("--grace: {e}")))?;
+    let grace = Span::parse(grace).map_err(|e| CliError::flag("--grace", e))?;
     let token = keys::rotate(pool, &Username::parse(name)?, grace)?;
     println!("{token}");
     if grace.get().is_zero() {
@@ -141,7 +141,7 @@ pub fn limit(pool: &Pool, name: &str, rate: &str) -> Result<User, CliError> {
 pub fn notify(pool: &Pool, name: &str, low_credit: &str) -> Result<User, CliError> {
     let threshold = match low_credit.trim() {
         "off" => None,
-        n => Some(Credit::parse(n).map_err(|e| CliError(format!("--low-credit: {e}")))?),
+        n => Some(Credit::parse(n).map_err(|e| CliError::flag("--low-credit", e))?),
     };
     Ok(users::set_low_credit(
         pool,

@@ -225,13 +225,39 @@ pub struct UsageArgs {
     pub json: bool,
 }
 
-/// A one-line reason for a non-zero exit.
+/// Why a command exits non-zero; printed as one line.
 #[derive(Debug)]
-pub struct CliError(pub String);
+pub enum CliError {
+    /// A flag's value is refused; `flag` names it (`--add`, `--ttl`, …).
+    Flag { flag: String, why: String },
+    /// The command cannot run as it was asked (which flags go together,
+    /// what must exist first).
+    Usage(&'static str),
+    /// The database could not be reached; `why` is the driver's words.
+    Connect(String),
+    /// A failure below the CLI (database, domain rule); its cause chain is
+    /// printed.
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl CliError {
+    /// A refused flag value, with the parse error's own words.
+    pub fn flag(flag: impl Into<String>, why: impl fmt::Display) -> CliError {
+        CliError::Flag {
+            flag: flag.into(),
+            why: why.to_string(),
+        }
+    }
+}
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            CliError::Flag { flag, why } => write!(f, "{flag}: {why}"),
+            CliError::Usage(what) => f.write_str(what),
+            CliError::Connect(why) => write!(f, "cannot connect to DATABASE_URL: {why}"),
+            CliError::Failed(e) => f.write_str(&error_chain(&**e)),
+        }
     }
 }
 
@@ -241,7 +267,7 @@ macro_rules! cli_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for CliError {
             fn from(e: $t) -> Self {
-                CliError(error_chain(&e))
+                CliError::Failed(Box::new(e))
             }
         }
     )*};
@@ -314,7 +340,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             data,
         }) => {
             let data: serde_json::Value = serde_json::from_str(&data)
-                .map_err(|e| CliError(format!("--data is not JSON: {e}")))?;
+                .map_err(|e| CliError::flag("--data", format!("not JSON: {e}")))?;
             let bank = banks::add(
                 &connect(&config)?,
                 NewBank {
@@ -371,10 +397,10 @@ fn probe(url: &str) -> Result<(), CliError> {
     match db::connect_once(url) {
         Ok(_) => Ok(()),
         // `migrate` creates the database.
-        Err(DbError::UnknownDatabase(_)) => Err(CliError(
-            "the database of DATABASE_URL does not exist yet: run `creditgate migrate`".into(),
+        Err(DbError::UnknownDatabase(_)) => Err(CliError::Usage(
+            "the database of DATABASE_URL does not exist yet: run `creditgate migrate`",
         )),
-        Err(DbError::Query(e)) => Err(CliError(format!("cannot connect to DATABASE_URL: {e}"))),
+        Err(DbError::Query(e)) => Err(CliError::Connect(e.to_string())),
         Err(e) => Err(e.into()),
     }
 }
@@ -443,10 +469,10 @@ fn user(pool: &Pool, cmd: UserCommand) -> Result<(), CliError> {
         UserCommand::Credit { name, add, set } => {
             let change = match (add, set) {
                 (Some(a), None) => {
-                    CreditChange::Add(parse_delta(&a).map_err(|e| CliError(format!("--add: {e}")))?)
+                    CreditChange::Add(parse_delta(&a).map_err(|e| CliError::flag("--add", e))?)
                 }
                 (None, Some(s)) => CreditChange::Set(Credit::parse(&s)?),
-                _ => return Err(CliError("give exactly one of --add N or --set N".into())),
+                _ => return Err(CliError::Usage("give exactly one of --add N or --set N")),
             };
             print_user(
                 &users::change_credit(pool, &Username::parse(&name)?, change, &actor())?,
@@ -487,7 +513,7 @@ fn route(pool: &Pool, cmd: RouteCommand) -> Result<(), CliError> {
                 upstream,
                 cost: Some(
                     Credit::parse(&cost)
-                        .map_err(|e| CliError(format!("--cost: {e}")))?
+                        .map_err(|e| CliError::flag("--cost", e))?
                         .get(),
                 ),
                 methods: vec![methods],
@@ -685,7 +711,7 @@ fn user_table(list: &[User]) -> String {
 
 fn usage_report(pool: &Pool, args: UsageArgs) -> Result<(), CliError> {
     let day = |flag: &str, v: Option<String>| {
-        v.map(|v| Day::parse(&v).map_err(|e| CliError(format!("{flag}: {e}"))))
+        v.map(|v| Day::parse(&v).map_err(|e| CliError::flag(flag, e)))
             .transpose()
     };
     let filter = Filter {

@@ -13,9 +13,35 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clokwerk::{ScheduleHandle, Scheduler, TimeUnits};
 use serde::Serialize;
 
+use crate::db::DbError;
+use crate::error::error_chain;
 use crate::ops::metrics::Metrics;
 
-pub type JobFn = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+/// A job's work: a line for the jobs table, or why it failed.
+pub type JobFn = Box<dyn Fn() -> Result<String, JobError> + Send + Sync>;
+
+/// Why a job's run failed: what it was doing, and the database's error
+/// (every job's work is the database's).
+#[derive(Debug)]
+pub struct JobError {
+    pub doing: &'static str,
+    pub cause: DbError,
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.doing, error_chain(&self.cause))
+    }
+}
+
+impl std::error::Error for JobError {}
+
+impl JobError {
+    /// `doing` failed because of `cause`, for `map_err`.
+    pub fn doing(doing: &'static str) -> impl Fn(DbError) -> JobError {
+        move |cause| JobError { doing, cause }
+    }
+}
 /// Run on each scheduler tick; see `Jobs::on_tick`.
 pub type TickFn = Box<dyn Fn() + Send + Sync>;
 
@@ -272,7 +298,12 @@ mod tests {
                 Job::new(
                     "fails",
                     Duration::from_secs(60),
-                    Box::new(|| Err("db down".into())),
+                    Box::new(|| {
+                        Err(JobError {
+                            doing: "database down",
+                            cause: DbError::failed("no answer"),
+                        })
+                    }),
                 ),
                 Job::new(
                     "panics",
@@ -282,9 +313,10 @@ mod tests {
             ],
             Default::default(),
         );
-        assert_eq!(
-            jobs.run_now("fails").unwrap().last_result.as_deref(),
-            Some("error: db down")
+        let failed = jobs.run_now("fails").unwrap().last_result.unwrap();
+        assert!(
+            failed.starts_with("error: database down: ") && failed.contains("no answer"),
+            "{failed}"
         );
         assert_eq!(
             jobs.run_now("panics").unwrap().last_result.as_deref(),
