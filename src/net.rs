@@ -1,7 +1,10 @@
 //! Who the client is, when creditgate sits behind a proxy: the
 //! `CREDITGATE_TRUSTED_PROXIES` list (CIDR blocks) and the client address a
-//! trusted proxy reports in `X-Forwarded-For`. Pure; the brake, the
-//! per-address connection cap and the gateway's `X-Forwarded-For` use it.
+//! trusted proxy reports in `X-Forwarded-For`. Pure; the failed-login
+//! brake counts per such client, and the per-address connection cap leaves
+//! trusted proxies alone. (The gateway passes the `X-Forwarded-For` chain on
+//! with the socket's peer appended, as proxies do, for the upstream to
+//! weigh with its own trust.)
 //!
 //! Only the proxies the operator named are believed: a client that sends
 //! its own `X-Forwarded-For` straight to creditgate is its socket's address,

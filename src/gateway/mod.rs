@@ -71,7 +71,9 @@ pub struct Incoming<'a> {
     /// `None` when the client sent no body at all.
     pub body: Option<Vec<u8>>,
     pub peer: IpAddr,
-    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    /// creditgate serves TLS itself (`CREDITGATE_TLS_CERT`), so the client
+    /// came over it: `X-Forwarded-Proto: https`. (Behind a TLS-terminating
+    /// proxy this is false; the proxy says so in its own headers.)
     pub secure: bool,
     pub request_id: u64,
     pub now: DateTime<Utc>,
@@ -365,6 +367,24 @@ fn recorded(
     req: &Incoming<'_>,
 ) -> forward::Answer {
     let request_id = req.request_id;
+    // An answer without a body (HEAD, 204, 304, a length of 0) is never
+    // read by the server, so nothing would tell the recorder it ended:
+    // store it as it is, now.
+    let bodiless = req.method == "HEAD" || matches!(answer.status, 204 | 304);
+    if bodiless || answer.length == Some(0) {
+        let whole = StoredAnswer {
+            status: answer.status,
+            headers: answer.headers.clone(),
+            body: Vec::new(),
+        };
+        if let Err(e) = billing::record_answer(&pool, &ticket, Some(&whole)) {
+            log::warn!(
+                "req={request_id} answer for idempotent replays not stored: {}",
+                error_chain(&e)
+            );
+        }
+        return answer;
+    }
     let body = Recorder::new(
         answer.body,
         answer.status,

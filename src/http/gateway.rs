@@ -4,12 +4,13 @@
 
 use std::borrow::Cow;
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rouille::{Request, Response, ResponseBody};
 
 use super::api::{credentials, idempotency_key, notify_low_credit};
-use super::extract::{bounded_body, BodyError};
+use super::extract::{bounded_body_by, BodyError};
 use super::{unauthorized, ApiError, Ctx};
 use crate::app::AppState;
 use crate::billing::ratelimit;
@@ -60,7 +61,11 @@ pub fn serve(
             Err(why) => return Err(unauthorized(state, req, ctx, &why)),
         }
     }
-    let body = read_body(req, state.config.max_body_bytes)?;
+    // The body gets the head's grace and the route's own timeout, in all.
+    let deadline = Instant::now()
+        + state.config.edge.head_timeout
+        + Duration::from_millis(route.timeout_ms.into());
+    let body = read_body(req, state.config.max_body_bytes, deadline)?;
     let headers: Vec<(&str, &str)> = req.headers().collect();
     let incoming = Incoming {
         route,
@@ -101,7 +106,7 @@ fn has_body(req: &Request) -> bool {
 /// refused with nothing charged, and one cut short (or too slow: the edge
 /// holds it to the minimum rate) is never forwarded. `None` when the
 /// client sent none.
-fn read_body(req: &Request, limit: u64) -> Result<Option<Vec<u8>>, ApiError> {
+fn read_body(req: &Request, limit: u64, deadline: Instant) -> Result<Option<Vec<u8>>, ApiError> {
     if !has_body(req) && req.header("Content-Length").is_none() {
         return Ok(None);
     }
@@ -113,7 +118,7 @@ fn read_body(req: &Request, limit: u64) -> Result<Option<Vec<u8>>, ApiError> {
             return Err(ApiError::BodyTooLarge { limit });
         }
     }
-    match bounded_body(req, limit) {
+    match bounded_body_by(req, limit, Some(deadline)) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(BodyError::TooLarge) => Err(ApiError::BodyTooLarge { limit }),
         Err(BodyError::Unreadable) => Err(ApiError::InvalidBody(

@@ -167,7 +167,9 @@ fn a_body_cut_short_is_never_forwarded_or_charged() {
 #[test]
 fn an_upstream_answer_cut_short_closes_the_clients_connection() {
     let e = edge(&[]);
-    for path in ["/r/cut/100000", "/r/cut/100000?chunked"] {
+    // 10,000 bytes go out with a Content-Length, 100,000 chunked (over
+    // tiny_http's 32 KiB threshold): both framings must show the cut.
+    for path in ["/r/cut/10000", "/r/cut/100000", "/r/cut/100000?chunked"] {
         let mut s = connect(e.app.addr);
         let auth = e.auth("alice");
         let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n");
@@ -192,7 +194,12 @@ fn an_upstream_answer_cut_short_closes_the_clients_connection() {
             );
         } else {
             let body = out.len() - text.find("\r\n\r\n").unwrap() - 4;
-            assert!(body < 100_000, "{path}: {body}");
+            let declared: usize = path.trim_start_matches("/r/cut/").parse().unwrap();
+            assert!(
+                text.contains(&format!("Content-Length: {declared}")),
+                "{text}"
+            );
+            assert!(body < declared, "{path}: {body}");
         }
         // The connection takes no further request.
         let next = format!("GET /r/echo HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n");
@@ -204,7 +211,27 @@ fn an_upstream_answer_cut_short_closes_the_clients_connection() {
             String::from_utf8_lossy(&more)
         );
     }
-    assert_eq!(e.upstream.seen().len(), 2);
+    assert_eq!(e.upstream.seen().len(), 3);
+}
+
+// Found by review: `TE: identity` made an answer of unknown length be read
+// whole into memory before anything was sent.
+#[test]
+fn te_identity_does_not_make_the_server_buffer_an_answer() {
+    let e = edge(&[]);
+    let mut s = connect(e.app.addr);
+    let raw = format!(
+        "GET /r/bytes/3000000?chunked HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
+         TE: identity\r\nConnection: close\r\n\r\n",
+        e.auth("alice")
+    );
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut head = [0u8; 512];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = s.read(&mut head).unwrap();
+    let text = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
 }
 
 // See: #18 — `..;`, double encoding and overlong UTF-8 reached the upstream
@@ -328,6 +355,39 @@ fn a_trickled_body_with_good_credentials_is_cut_at_the_minimum_rate() {
         cut >= Duration::from_millis(1800) && cut < Duration::from_secs(5),
         "{cut:?}"
     );
+    assert!(e.upstream.seen().is_empty());
+    assert_eq!(e.credits(), (100, 100));
+}
+
+// Found by review: a body only had to keep the minimum rate, so a 1 MiB
+// one could hold its thread and bulkhead place for 17 minutes. It gets the
+// head's grace plus the route's timeout in all.
+#[test]
+fn a_body_above_the_minimum_rate_but_past_its_deadline_is_cut() {
+    let e = edge(&[]);
+    e.route("/quick", json!({ "timeout_ms": 1000 }));
+    let mut s = connect(e.app.addr);
+    let head = head_with_body("POST", "/quick/echo", &e.auth("alice"), "", 20_000);
+    s.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut cut = None;
+    // 2 KiB/s: twice the minimum rate, 10 s for the whole body.
+    while started.elapsed() < Duration::from_secs(9) {
+        if s.write_all(&[b'x'; 256]).is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+        let (out, closed, _) = read_until_closed(&mut s, Duration::from_millis(125));
+        if closed || !out.is_empty() {
+            cut = Some(started.elapsed());
+            if let Some(r) = parse_response(&out) {
+                assert_eq!(r.status, 400, "{}", r.body);
+            }
+            break;
+        }
+    }
+    let cut = cut.expect("the body was never cut");
+    assert!(cut < Duration::from_secs(5), "{cut:?}");
     assert!(e.upstream.seen().is_empty());
     assert_eq!(e.credits(), (100, 100));
 }

@@ -571,6 +571,29 @@ fn a_billed_request_retried_with_its_key_is_answered_from_the_stored_answer() {
     w.assert_ledger();
 }
 
+// Found by review: an answer without a body is never read by the server,
+// so it was never recorded and every retry got 409.
+#[test]
+fn a_billed_answer_without_a_body_is_replayed_too() {
+    let w = world(10);
+    w.route("/i", json!({ "cost": 1, "strip_prefix": true }));
+    for (method, path) in [("POST", "/i/status/204"), ("HEAD", "/i/echo")] {
+        let key = format!("k-{method}");
+        let send = || w.call(method, path, &[("Idempotency-Key", &key)], None);
+        let first = send();
+        let again = send();
+        assert_eq!(again.status, first.status, "{method} {path}");
+        assert_eq!(
+            again.header("Idempotency-Replayed"),
+            Some("true"),
+            "{method}"
+        );
+    }
+    assert_eq!(w.upstream.seen().len(), 2, "each forwarded once");
+    assert_eq!(w.credit(), 8);
+    w.assert_ledger();
+}
+
 #[test]
 fn an_answer_too_large_to_store_makes_a_retry_409_not_a_second_call() {
     let app = spawn_app_with(&[("CREDITGATE_IDEMPOTENT_ANSWER_BYTES", "100")]);

@@ -238,6 +238,46 @@ fn a_client_that_never_finishes_its_handshake_is_cut_off_at_the_head_deadline() 
     assert_eq!(ok.status, 200);
 }
 
+// Found by review: after the handshake, rustls read a whole record inside
+// one call, so a record sent a byte a second held the head deadline off.
+#[test]
+fn a_request_record_trickled_after_the_handshake_is_cut_off() {
+    let certs = Certs::new();
+    let app = spawn_app_with(&[
+        ("CREDITGATE_TLS_CERT", &certs.path("cert.pem")),
+        ("CREDITGATE_TLS_KEY", &certs.path("key.pem")),
+        ("CREDITGATE_HEAD_TIMEOUT_MS", "2000"),
+    ]);
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = rustls::ClientConnection::new(certs.client(), name).unwrap();
+    let mut sock = TcpStream::connect(app.addr).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut sock).unwrap();
+    }
+    tls.writer()
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut record = Vec::new();
+    tls.write_tls(&mut record).unwrap();
+    let started = Instant::now();
+    let mut closed_after = None;
+    for byte in record {
+        if sock.write_all(&[byte]).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let (_, closed, _) = read_until_closed(&mut sock, Duration::from_millis(900));
+        if closed {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let took = closed_after.expect("the trickled record was never cut off");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let ok = https(&certs, app.addr, &get("/health", "none")).unwrap();
+    assert_eq!(ok.status, 200);
+}
+
 #[test]
 fn a_bad_certificate_or_key_file_is_refused_at_start() {
     let db = TestDb::new();

@@ -45,8 +45,8 @@ pub struct ClientConnection {
     no_more_requests: bool,
 
     // PATCHED: the first head has not been read yet. On a TLS connection
-    // its deadline runs from the accept, so that it covers the handshake
-    // too (a client trickling its handshake held a thread for good).
+    // its deadline runs from the end of the handshake (which has its own,
+    // `RustlsContext::accept`), also while no byte of it has come.
     first: bool,
 
     // PATCHED: what the previous request's body reader left unread, to be
@@ -187,6 +187,13 @@ impl ClientConnection {
                 // rest of it to the deadline.
                 self.set_head_deadline(Some(Instant::now() + self.conn.limits.head_timeout));
             }
+            // A head can only end at a line's end: parse again only when a
+            // newline came (a client sending a byte per packet made this
+            // re-parse the whole head per byte).
+            if !head[before..].contains(&b'\n') && head.len() < MAX_HEAD_BYTES {
+                self.next_header_source.consume(take);
+                continue;
+            }
             match head::parse(&head) {
                 Ok(Some((parsed, len))) => {
                     self.next_header_source.consume(len - before);
@@ -207,7 +214,8 @@ impl ClientConnection {
     fn read(&mut self) -> Result<Request, ReadError> {
         // PATCHED: no deadline until the next head's first byte (an idle
         // keep-alive connection waits under the socket timeout only); the
-        // first head of a TLS connection keeps the handshake's.
+        // first head of a TLS connection keeps the one set when the
+        // connection was made.
         if !std::mem::take(&mut self.first) || !self.conn.secure {
             self.set_head_deadline(None);
         }

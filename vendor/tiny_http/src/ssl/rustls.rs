@@ -11,6 +11,8 @@ use zeroize::Zeroizing;
 /// Uses an internal Mutex to permit disparate reader & writer threads to access the stream independently.
 pub(crate) struct RustlsStream(
     Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, Connection>>>,
+    // PATCHED: how long one read may take in all (`Limits::head_timeout`).
+    std::time::Duration,
 );
 
 impl RustlsStream {
@@ -33,16 +35,50 @@ impl RustlsStream {
 
 impl Clone for RustlsStream {
     fn clone(&self) -> Self {
-        Self(self.0.clone())
+        Self(self.0.clone(), self.1)
     }
 }
 
+/// PATCHED: one read, one socket operation at a time, all of them within
+/// the stream's timeout. rustls's own `read` loops over socket reads until
+/// a whole record is decrypted, so a client sending a record a byte every
+/// few seconds held the read (and the clocks checked around it) for as long
+/// as it liked.
 impl Read for RustlsStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .read(buf)
+        use std::io::ErrorKind;
+        let mut stream = self.0.lock().expect("Failed to lock SSL stream mutex");
+        let deadline = std::time::Instant::now() + self.1;
+        let result = loop {
+            match stream.conn.reader().read(buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                other => break other,
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break Err(std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    "a TLS record arrived too slowly",
+                ));
+            }
+            let stream = &mut *stream;
+            stream.sock.set_timeouts(Some(left))?;
+            while stream.conn.wants_write() {
+                stream.conn.write_tls(&mut stream.sock)?;
+            }
+            match stream.conn.read_tls(&mut stream.sock) {
+                // The peer closed: what rustls says of it (close_notify or not).
+                Ok(0) => break stream.conn.reader().read(buf),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+            if let Err(e) = stream.conn.process_new_packets() {
+                let _ = stream.conn.write_tls(&mut stream.sock);
+                break Err(std::io::Error::new(ErrorKind::InvalidData, e));
+            }
+        };
+        stream.sock.set_timeouts(Some(self.1))?;
+        result
     }
 }
 
@@ -130,9 +166,10 @@ impl RustlsContext {
             connection.write_tls(&mut stream)?;
         }
         stream.set_timeouts(Some(handshake))?;
-        Ok(RustlsStream(Arc::new(Mutex::new(
-            rustls::StreamOwned::new(connection, stream),
-        ))))
+        Ok(RustlsStream(
+            Arc::new(Mutex::new(rustls::StreamOwned::new(connection, stream))),
+            handshake,
+        ))
     }
 }
 

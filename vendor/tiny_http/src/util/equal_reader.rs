@@ -153,36 +153,19 @@ pub fn drain(left: BodyLeft) -> IoResult<()> {
     Ok(())
 }
 
-/// PATCHED: a chunked body. The decoder takes the source's end in the
-/// middle of a chunk for the body's end, so the source's end is made an
-/// error here (a complete chunked body ends with its last chunk, before the
-/// connection does). Not read to its end, it cannot be skipped: `Broken`.
+/// PATCHED: a chunked body, decoded strictly (`util::chunked`). Not read to
+/// its end, it cannot be skipped: `Broken`.
 pub struct ChunkedBody<R: Read> {
-    decoder: chunked_transfer::Decoder<NoEof<R>>,
+    decoder: super::chunked::Chunked<R>,
     done: bool,
     last_read_signal: Sender<BodyLeft>,
-}
-
-/// A source whose end is an error.
-pub struct NoEof<R>(R);
-
-impl<R: Read> Read for NoEof<R> {
-    fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        match self.0.read(buf)? {
-            0 if !buf.is_empty() => Err(IoError::new(
-                ErrorKind::UnexpectedEof,
-                "the chunked request body was cut short",
-            )),
-            n => Ok(n),
-        }
-    }
 }
 
 impl<R: Read> ChunkedBody<R> {
     pub fn new(source: R) -> (ChunkedBody<R>, Receiver<BodyLeft>) {
         let (tx, rx) = channel();
         let body = ChunkedBody {
-            decoder: chunked_transfer::Decoder::new(NoEof(source)),
+            decoder: super::chunked::Chunked::new(source),
             done: false,
             last_read_signal: tx,
         };
