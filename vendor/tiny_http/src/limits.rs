@@ -194,6 +194,7 @@ impl ConnCounter {
         if limits.exempt.as_ref().is_some_and(|exempt| exempt(&ip)) {
             return Some(ConnSlot { counter: None });
         }
+        let ip = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= limits.max_conns_per_ip {
@@ -203,6 +204,23 @@ impl ConnCounter {
         Some(ConnSlot {
             counter: Some((self.clone(), ip)),
         })
+    }
+}
+
+/// The address a connection is counted under: an IPv4 address (also when
+/// a dual-stack socket reports it IPv4-mapped), or an IPv6 address's /64,
+/// the block one IPv6 host is usually given whole (counting each of its
+/// addresses gave one host as many connections as it liked).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -264,6 +282,24 @@ mod tests {
             .is_some());
         drop(a);
         assert!(counter.admit(Some(ip), &l).is_some());
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64_block() {
+        let counter = ConnCounter::default();
+        let l = limits(1, 1, 2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let _a = counter.admit(Some(a), &l).unwrap();
+        let _b = counter.admit(Some(b), &l).unwrap();
+        assert!(counter.admit(Some("2001:db8:1:2::3".parse().unwrap()), &l).is_none());
+        assert!(counter.admit(Some("2001:db8:1:3::1".parse().unwrap()), &l).is_some());
+        // An IPv4-mapped peer is its IPv4 address.
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let _c = counter.admit(Some(v4), &l).unwrap();
+        let _d = counter.admit(Some(mapped), &l).unwrap();
+        assert!(counter.admit(Some(v4), &l).is_none());
     }
 
     #[test]
