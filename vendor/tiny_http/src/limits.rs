@@ -292,8 +292,12 @@ mod tests {
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let _a = counter.admit(Some(a), &l).unwrap();
         let _b = counter.admit(Some(b), &l).unwrap();
-        assert!(counter.admit(Some("2001:db8:1:2::3".parse().unwrap()), &l).is_none());
-        assert!(counter.admit(Some("2001:db8:1:3::1".parse().unwrap()), &l).is_some());
+        assert!(counter
+            .admit(Some("2001:db8:1:2::3".parse().unwrap()), &l)
+            .is_none());
+        assert!(counter
+            .admit(Some("2001:db8:1:3::1".parse().unwrap()), &l)
+            .is_some());
         // An IPv4-mapped peer is its IPv4 address.
         let v4: IpAddr = "10.0.0.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
