@@ -367,22 +367,26 @@ fn recorded(
     req: &Incoming<'_>,
 ) -> forward::Answer {
     let request_id = req.request_id;
-    // An answer without a body (HEAD, 204, 304, a length of 0) is never
-    // read by the server, so nothing would tell the recorder it ended:
-    // store it as it is, now.
-    let bodiless = req.method == "HEAD" || matches!(answer.status, 204 | 304);
-    if bodiless || answer.length == Some(0) {
-        let whole = StoredAnswer {
-            status: answer.status,
-            headers: answer.headers.clone(),
-            body: Vec::new(),
-        };
-        if let Err(e) = billing::record_answer(&pool, &ticket, Some(&whole)) {
+    // A failed write leaves the key "streaming" until its deadline, then it
+    // answers 409: never forwarded again, never charged twice.
+    let store = move |stored: Option<&StoredAnswer>| {
+        if let Err(e) = billing::record_answer(&pool, &ticket, stored) {
             log::warn!(
                 "req={request_id} answer for idempotent replays not stored: {}",
                 error_chain(&e)
             );
         }
+    };
+    // An answer without a body (HEAD, 204, 304, a length of 0) is never
+    // read by the server, so nothing would tell the recorder it ended:
+    // store it as it is, now.
+    let bodiless = req.method == "HEAD" || matches!(answer.status, 204 | 304);
+    if bodiless || answer.length == Some(0) {
+        store(Some(&StoredAnswer {
+            status: answer.status,
+            headers: answer.headers.clone(),
+            body: Vec::new(),
+        }));
         return answer;
     }
     let body = Recorder::new(
@@ -391,19 +395,9 @@ fn recorded(
         answer.headers.clone(),
         answer.length,
         req.store_answer_up_to,
-        move |recorded| {
-            let stored = match &recorded {
-                Recorded::Whole(a) => Some(a),
-                Recorded::TooLarge | Recorded::Cut => None,
-            };
-            if let Err(e) = billing::record_answer(&pool, &ticket, stored) {
-                // The key stays "streaming" until its deadline, then
-                // answers 409: never forwarded again, never charged twice.
-                log::warn!(
-                    "req={request_id} answer for idempotent replays not stored: {}",
-                    error_chain(&e)
-                );
-            }
+        move |recorded| match &recorded {
+            Recorded::Whole(a) => store(Some(a)),
+            Recorded::TooLarge | Recorded::Cut => store(None),
         },
     );
     forward::Answer {

@@ -37,15 +37,14 @@ fn edge(vars: &[(&str, &str)]) -> Edge {
     let upstream = Upstream::start();
     let alice = app.db.add_user("alice", 100);
     let bob = app.db.add_user("bob", 100);
-    let route = json!({ "prefix": "/r", "upstream": upstream.url(), "strip_prefix": true });
-    let r = app.admin("POST", "/admin/v1/routes", Some(&route.to_string()));
-    assert_eq!(r.status, 201, "{}", r.body);
-    Edge {
+    let e = Edge {
         app,
         upstream,
         alice,
         bob,
-    }
+    };
+    e.route("/r", json!({}));
+    e
 }
 
 impl Edge {
@@ -58,16 +57,13 @@ impl Edge {
         format!("Bearer {user}:{token}")
     }
 
+    /// A route to the test upstream with `strip_prefix`, `fields` over it.
     fn route(&self, prefix: &str, fields: serde_json::Value) {
-        let mut body =
-            json!({ "prefix": prefix, "upstream": self.upstream.url(), "strip_prefix": true });
+        let mut all = json!({ "strip_prefix": true });
         for (k, v) in fields.as_object().unwrap() {
-            body[k] = v.clone();
+            all[k] = v.clone();
         }
-        let r = self
-            .app
-            .admin("POST", "/admin/v1/routes", Some(&body.to_string()));
-        assert_eq!(r.status, 201, "{}", r.body);
+        self.app.add_route(prefix, &self.upstream.url(), all);
     }
 
     /// alice's and bob's credit, and the ledger invariant.
@@ -617,7 +613,7 @@ fn behind_a_trusted_proxy_the_brake_stops_the_attacker_not_everyone() {
 #[test]
 fn a_pipelining_client_that_never_reads_gets_one_answer_at_a_time() {
     let db = TestDb::new();
-    let daemon = daemon_on(&db, &[("CREDITGATE_MAX_CONNS_PER_IP", "1000")]);
+    let daemon = daemon_on(&db, &[("CREDITGATE_MAX_CONNS_PER_IP", "1000")], None);
     let addr = daemon.addr();
     let rss = |pid: i32| -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -682,7 +678,9 @@ fn counts(pid: i32) -> (usize, usize) {
     (n(format!("/proc/{pid}/task")), n(format!("/proc/{pid}/fd")))
 }
 
-fn daemon_on(db: &TestDb, extra: &[(&str, &str)]) -> Daemon {
+/// The real binary on `db`, with `extra` settings, under `ulimit -n
+/// fd_limit` when given.
+fn daemon_on(db: &TestDb, extra: &[(&str, &str)], fd_limit: Option<u32>) -> Daemon {
     let mut env = vec![
         ("DATABASE_URL", db.url.as_str()),
         ("CREDITGATE_BIND", "127.0.0.1:0"),
@@ -690,7 +688,10 @@ fn daemon_on(db: &TestDb, extra: &[(&str, &str)]) -> Daemon {
         ("CREDITGATE_HEAD_TIMEOUT_MS", "2000"),
     ];
     env.extend_from_slice(extra);
-    Daemon::start(&["serve"], &env)
+    match fd_limit {
+        Some(fds) => Daemon::start_with_fd_limit(&["serve"], &env, fds),
+        None => Daemon::start(&["serve"], &env),
+    }
 }
 
 // See: #18 — each `HTTP/2.0` request line left a thread and two descriptors
@@ -698,7 +699,7 @@ fn daemon_on(db: &TestDb, extra: &[(&str, &str)]) -> Daemon {
 #[test]
 fn http_2_request_lines_are_505_and_leave_nothing_behind() {
     let db = TestDb::new();
-    let daemon = daemon_on(&db, &[("CREDITGATE_MAX_CONNS_PER_IP", "1000")]);
+    let daemon = daemon_on(&db, &[("CREDITGATE_MAX_CONNS_PER_IP", "1000")], None);
     let addr = daemon.addr();
     assert_eq!(
         probe(addr, "/health", Duration::from_secs(2)).map(|r| r.status),
@@ -729,15 +730,14 @@ fn http_2_request_lines_are_505_and_leave_nothing_behind() {
 #[test]
 fn running_out_of_descriptors_slows_accepting_but_never_ends_it() {
     let db = TestDb::new();
-    let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("CREDITGATE_BIND", "127.0.0.1:0"),
-        ("CREDITGATE_THREADS", "16"),
-        ("CREDITGATE_DB_POOL", "4"),
-        ("CREDITGATE_HEAD_TIMEOUT_MS", "2000"),
-        ("CREDITGATE_MAX_CONNS_PER_IP", "1000"),
-    ];
-    let daemon = Daemon::start_with_fd_limit(&["serve"], &env, 200);
+    let daemon = daemon_on(
+        &db,
+        &[
+            ("CREDITGATE_DB_POOL", "4"),
+            ("CREDITGATE_MAX_CONNS_PER_IP", "1000"),
+        ],
+        Some(200),
+    );
     let addr = daemon.addr();
     let held: Vec<TcpStream> = (0..300)
         .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())

@@ -41,15 +41,9 @@ impl World {
     /// Adds a route through the admin API; `fields` are merged over
     /// `{"prefix", "upstream"}` pointing at the test upstream.
     fn route(&self, prefix: &str, fields: Value) -> Value {
-        let mut body = json!({ "prefix": prefix, "upstream": self.upstream.url() });
-        for (k, v) in fields.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        let r = self
-            .app
-            .admin("POST", "/admin/v1/routes", Some(&body.to_string()));
-        assert_eq!(r.status, 201, "{}", r.body);
-        r.json()
+        self.app
+            .add_route(prefix, &self.upstream.url(), fields)
+            .json()
     }
 
     fn auth(&self) -> String {

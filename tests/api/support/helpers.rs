@@ -257,6 +257,18 @@ impl TestServer {
         )
     }
 
+    /// Adds a gateway route through the admin API: `fields` merged over
+    /// `{"prefix", "upstream"}`; asserts 201 and returns the route JSON.
+    pub fn add_route(&self, prefix: &str, upstream: &str, fields: serde_json::Value) -> Resp {
+        let mut body = serde_json::json!({ "prefix": prefix, "upstream": upstream });
+        for (k, v) in fields.as_object().expect("route fields are an object") {
+            body[k] = v.clone();
+        }
+        let r = self.admin("POST", "/admin/v1/routes", Some(&body.to_string()));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r
+    }
+
     /// Stops the server and returns the stop reason.
     pub fn stop(&mut self) -> String {
         self.shutdown.trigger("test over");
