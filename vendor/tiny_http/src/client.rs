@@ -161,8 +161,9 @@ impl ClientConnection {
     /// PATCHED: reads one head from the buffer and parses it with
     /// `httparse` (see `head`), within `MAX_HEAD_BYTES` and, from its first
     /// byte, `head_timeout`. Only the head's bytes are consumed: what
-    /// follows is the body's.
-    fn read_head(&mut self) -> Result<Head, ReadError> {
+    /// follows is the body's. `deadline_set`: the head's deadline is
+    /// already running (a TLS connection's first head).
+    fn read_head(&mut self, deadline_set: bool) -> Result<Head, ReadError> {
         let mut head = Vec::new();
         loop {
             let chunk = match self.next_header_source.fill_buf() {
@@ -181,8 +182,7 @@ impl ClientConnection {
             let take = chunk.len().min(MAX_HEAD_BYTES - head.len());
             let before = head.len();
             head.extend_from_slice(&chunk[..take]);
-            let has_deadline = self.head_deadline.lock().map_or(false, |d| d.is_some());
-            if before == 0 && !has_deadline {
+            if before == 0 && !deadline_set {
                 // The head's first bytes: from now on `HeadClock` holds the
                 // rest of it to the deadline.
                 self.set_head_deadline(Some(Instant::now() + self.conn.limits.head_timeout));
@@ -216,7 +216,8 @@ impl ClientConnection {
         // keep-alive connection waits under the socket timeout only); the
         // first head of a TLS connection keeps the one set when the
         // connection was made.
-        if !std::mem::take(&mut self.first) || !self.conn.secure {
+        let deadline_set = std::mem::take(&mut self.first) && self.conn.secure;
+        if !deadline_set {
             self.set_head_deadline(None);
         }
         // PATCHED: waits until the previous request's body reader is gone,
@@ -230,7 +231,7 @@ impl ClientConnection {
             }
         }
 
-        let head = self.read_head()?;
+        let head = self.read_head(deadline_set)?;
         // PATCHED: the head is complete; the body has its own clock.
         self.set_head_deadline(None);
         let framing = head::framing(&head.headers, &head.version)
