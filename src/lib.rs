@@ -16,4 +16,5 @@ pub mod model;
 pub mod net;
 pub mod openapi;
 pub mod ops;
+pub mod services;
 pub mod users;

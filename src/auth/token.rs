@@ -9,12 +9,19 @@ use sha2::{Digest, Sha256};
 /// Characters of a token kept in clear, for display and logs.
 pub const PREFIX_LEN: usize = 8;
 
-/// A new token: `cg_` plus 192 random bits, URL-safe base64.
+/// A new user token: `cg_` plus 192 random bits, URL-safe base64.
 pub fn generate() -> String {
+    generate_with("cg_")
+}
+
+/// A new token: `kind` (`cg_` for users, `cgs_` for services, so that a
+/// token says what it is in a log or a leak report) plus 192 random bits,
+/// URL-safe base64.
+pub fn generate_with(kind: &str) -> String {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
     format!(
-        "cg_{}",
+        "{kind}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )
 }

@@ -308,6 +308,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0017_add_idempotency_keys_answer.sql",
         include_str!("../../sql/0017_add_idempotency_keys_answer.sql"),
     ),
+    (
+        18,
+        "0018_create_services.sql",
+        include_str!("../../sql/0018_create_services.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {
