@@ -11,8 +11,10 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
 mod keys;
+mod services;
 
 pub use keys::KeyCommand;
+pub use services::ServiceCommand;
 
 use crate::banks::{self, BankError, NewBank};
 use crate::billing::bank;
@@ -55,6 +57,9 @@ pub enum Command {
     /// Manage a user's API keys (1 to 20 per user).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage services: backends calling the /v1/ API with their own token.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Run the monthly refill now (for this month, or for --period).
     Refill {
         /// The month to refill, YYYY-MM; users whose refill moment in it has passed.
@@ -278,6 +283,7 @@ cli_error_from!(
     BankError,
     RouteError,
     crate::users::keys::KeyError,
+    crate::services::ServiceError,
     ImportError,
     ConfigError,
     crate::app::StartError,
@@ -360,6 +366,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Route(cmd) => route(&connect(&config)?, cmd),
         Command::Key(cmd) => keys::run(&connect(&config)?, cmd),
+        Command::Service(cmd) => services::run(&connect(&config)?, cmd),
         Command::Refill { period } => {
             let now = Utc::now();
             let period = match period {
