@@ -19,6 +19,7 @@ use crate::billing::usage::{self, Filter};
 use crate::gateway::routes::{InvalidRoute, NewRoute};
 use crate::gateway::store::{self, RouteError};
 use crate::model::{whole_number, Day, Email, ImportedToken, RefillDay};
+use crate::services::{self, Scopes, ServiceError};
 use crate::users::{self, CreditChange, NewUser};
 
 /// The actor written to the ledger for changes made here.
@@ -118,6 +119,19 @@ pub fn route(
             allow(method, &["DELETE"])?;
             remove_route(state, id)
         }
+        (_, ["services"]) => {
+            allow(method, &["GET", "POST"])?;
+            if method == "GET" {
+                let list = services::list(&state.pool)?;
+                Ok(Response::json(&json!({ "services": list })))
+            } else {
+                add_service(state, req)
+            }
+        }
+        (_, ["services", name]) => {
+            allow(method, &["DELETE"])?;
+            Ok(Response::json(&services::revoke(&state.pool, name)?))
+        }
         _ => Err(ApiError::NotFound),
     }
 }
@@ -170,6 +184,38 @@ fn remove_route(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let route = store::remove(&state.pool, id)?;
     state.gateway.reload_after_change(&state.pool, "a change");
     Ok(Response::json(&route))
+}
+
+/// `{"name", "scopes"}` → 201 with the service and its token, shown this
+/// once. `scopes` is a list (`["charge", "read"]`) or the CLI's comma form.
+fn add_service(state: &AppState, req: &Request) -> Result<Response, ApiError> {
+    let invalid = |m: &str| ApiError::from(ServiceError::Invalid(m.into()));
+    let body = read_object(req).map_err(|e| match e {
+        // read_object calls an out-of-range number a credit amount; a
+        // service body has no amounts.
+        ApiError::InvalidCredit(m) => ApiError::from(ServiceError::Invalid(m)),
+        e => e,
+    })?;
+    refuse_unknown_fields(&body, &["name", "scopes"])?;
+    let Some(Value::String(name)) = body.get("name") else {
+        return Err(invalid("name is required, as a string"));
+    };
+    let scopes = match body.get("scopes") {
+        Some(Value::String(s)) => Scopes::parse(s)?,
+        Some(Value::Array(items)) => {
+            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            Scopes::from_names(names.ok_or_else(|| invalid("scopes are names, as strings"))?)?
+        }
+        _ => {
+            return Err(invalid(
+                "scopes is required: [\"charge\", \"read\"] or \"charge,read\"",
+            ))
+        }
+    };
+    let (info, token) = services::add(&state.pool, name, scopes)?;
+    let mut out = serde_json::to_value(&info).expect("services serialise");
+    out["token"] = Value::String(token);
+    Ok(Response::json(&out).with_status_code(201))
 }
 
 fn job_action(state: &AppState, id: &str, action: &str) -> Result<Response, ApiError> {

@@ -7,7 +7,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::error::with_rate;
-use super::{authorization_headers, refuse_if_throttled, unauthorized, ApiError, Ctx};
+use super::{
+    authorization_headers, refuse_if_throttled, service_auth, unauthorized, ApiError, Ctx,
+};
 use crate::app::AppState;
 use crate::auth::token::{Credentials, CredentialsError};
 use crate::banks::BankData;
@@ -136,6 +138,16 @@ pub fn balance(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Respons
         Ok(balance) => Ok(Response::json(&balance)),
         Err(why) => Err(unauthorized(state, req, ctx, &why)),
     }
+}
+
+/// `GET /v1/whoami`: the calling service and its scopes, so that a backend
+/// can check its token before it charges anyone (any valid token: no scope
+/// needed).
+pub fn whoami(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
+    let service = service_auth::any_service(state, req, ctx)?;
+    Ok(Response::json(
+        &json!({ "service": service.name, "scopes": service.scopes }),
+    ))
 }
 
 pub fn health() -> Response {

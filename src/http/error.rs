@@ -14,12 +14,19 @@ use crate::db::DbError;
 use crate::gateway::store::RouteError;
 use crate::gateway::{GatewayError, Unanswered};
 use crate::model::ParseError;
+use crate::services::{Scope, ServiceError};
 use crate::users::keys::KeyError;
 use crate::users::UserError;
 
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
+    /// No, a wrong or a revoked service token on a `/v1/` route: the same
+    /// 401 body as `Unauthorized`, with a message about service tokens.
+    ServiceUnauthorized,
+    /// A valid service token without the scope the route needs: 403.
+    ScopeDenied(Scope),
+    Service(ServiceError),
     AmbiguousCredentials,
     InsufficientCredit {
         credit_remaining: i64,
@@ -144,6 +151,15 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Db(e) => ApiError::Database(e),
+            e => ApiError::Service(e),
+        }
+    }
+}
+
 impl From<UserError> for ApiError {
     fn from(e: UserError) -> Self {
         match e {
@@ -156,8 +172,9 @@ impl From<UserError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::Unauthorized => 401,
+            ApiError::Unauthorized | ApiError::ServiceUnauthorized => 401,
             ApiError::AmbiguousCredentials
+            | ApiError::Service(ServiceError::Invalid(_))
             | ApiError::InvalidBank(_)
             | ApiError::InvalidIdempotencyKey(_)
             | ApiError::InvalidUsername(_)
@@ -170,17 +187,19 @@ impl ApiError {
             | ApiError::InvalidPath(_)
             | ApiError::InvalidBody(_) => 400,
             ApiError::InsufficientCredit { .. } => 402,
-            ApiError::AdminDisabled => 403,
+            ApiError::AdminDisabled | ApiError::ScopeDenied(_) => 403,
             ApiError::UnknownBank
             | ApiError::NotFound
             | ApiError::User(UserError::Unknown(_))
             | ApiError::Route(RouteError::Unknown(_))
             | ApiError::Key(KeyError::UnknownUser(_))
             | ApiError::Key(KeyError::UnknownKey(_))
+            | ApiError::Service(ServiceError::Unknown(_))
             | ApiError::UnknownJob(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::User(UserError::Exists(_))
             | ApiError::Route(RouteError::Exists(_))
+            | ApiError::Service(ServiceError::Exists(_))
             | ApiError::IdempotencyInProgress
             | ApiError::IdempotencyAnswerNotStored => 409,
             ApiError::BodyTooLarge { .. } => 413,
@@ -195,13 +214,18 @@ impl ApiError {
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
             | ApiError::Route(RouteError::Db(_))
+            | ApiError::Service(ServiceError::Db(_))
             | ApiError::Key(KeyError::Db(_)) => 503,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::ServiceUnauthorized => "unauthorized",
+            ApiError::ScopeDenied(_) => "scope_denied",
+            ApiError::Service(ServiceError::Invalid(_)) => "invalid_service",
+            ApiError::Service(ServiceError::Exists(_)) => "service_exists",
+            ApiError::Service(ServiceError::Unknown(_)) => "unknown_service",
             ApiError::AmbiguousCredentials => "ambiguous_credentials",
             ApiError::InsufficientCredit { .. } => "insufficient_credit",
             ApiError::InvalidBank(_) => "invalid_bank",
@@ -210,6 +234,7 @@ impl ApiError {
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
             | ApiError::Route(RouteError::Db(_))
+            | ApiError::Service(ServiceError::Db(_))
             | ApiError::Key(KeyError::Db(_)) => "unavailable",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Key(KeyError::TooMany) => "too_many_keys",
@@ -252,6 +277,13 @@ impl ApiError {
                 "missing or invalid credentials; send Authorization: Bearer <username>:<token>"
                     .into()
             }
+            ApiError::ServiceUnauthorized => {
+                "missing or invalid service token; send one Authorization: Bearer cgs_<token> header"
+                    .into()
+            }
+            ApiError::ScopeDenied(scope) => {
+                format!("this service token lacks the \"{scope}\" scope this route needs")
+            }
             ApiError::AmbiguousCredentials => {
                 "credentials were sent in more than one place; send them once".into()
             }
@@ -270,6 +302,7 @@ impl ApiError {
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
             | ApiError::Route(RouteError::Db(_))
+            | ApiError::Service(ServiceError::Db(_))
             | ApiError::Key(KeyError::Db(_)) => {
                 "the service is temporarily unavailable; retry later".into()
             }
@@ -289,6 +322,7 @@ impl ApiError {
                 "the admin API is disabled: CREDITGATE_ADMIN_TOKEN is not set".into()
             }
             ApiError::User(e) => e.to_string(),
+            ApiError::Service(e) => e.to_string(),
             ApiError::InvalidCredit(m) | ApiError::InvalidBody(m) => m.clone(),
             ApiError::UnknownJob(j) => format!("no job {j:?}"),
             ApiError::Route(e) => e.to_string(),
@@ -331,7 +365,7 @@ impl ApiError {
         let body = json!({ "error": self.code(), "message": self.message() });
         let mut r = Response::json(&body).with_status_code(self.status());
         match self {
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::ServiceUnauthorized => {
                 r = r.with_additional_header("WWW-Authenticate", "Bearer realm=\"creditgate\"");
             }
             ApiError::InsufficientCredit {

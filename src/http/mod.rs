@@ -11,6 +11,7 @@ mod gateway;
 mod legacy;
 #[cfg(test)]
 mod openapi_drift;
+mod service_auth;
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -234,6 +235,11 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
             ctx.route = "stop";
             allow(method, &["GET", "POST"])?;
             admin::stop(state, req, ctx)
+        }
+        ["v1", "whoami"] => {
+            ctx.route = "whoami";
+            allow(method, &["GET"])?;
+            api::whoami(state, req, ctx)
         }
         ["openapi.json"] => {
             ctx.route = "openapi";

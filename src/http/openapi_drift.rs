@@ -44,7 +44,8 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPT
 /// id, route id and job id alike.
 const PARAM: &str = "1";
 
-fn state() -> AppState {
+/// A state whose database is a closed port (also for `service_auth`'s tests).
+pub(super) fn state() -> AppState {
     let config = Config::from_lookup(|name| match name {
         "CREDITGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
         // Port 1 refuses at once: every database call fails quickly.

@@ -56,6 +56,10 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_path",
     "idempotency_key_reused",
     "idempotency_answer_not_stored",
+    "scope_denied",
+    "invalid_service",
+    "service_exists",
+    "unknown_service",
     "internal",
 ];
 
@@ -88,6 +92,7 @@ pub fn document() -> Value {
         "tags": [
             { "name": "client", "description": "Routes for API users." },
             { "name": "probes", "description": "Health, readiness, warm-up, metrics, this document." },
+            { "name": "service", "description": "Routes for backends, behind a service token (`creditgate service add`)." },
             { "name": "admin", "description": "The operator's API, behind the admin token." }
         ],
         "paths": paths(),
@@ -103,6 +108,8 @@ fn paths() -> Value {
         admin_user_paths(),
         admin_access_paths(),
         admin_other_paths(),
+        admin_service_paths(),
+        service_paths(),
     ]
     .into_iter()
     .fold(json!({}), merge)
@@ -436,6 +443,58 @@ fn admin_other_paths() -> Value {
     })
 }
 
+/// Services: list, add (the token shown once), revoke.
+fn admin_service_paths() -> Value {
+    let admin = admin_security();
+    json!({
+        "/admin/v1/services": {
+            "get": admin_op("listServices", "Every service, revoked ones included.", &admin, vec![], None, vec![
+                ("200", ok("The services.", json!({ "$ref": "#/components/schemas/ServiceList" }))),
+            ]),
+            "post": admin_op("createService", "Add a service and make its token.", &admin, vec![],
+                Some(body(true, "#/components/schemas/NewService")), vec![
+                ("201", ok("Created; `token` is shown this once.", json!({ "$ref": "#/components/schemas/ServiceCreated" }))),
+                ("400", error("A bad name, scope list or body; nothing written.", &["invalid_service", "invalid_body"])),
+                ("409", error("A service of this name exists (revoked ones keep their name).", &["service_exists"])),
+            ])
+        },
+        "/admin/v1/services/{name}": {
+            "parameters": [
+                { "name": "name", "in": "path", "required": true,
+                  "description": "The service's name; a malformed one is 400 `invalid_service`.",
+                  "schema": { "$ref": "#/components/schemas/ServiceName" } }
+            ],
+            "delete": admin_op("revokeService", "Revoke a service: its token stops working at once. \
+                Revoking it again answers the same.", &admin, vec![], None, vec![
+                ("200", ok("The revoked service.", json!({ "$ref": "#/components/schemas/Service" }))),
+                ("400", error("A malformed name.", &["invalid_service"])),
+                ("404", error("No such service.", &["unknown_service"])),
+            ])
+        },
+    })
+}
+
+/// The routes for backends, behind a service token.
+fn service_paths() -> Value {
+    json!({
+        "/v1/whoami": {
+            "get": {
+                "operationId": "whoami",
+                "tags": ["service"],
+                "summary": "The calling service and its scopes (any valid service token; no scope needed).",
+                "security": [ { "serviceToken": [] } ],
+                "responses": responses([
+                    ("200", ok("The service.", json!({ "$ref": "#/components/schemas/Whoami" }))),
+                    ("401", json!({ "$ref": "#/components/responses/ServiceUnauthorized" })),
+                    ("429", json!({ "$ref": "#/components/responses/TooManyFailures" })),
+                    ("431", json!({ "$ref": "#/components/responses/HeadersTooLarge" })),
+                    ("503", json!({ "$ref": "#/components/responses/Unavailable" })),
+                ])
+            }
+        },
+    })
+}
+
 /// A `responses` object from (status, response) pairs, in order.
 fn responses<const N: usize>(items: [(&str, Value); N]) -> Value {
     Value::Object(
@@ -596,6 +655,11 @@ fn security_schemes() -> Value {
                 "type": "apiKey", "in": "header", "name": "Authorization",
                 "description": "The Flask sample's raw form `Authorization: <username>:<token>`; user routes only."
             },
+            "serviceToken": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "cgs_<token>",
+                "description": "`/v1/` routes: `Authorization: Bearer cgs_<token>`, a service token \
+                    (`creditgate service add`). A user's credentials or the admin token are not one."
+            },
             "queryToken": {
                 "type": "apiKey", "in": "query", "name": "token",
                 "description": "The sample's `?token=<username>:<token>`; user routes only, off with \
@@ -668,6 +732,15 @@ fn shared_responses() -> Value {
                 "description": "No, malformed or wrong credentials (unknown user, wrong, revoked or expired key, disabled user: one body).",
                 "headers": { "WWW-Authenticate": { "$ref": "#/components/headers/WWW-Authenticate" } },
                 "content": json_content(error_schema(&["unauthorized"]))
+            },
+            "ServiceUnauthorized": {
+                "description": "No, a wrong or a revoked service token, or more than one `Authorization` header.",
+                "headers": { "WWW-Authenticate": { "$ref": "#/components/headers/WWW-Authenticate" } },
+                "content": json_content(error_schema(&["unauthorized"]))
+            },
+            "ScopeDenied": {
+                "description": "A valid service token without the scope this route needs.",
+                "content": json_content(error_schema(&["scope_denied"]))
             },
             "AdminDisabled": {
                 "description": "`CREDITGATE_ADMIN_TOKEN` is not set: the admin API is off.",

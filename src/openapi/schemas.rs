@@ -22,6 +22,7 @@ pub(super) fn all() -> Value {
         keys(),
         reports(),
         routes(),
+        services(),
     ]
     .into_iter()
     .fold(json!({}), merge)
@@ -295,6 +296,62 @@ fn routes() -> Value {
     })
 }
 
+/// Services: the backends with a token for the `/v1/` routes.
+fn services() -> Value {
+    let scope = json!({ "enum": ["charge", "read"] });
+    json!({
+        "ServiceName": {
+            "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$",
+            "description": "1–64 of `[A-Za-z0-9._-]`, case-sensitive."
+        },
+        "Scopes": {
+            "type": "array", "items": scope, "minItems": 1, "uniqueItems": true,
+            "description": "`charge`: the `/v1/` calls that move credit; `read`: balances and usage of any user."
+        },
+        "Service": {
+            "type": "object", "required": ["name", "scopes", "prefix", "created_at", "revoked_at"],
+            "properties": {
+                "name": { "$ref": "#/components/schemas/ServiceName" },
+                "scopes": { "$ref": "#/components/schemas/Scopes" },
+                "prefix": { "type": "string", "description": "The token's first characters, for display." },
+                "created_at": { "type": "string", "description": "RFC 3339 UTC." },
+                "revoked_at": { "type": ["string", "null"], "description": "RFC 3339 UTC; null while it works." }
+            }
+        },
+        "ServiceCreated": {
+            "allOf": [
+                { "$ref": "#/components/schemas/Service" },
+                { "type": "object", "required": ["token"],
+                  "properties": { "token": { "type": "string", "pattern": "^cgs_[A-Za-z0-9_-]+$" } } }
+            ]
+        },
+        "ServiceList": {
+            "type": "object", "required": ["services"],
+            "properties": { "services": { "type": "array", "items": { "$ref": "#/components/schemas/Service" } } }
+        },
+        "NewService": {
+            "type": "object", "required": ["name", "scopes"], "additionalProperties": false,
+            "properties": {
+                "name": { "$ref": "#/components/schemas/ServiceName" },
+                "scopes": {
+                    "description": "A list of scopes (repeats allowed), or the CLI's comma form `charge,read`.",
+                    "oneOf": [
+                        { "type": "array", "items": scope, "minItems": 1 },
+                        { "type": "string", "pattern": "^ *(?:charge|read) *(?:, *(?:charge|read) *)*$" }
+                    ]
+                }
+            }
+        },
+        "Whoami": {
+            "type": "object", "required": ["service", "scopes"],
+            "properties": {
+                "service": { "$ref": "#/components/schemas/ServiceName" },
+                "scopes": { "$ref": "#/components/schemas/Scopes" }
+            }
+        },
+    })
+}
+
 fn new_route() -> Value {
     json!({
         "type": "object", "required": ["prefix", "upstream"], "additionalProperties": false,
@@ -431,7 +488,7 @@ mod tests {
             .expect("the parents come first")
             .split('|')
             .collect();
-        assert_eq!(parents, ["/_ah", "/api", r"/api/v1\.0"]);
+        assert_eq!(parents, ["/_ah", "/api", r"/api/v1\.0", "/v1"]);
         // Only `.` needs escaping in them, as `prefix()` assumes.
         assert!(BUILT_IN_PATHS.iter().all(|p| p
             .bytes()
