@@ -266,6 +266,25 @@ pub fn whole_number(v: &serde_json::Value) -> Option<i64> {
     (f.fract() == 0.0 && f.abs() <= EXACT_FLOAT_LIMIT).then_some(f as i64)
 }
 
+/// What a service's charge or hold is counted under in usage: 1–64 of
+/// `[A-Za-z0-9._:/-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UsageLabel(String);
+
+impl UsageLabel {
+    pub fn parse(s: &str) -> Result<UsageLabel, ParseError> {
+        let ok = |b: u8| b.is_ascii_alphanumeric() || b".:_/-".contains(&b);
+        if s.is_empty() || s.len() > 64 || !s.bytes().all(ok) {
+            return err("an endpoint label is 1 to 64 characters of A-Z a-z 0-9 . _ : / -");
+        }
+        Ok(UsageLabel(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A calendar day, `YYYY-MM-DD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Day(chrono::NaiveDate);
@@ -575,6 +594,16 @@ mod tests {
             next_refill(now, late, pending),
             Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
         );
+    }
+
+    #[test]
+    fn usage_labels_are_bounded_and_plain() {
+        for good in ["charge", "llm:gpt-4o/tokens", &"x".repeat(64)] {
+            assert!(UsageLabel::parse(good).is_ok(), "{good:?} was refused");
+        }
+        for bad in ["", &"x".repeat(65), "with space", "a\tb", "é"] {
+            assert!(UsageLabel::parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use chrono::Utc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Mutex;
 
-use crate::billing::bank;
+use crate::billing::{self, bank};
 use crate::config::Config;
 use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
@@ -286,9 +286,25 @@ pub fn standard_jobs(
     let expire = {
         let pool = pool.clone();
         Box::new(move || {
-            idempotency::store::expire(&pool)
-                .map(|n| format!("{n} expired idempotency key(s) deleted"))
-                .map_err(JobError::doing("expiry"))
+            let expiry = JobError::doing("expiry");
+            let users = idempotency::store::expire(&pool).map_err(&expiry)?;
+            let mut conn = pool.get().map_err(|e| expiry(e.into()))?;
+            let services = idempotency::service::expire(&mut conn).map_err(&expiry)?;
+            Ok(format!(
+                "{} expired idempotency key(s) deleted",
+                users + services
+            ))
+        }) as crate::ops::jobs::JobFn
+    };
+    // An open hold past its expiry still holds credit until it is
+    // released: a service that never settles cannot keep it forever.
+    let expire_holds = {
+        let pool = pool.clone();
+        let metrics = Arc::clone(metrics);
+        Box::new(move || {
+            let n = billing::holds::expire_due(&pool).map_err(JobError::doing("expiry"))?;
+            metrics.holds_expired(n);
+            Ok(format!("{n} hold(s) expired"))
         }) as crate::ops::jobs::JobFn
     };
     Jobs::new(
@@ -296,6 +312,7 @@ pub fn standard_jobs(
             Job::new("heartbeat", config.heartbeat, heartbeat),
             Job::new("monthly-refill", Duration::from_secs(60), refill),
             Job::new("expire-idempotency-keys", Duration::from_secs(3600), expire),
+            Job::new("expire-holds", Duration::from_secs(10), expire_holds),
         ],
         Arc::clone(metrics),
     )

@@ -67,7 +67,10 @@ pub struct LowCredit {
 pub struct Account {
     pub id: u64,
     pub username: String,
+    /// The balance, held credit included.
     pub credit: i64,
+    /// Reserved by open holds: not to be spent by anything else.
+    pub held: i64,
     pub monthly_credit: Option<i64>,
     refill_day: u32,
     credit_period: Option<String>,
@@ -86,14 +89,25 @@ pub struct Account {
 /// can be a constant too (`concat!` takes literals only).
 macro_rules! account_query {
     () => {
+        concat!(
+            user_columns!(),
+            ", k.id, k.token_hash, \
+             (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > NOW(3))), \
+             (k.last_used_at IS NULL OR k.last_used_at < NOW(3) - INTERVAL 1 MINUTE) \
+             FROM users u LEFT JOIN api_keys k ON k.user_id = u.id AND k.token_hash = ? \
+             WHERE u.username = ?"
+        )
+    };
+}
+
+/// The row's columns every account query reads, in `account`'s order;
+/// the key's four columns follow.
+macro_rules! user_columns {
+    () => {
         "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
          u.disabled, u.email, u.rate_quota, u.rate_window_secs, u.rate_tat, u.low_credit, \
-         u.low_credit_notified, k.id, k.token_hash, \
-         (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > NOW(3))), \
-         (k.last_used_at IS NULL OR k.last_used_at < NOW(3) - INTERVAL 1 MINUTE), \
-         CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) \
-         FROM users u LEFT JOIN api_keys k ON k.user_id = u.id AND k.token_hash = ? \
-         WHERE u.username = ?"
+         u.low_credit_notified, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED), \
+         u.held, u.username"
     };
 }
 
@@ -104,14 +118,29 @@ pub const ACCOUNT_QUERY: &str = account_query!();
 /// `ACCOUNT_QUERY`, locking the user's row for the transaction.
 pub const ACCOUNT_FOR_UPDATE: &str = concat!(account_query!(), " FOR UPDATE");
 
-/// The charge's one write (`take`).
+/// The user's row by name, without a key, locked: for a service that
+/// authenticated the user itself (`/v1/charge` with `"user"`).
+pub const ACCOUNT_BY_NAME: &str = concat!(
+    user_columns!(),
+    ", NULL, NULL, NULL, FALSE FROM users u WHERE u.username = ? FOR UPDATE"
+);
+
+/// The user's row by id, without a key, locked: for settling a hold.
+pub const ACCOUNT_BY_ID: &str = concat!(
+    user_columns!(),
+    ", NULL, NULL, NULL, FALSE FROM users u WHERE u.id = ? FOR UPDATE"
+);
+
+/// The charge's one write (`take`): guarded by what may be spent, so that
+/// the credit held by open holds is never charged by another request.
 pub const TAKE: &str = "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
-     low_credit_notified = low_credit_notified OR ? WHERE id = ? AND credit >= ?";
+     low_credit_notified = low_credit_notified OR ? WHERE id = ? AND credit - held >= ?";
 
 /// The statements every paid request (and every coalesced batch) runs,
 /// prepared once per pooled connection (`db::Connection::prepared`).
 pub const PER_REQUEST: &[&str] = &[
     ACCOUNT_FOR_UPDATE,
+    ACCOUNT_BY_NAME,
     banks::FIND,
     TAKE,
     usage::RECORD,
@@ -150,6 +179,60 @@ pub fn lock(
     Ok(authenticate(row, &hash, name))
 }
 
+/// Who a service's call is for: the end user's credentials, as they sent
+/// them to the service, or a user the service authenticated itself.
+#[derive(Debug, Clone)]
+pub enum Who {
+    Credentials(Credentials),
+    User(Username),
+}
+
+impl Who {
+    /// The name the caller gave, for answers (even a refused one).
+    pub fn name(&self) -> &str {
+        match self {
+            Who::Credentials(c) => &c.username,
+            Who::User(u) => u.as_str(),
+        }
+    }
+}
+
+/// Finds, authenticates (by key, for credentials) and locks the user's row.
+pub fn lock_who(
+    conn: &mut impl Queryable,
+    sql: &Statements,
+    who: &Who,
+) -> Result<Result<Account, AuthFailure>, DbError> {
+    match who {
+        Who::Credentials(c) => match lookup_name(c) {
+            Ok(name) => lock(conn, sql, &name, &c.token, true),
+            Err(why) => Ok(Err(why)),
+        },
+        Who::User(name) => lock_by_name(conn, sql, name),
+    }
+}
+
+/// Finds and locks the user's row by name without a key: the service that
+/// asks has authenticated the user itself.
+pub fn lock_by_name(
+    conn: &mut impl Queryable,
+    sql: &Statements,
+    name: &Username,
+) -> Result<Result<Account, AuthFailure>, DbError> {
+    let row: Option<mysql::Row> = conn.exec_first(sql.get(ACCOUNT_BY_NAME), (name.as_str(),))?;
+    Ok(trusted(row))
+}
+
+/// Locks the row of the user `id` (a hold's owner). A disabled user's
+/// hold is still settled: it was granted while the user was enabled.
+pub fn lock_by_id(conn: &mut impl Queryable, id: u64) -> Result<Option<Account>, DbError> {
+    let row: Option<mysql::Row> = conn.exec_first(ACCOUNT_BY_ID, (id,))?;
+    Ok(row.map(|row| {
+        let name: String = row.get(14).unwrap_or_default();
+        account(&row, &name)
+    }))
+}
+
 fn authenticate(
     row: Option<mysql::Row>,
     hash: &str,
@@ -160,12 +243,12 @@ fn authenticate(
         let _ = token::constant_time_eq(hash.as_bytes(), DUMMY.as_bytes());
         return Err(AuthFailure::UnknownUser);
     };
-    let stored: Option<String> = row.get(13).flatten();
+    let stored: Option<String> = row.get(KEY_COLUMN + 1).flatten();
     let matched = token::constant_time_eq(
         hash.as_bytes(),
         stored.as_deref().unwrap_or(DUMMY).as_bytes(),
     );
-    let works: Option<bool> = row.get(14).flatten();
+    let works: Option<bool> = row.get(KEY_COLUMN + 2).flatten();
     let disabled: bool = row.get(5).unwrap_or(true);
     if !matched {
         Err(AuthFailure::WrongToken)
@@ -174,17 +257,32 @@ fn authenticate(
     } else if disabled {
         Err(AuthFailure::Disabled)
     } else {
-        Ok(account(&row, name))
+        Ok(account(&row, name.as_str()))
     }
 }
 
-fn account(row: &mysql::Row, name: &Username) -> Account {
+/// Where the key's columns start in an account query's row.
+const KEY_COLUMN: usize = 15;
+
+/// The account of a row read without a key (`ACCOUNT_BY_NAME`,
+/// `ACCOUNT_BY_ID`): only a disabled user is refused.
+fn trusted(row: Option<mysql::Row>) -> Result<Account, AuthFailure> {
+    let row = row.ok_or(AuthFailure::UnknownUser)?;
+    if row.get::<bool, _>(5).unwrap_or(true) {
+        return Err(AuthFailure::Disabled);
+    }
+    let name: String = row.get(14).unwrap_or_default();
+    Ok(account(&row, &name))
+}
+
+fn account(row: &mysql::Row, name: &str) -> Account {
     let quota: Option<u32> = row.get(7).flatten();
     let window: Option<u32> = row.get(8).flatten();
     Account {
         id: row.get(0).unwrap_or(0),
         username: name.to_string(),
         credit: row.get(1).unwrap_or(0),
+        held: row.get(13).unwrap_or(0),
         monthly_credit: row.get(2).flatten(),
         refill_day: row.get(3).unwrap_or(1),
         credit_period: row.get(4).flatten(),
@@ -195,13 +293,21 @@ fn account(row: &mysql::Row, name: &Username) -> Account {
         rate_tat: row.get(9).flatten(),
         low_credit: row.get(10).flatten(),
         low_credit_notified: row.get(11).unwrap_or(false),
-        key_id: row.get::<Option<u64>, _>(12).flatten().unwrap_or(0),
-        key_use_due: row.get::<Option<bool>, _>(15).flatten().unwrap_or(false),
-        now_us: row.get(16).unwrap_or(0),
+        key_id: row.get::<Option<u64>, _>(KEY_COLUMN).flatten().unwrap_or(0),
+        key_use_due: row
+            .get::<Option<bool>, _>(KEY_COLUMN + 3)
+            .flatten()
+            .unwrap_or(false),
+        now_us: row.get(12).unwrap_or(0),
     }
 }
 
 impl Account {
+    /// What the user may spend: the credit not held by open holds.
+    pub fn available(&self) -> i64 {
+        self.credit - self.held
+    }
+
     pub fn next_refill(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.monthly_credit?;
         let day = RefillDay::parse(self.refill_day as i64).unwrap_or_default();
@@ -210,6 +316,19 @@ impl Account {
             .as_deref()
             .and_then(|p| Period::parse(p).ok());
         Some(next_refill(now, day, period))
+    }
+
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate
+    }
+
+    pub fn rate_tat(&self) -> Option<i64> {
+        self.rate_tat
+    }
+
+    /// The database's clock when the row was read, µs since the epoch.
+    pub fn now_us(&self) -> i64 {
+        self.now_us
     }
 
     /// The limiter's word on this request, spending nothing: `Ok(None)` for
@@ -271,14 +390,13 @@ impl Account {
     /// What `debit` would do, in memory: the row after it (`None` when the
     /// credit is short) and the low-credit notice it makes due.
     pub fn plan_debit(&self, cost: i64) -> Option<(Running, Option<LowCredit>)> {
-        if self.credit < cost {
+        if self.available() < cost {
             return None;
         }
-        let after = self.credit - cost;
-        let low = crossed_low_credit(self, after);
+        let low = crossed_low_credit(self, self.available(), self.available() - cost);
         Some((
             Running {
-                credit: after,
+                credit: self.credit - cost,
                 rate_tat: self.rate_tat,
                 low_credit_notified: self.low_credit_notified || low.is_some(),
             },
@@ -349,7 +467,7 @@ pub fn note_key_use(conn: &mut impl Queryable, key_id: u64) -> Result<(), DbErro
 /// with a `refund` ledger row of delta 0 and the balance after: the credit
 /// returns through usage, so that
 /// `credit = Σ credit_events.delta − Σ usage_daily.credits` holds. Returns
-/// the credit after it.
+/// the available credit after it.
 pub fn give_back(
     tx: &mut mysql::Transaction<'_>,
     user_id: u64,
@@ -358,11 +476,12 @@ pub fn give_back(
     endpoint: &str,
     actor: &str,
 ) -> Result<i64, DbError> {
-    let credit: Option<i64> = tx.exec_first(
-        "SELECT credit FROM users WHERE id = ? FOR UPDATE",
+    let row: Option<(i64, i64)> = tx.exec_first(
+        "SELECT credit, held FROM users WHERE id = ? FOR UPDATE",
         (user_id,),
     )?;
-    let credit = credit.unwrap_or(0) + amount;
+    let (credit, held) = row.unwrap_or((0, 0));
+    let credit = credit + amount;
     if amount > 0 {
         tx.exec_drop(
             format!("UPDATE users SET credit = credit + ?, {REARM_LOW_CREDIT} WHERE id = ?"),
@@ -390,7 +509,7 @@ pub fn give_back(
             },
         )?;
     }
-    Ok(credit)
+    Ok(credit - held)
 }
 
 /// Writes what `decide` said of one request on its locked row: the key's
@@ -439,11 +558,16 @@ fn save_rate(
     Ok(())
 }
 
-/// The notice is due when this charge takes the credit from at or above
-/// the threshold to below it and none was sent since the last re-arm.
-fn crossed_low_credit(account: &Account, after: i64) -> Option<LowCredit> {
+/// The notice is due when this charge takes the available credit from at
+/// or above the threshold to below it and none was sent since the last
+/// re-arm.
+pub(crate) fn crossed_low_credit(
+    account: &Account,
+    before: i64,
+    after: i64,
+) -> Option<LowCredit> {
     let threshold = account.low_credit?;
-    let crossed = account.credit >= threshold && after < threshold;
+    let crossed = before >= threshold && after < threshold;
     (crossed && !account.low_credit_notified).then(|| LowCredit {
         username: account.username.clone(),
         email: account.email.clone(),
@@ -452,11 +576,12 @@ fn crossed_low_credit(account: &Account, after: i64) -> Option<LowCredit> {
     })
 }
 
-/// SQL for an UPDATE that raised `credit`: re-arms the notice once the
-/// credit is back at or above the threshold (assignments run left to right,
-/// so `credit` is already the new one).
+/// SQL for an UPDATE that raised the available credit: re-arms the notice
+/// once it is back at or above the threshold (assignments run left to
+/// right, so `credit` and `held` are already the new ones when this comes
+/// last).
 pub const REARM_LOW_CREDIT: &str = "low_credit_notified = \
-     IF(low_credit IS NOT NULL AND credit >= low_credit, FALSE, low_credit_notified)";
+     IF(low_credit IS NOT NULL AND credit - held >= low_credit, FALSE, low_credit_notified)";
 
 #[cfg(test)]
 impl Account {
@@ -467,6 +592,7 @@ impl Account {
             id: 1,
             username: "alice".into(),
             credit,
+            held: 0,
             monthly_credit,
             refill_day: 1,
             credit_period: None,
@@ -483,6 +609,11 @@ impl Account {
 
     pub(crate) fn with_limit(mut self, limit: RateLimit) -> Account {
         self.rate = Some(limit);
+        self
+    }
+
+    pub(crate) fn with_held(mut self, held: i64) -> Account {
+        self.held = held;
         self
     }
 

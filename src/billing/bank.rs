@@ -56,7 +56,61 @@ pub enum ChargeOutcome {
     /// Refused by the user's rate limit: nothing charged, nothing counted.
     RateLimited(RateState),
     Unauthorized(AuthFailure),
+    /// The key was used for another bank in the last 24 h: 422, nothing
+    /// charged or counted.
+    KeyReused,
 }
+
+/// What a bank lookup's key answers a retry with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replay {
+    /// The same lookup: its first answer.
+    Answer(Answer),
+    /// Another lookup under the same key (IETF idempotency draft: 422).
+    Reused,
+}
+
+/// A key's row for the bank route: the answer and the bank it was for,
+/// which is what makes a retry "the same request" (the route takes
+/// nothing else; the user is the key's owner). Rows written before the
+/// bank was kept are a bare `Answer` and count as the same request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Remembered {
+    pub bank: String,
+    pub answer: Answer,
+}
+
+impl Remembered {
+    /// A stored row, in either shape (`None`: neither).
+    pub(crate) fn read(json: &str) -> Option<(Option<String>, Answer)> {
+        // Not an untagged enum: serde buffers those, and a bank's raw JSON
+        // (`BankData`) cannot be read from a buffer.
+        match serde_json::from_str::<Remembered>(json) {
+            Ok(r) => Some((Some(r.bank), r.answer)),
+            Err(_) => serde_json::from_str::<Answer>(json)
+                .ok()
+                .map(|a| (None, a)),
+        }
+    }
+
+    /// What this row answers a lookup of `bank` under the same key.
+    pub(crate) fn replay_for(self, bank: &BankCode) -> Replay {
+        if self.bank == bank.as_str() {
+            Replay::Answer(self.answer)
+        } else {
+            Replay::Reused
+        }
+    }
+}
+
+/// What a stored row answers a lookup of `bank`.
+fn replay_of(stored: (Option<String>, Answer), bank: &BankCode) -> Replay {
+    match stored {
+        (Some(b), _) if b != bank.as_str() => Replay::Reused,
+        (_, answer) => Replay::Answer(answer),
+    }
+}
+
 
 impl ChargeOutcome {
     /// The answer a request's key is to remember: one just decided, not a
@@ -132,23 +186,30 @@ pub(crate) fn charge_locked(
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
     let known = match req.idempotency_key {
-        Some(key) => remembered(tx, account.id, key)?,
+        Some(key) => remembered(tx, account.id, key, req.bank)?,
         None => None,
     };
     let outcome = decide(&account, known, bank.as_ref().map(|b| b.cost), req.now);
     account::apply(tx, sql, &account, &outcome, BANKS_ENDPOINT, req.now)?;
     let answered = bank_outcome(outcome, bank);
     if let (Some(key), Some(answer)) = (req.idempotency_key, answered.to_remember()) {
-        remember(tx, account.id, key, answer)?;
+        remember(tx, account.id, key, req.bank, answer)?;
     }
     Ok(answered)
 }
 
 /// What `decide` said of a bank lookup, as the bank route answers it; the
 /// same for a single request and for one in a coalesced batch.
-pub(crate) fn bank_outcome(outcome: Outcome<Answer>, bank: Option<Bank>) -> ChargeOutcome {
+pub(crate) fn bank_outcome(outcome: Outcome<Replay>, bank: Option<Bank>) -> ChargeOutcome {
     match outcome {
-        Outcome::Replayed { answer, rate } => ChargeOutcome::Answered {
+        Outcome::Replayed {
+            answer: Replay::Reused,
+            ..
+        } => ChargeOutcome::KeyReused,
+        Outcome::Replayed {
+            answer: Replay::Answer(answer),
+            rate,
+        } => ChargeOutcome::Answered {
             answer,
             replayed: true,
             rate,
@@ -193,24 +254,37 @@ pub(crate) fn remembered(
     tx: &mut impl Queryable,
     user_id: u64,
     key: &IdempotencyKey,
-) -> Result<Option<Answer>, DbError> {
-    idempotency::store::stored_outcome(tx, user_id, key.as_str())
+    bank: &BankCode,
+) -> Result<Option<Replay>, DbError> {
+    let found = idempotency::store::stored_json(tx, user_id, key.as_str())?;
+    Ok(found
+        .as_deref()
+        .and_then(Remembered::read)
+        .map(|stored| replay_of(stored, bank)))
 }
 
 pub(crate) fn remember(
     tx: &mut impl Queryable,
     user_id: u64,
     key: &IdempotencyKey,
+    bank: &BankCode,
     answer: &Answer,
 ) -> Result<(), DbError> {
-    idempotency::store::remember(tx, user_id, key.as_str(), answer)
+    let row = Remembered {
+        bank: bank.as_str().to_string(),
+        answer: answer.clone(),
+    };
+    idempotency::store::remember(tx, user_id, key.as_str(), &row)
 }
 
 /// What `GET /api/v1.0/credit` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Balance {
     pub username: String,
+    /// What may be spent: the credit not held by open holds.
     pub credit: i64,
+    /// Reserved by open holds.
+    pub held: i64,
     pub monthly_credit: Option<i64>,
     /// RFC 3339, UTC.
     pub next_refill: Option<String>,
@@ -239,7 +313,8 @@ pub fn balance(
     }
     Ok(found.map(|a| Balance {
         username: credentials.username.clone(),
-        credit: a.credit,
+        credit: a.available(),
+        held: a.held,
         monthly_credit: a.monthly_credit,
         next_refill: a
             .next_refill(now)
@@ -248,8 +323,10 @@ pub fn balance(
 }
 
 /// Refills every user whose refill moment in `period` has passed by `now` and
-/// who has not been refilled for `period` yet: `credit = GREATEST(credit,
-/// monthly_credit)`, `credit_period = period`, one ledger row. One transaction
+/// who has not been refilled for `period` yet: what they may spend is
+/// raised to the allowance (`credit = GREATEST(credit, monthly_credit +
+/// held)`: credit reserved by open holds stays reserved on top of it),
+/// `credit_period = period`, one ledger row. One transaction
 /// per user, re-checked under the row lock, so a refill happens once per
 /// month even when several instances run it at the same moment.
 pub fn refill(
@@ -282,23 +359,23 @@ pub fn refill(
 fn refill_one(pool: &Pool, user_id: u64, p: &str, actor: &str) -> Result<bool, DbError> {
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let row: Option<(i64, Option<i64>, Option<String>)> = tx.exec_first(
-        "SELECT credit, monthly_credit, credit_period FROM users WHERE id = ? FOR UPDATE",
+    let row: Option<(i64, i64, Option<i64>, Option<String>)> = tx.exec_first(
+        "SELECT credit, held, monthly_credit, credit_period FROM users WHERE id = ? FOR UPDATE",
         (user_id,),
     )?;
-    let Some((credit, Some(monthly), done)) = row else {
+    let Some((credit, held, Some(monthly), done)) = row else {
         return Ok(false);
     };
     if done.is_some_and(|d| d.as_str() >= p) {
         return Ok(false); // another instance was first
     }
-    let new = credit.max(monthly);
+    let new = credit.max(monthly + held);
     tx.exec_drop(
         format!(
-            "UPDATE users SET credit = GREATEST(credit, ?), credit_period = ?, {} WHERE id = ?",
+            "UPDATE users SET credit = ?, credit_period = ?, {} WHERE id = ?",
             account::REARM_LOW_CREDIT
         ),
-        (monthly, p, user_id),
+        (new, p, user_id),
     )?;
     ledger::record(
         &mut tx,
@@ -334,6 +411,32 @@ mod tests {
         assert_eq!(serde_json::from_str::<Answer>(stored).unwrap(), answer);
     }
 
+    #[test]
+    fn a_key_replays_only_the_same_bank() {
+        let bofa_code = BankCode::parse("BOFA").unwrap();
+        let other = BankCode::parse("CHASE").unwrap();
+        let row = Remembered {
+            bank: "BOFA".into(),
+            answer: Answer::Charged {
+                bank: bofa(1),
+                credit_remaining: 4,
+            },
+        };
+        let json = serde_json::to_string(&row).unwrap();
+        let read = Remembered::read(&json).expect("reads back");
+        assert_eq!(
+            replay_of(read.clone(), &bofa_code),
+            Replay::Answer(row.answer.clone())
+        );
+        assert_eq!(replay_of(read, &other), Replay::Reused);
+        // A row from before the bank was kept replays for any bank.
+        let old = Remembered::read(
+            r#"{"outcome":"insufficient_credit","cost":5,"credit_remaining":3,"next_refill":null}"#,
+        )
+        .expect("an old row reads");
+        assert!(matches!(replay_of(old, &other), Replay::Answer(_)));
+    }
+
     fn bofa(cost: i64) -> Bank {
         Bank {
             code: "BOFA".into(),
@@ -345,7 +448,7 @@ mod tests {
         }
     }
 
-    fn counted(verdict: Verdict) -> Outcome<Answer> {
+    fn counted(verdict: Verdict) -> Outcome<Replay> {
         Outcome::Counted {
             verdict,
             rate: None,
@@ -386,7 +489,7 @@ mod tests {
     fn a_replay_is_answered_but_not_remembered_again() {
         let replay = bank_outcome(
             Outcome::Replayed {
-                answer: Answer::UnknownBank,
+                answer: Replay::Answer(Answer::UnknownBank),
                 rate: None,
             },
             None,

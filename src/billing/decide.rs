@@ -90,7 +90,7 @@ pub fn decide<R>(
         None => Verdict::Unpriced,
         Some((cost, None)) => Verdict::Insufficient(Insufficient {
             cost,
-            credit_remaining: account.credit,
+            credit_remaining: account.available(),
             next_refill: account.next_refill(now).map(|t| t.timestamp()),
         }),
         Some((cost, Some((debited, low_credit)))) => {
@@ -98,7 +98,7 @@ pub fn decide<R>(
             after.low_credit_notified = debited.low_credit_notified;
             Verdict::Debited {
                 cost,
-                credit_remaining: debited.credit,
+                credit_remaining: debited.credit - account.held,
                 low_credit,
             }
         }
@@ -215,6 +215,26 @@ mod tests {
         let (verdict, _, after) = counted(decide::<&str>(&a, None, None, at(0)));
         assert_eq!(verdict, Verdict::Unpriced);
         assert_eq!(after, a.running());
+    }
+
+    #[test]
+    fn held_credit_cannot_be_spent_and_is_not_reported_as_remaining() {
+        let a = Account::for_test(10, None).with_held(7);
+        let (verdict, ..) = counted(decide::<&str>(&a, None, Some(4), at(0)));
+        let Verdict::Insufficient(short) = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(short.credit_remaining, 3);
+        let (verdict, _, after) = counted(decide::<&str>(&a, None, Some(3), at(0)));
+        assert!(matches!(
+            verdict,
+            Verdict::Debited {
+                credit_remaining: 0,
+                ..
+            }
+        ));
+        // The row keeps the held credit: only the cost leaves it.
+        assert_eq!(after.credit, 7);
     }
 
     #[test]

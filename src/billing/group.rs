@@ -32,7 +32,7 @@ use mysql::TxOpts;
 use crate::auth::token::Credentials;
 use crate::banks::{self, Bank};
 use crate::billing::account::{self, Account, AuthFailure, Running};
-use crate::billing::bank::{self, Answer, Charge, ChargeOutcome};
+use crate::billing::bank::{self, Answer, Charge, ChargeOutcome, Remembered};
 use crate::billing::usage;
 use crate::billing::{decide, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
@@ -222,8 +222,8 @@ struct Book {
     taken: i64,
     /// (endpoint, day) → (calls, credits)
     usage: BTreeMap<(String, chrono::NaiveDate), (u64, i64)>,
-    remembered: HashMap<String, Answer>,
-    to_remember: Vec<(IdempotencyKey, Answer)>,
+    remembered: HashMap<String, Remembered>,
+    to_remember: Vec<(IdempotencyKey, BankCode, Answer)>,
     touched: BTreeSet<u64>,
 }
 
@@ -297,8 +297,8 @@ fn decide_one(
     // An answer this batch gave the key counts as remembered too.
     let known = match req.idempotency_key {
         Some(key) => match book.remembered.get(key.as_str()) {
-            Some(answer) => Some(answer.clone()),
-            None => bank::remembered(tx, account.id, key)?,
+            Some(row) => Some(row.clone().replay_for(req.bank)),
+            None => bank::remembered(tx, account.id, key, req.bank)?,
         },
         None => None,
     };
@@ -325,9 +325,13 @@ fn decide_one(
     }
     let answered = bank::bank_outcome(outcome, bank);
     if let (Some(key), Some(answer)) = (req.idempotency_key, answered.to_remember()) {
-        book.remembered
-            .insert(key.as_str().to_string(), answer.clone());
-        book.to_remember.push((key.clone(), answer.clone()));
+        let row = Remembered {
+            bank: req.bank.as_str().to_string(),
+            answer: answer.clone(),
+        };
+        book.remembered.insert(key.as_str().to_string(), row);
+        book.to_remember
+            .push((key.clone(), req.bank.clone(), answer.clone()));
     }
     Ok(answered)
 }
@@ -343,8 +347,8 @@ fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Book) -> Resul
     for ((endpoint, day), (calls, credits)) in &book.usage {
         usage::record_many(tx, sql, book.user_id, *day, endpoint, *calls, *credits)?;
     }
-    for (key, answer) in &book.to_remember {
-        bank::remember(tx, book.user_id, key, answer)?;
+    for (key, bank_code, answer) in &book.to_remember {
+        bank::remember(tx, book.user_id, key, bank_code, answer)?;
     }
     for id in &book.touched {
         account::note_key_use(tx, *id)?;

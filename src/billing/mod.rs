@@ -9,12 +9,18 @@
 //! - `account`: lock and authenticate the row, `apply` an outcome, refunds
 //! - `bank`: the paid bank lookup, the balance, the monthly refill
 //! - `group`: coalesced batches (one user's waiting charges, one commit)
+//! - `charge`: the charge API (a backend charges its user from its code)
+//! - `holds`: reserve credit first, capture the real price after
+//! - `keyed`: a service call's transaction with its Idempotency-Key
 //! - `ratelimit`: GCRA, pure; `usage` and `ledger`: the books beside the credit
 
 pub mod account;
 pub mod bank;
+pub mod charge;
 pub mod decide;
 pub mod group;
+pub mod holds;
+pub mod keyed;
 pub mod ledger;
 pub mod ratelimit;
 pub mod usage;

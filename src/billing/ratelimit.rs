@@ -78,6 +78,14 @@ pub fn peek(tat: Option<i64>, now: i64, limit: RateLimit) -> Decision {
     }
 }
 
+/// The state after a request that counts whatever the limiter says: a
+/// hold's capture (the limiter was asked when the hold was placed; the work
+/// is done by now and its one count is due).
+pub fn spend(tat: Option<i64>, now: i64, limit: RateLimit) -> i64 {
+    let interval = i64::from(limit.window_secs) * MICROS / i64::from(limit.quota);
+    tat.unwrap_or(now).max(now) + interval
+}
+
 fn remaining(tat: i64, now: i64, interval: i64, tolerance: i64, quota: u32) -> u32 {
     let left = tolerance - (tat - now);
     if left < 0 {
@@ -105,6 +113,16 @@ mod tests {
     use super::*;
 
     const SEC: i64 = 1_000_000;
+
+    #[test]
+    fn a_spent_request_counts_like_an_allowed_one_even_over_the_limit() {
+        let l = limit(2, 10);
+        let allowed = decide(None, 0, l);
+        assert_eq!(spend(None, 0, l), allowed.new_tat);
+        // Over the limit it still moves the state on by one interval.
+        let far = 100 * SEC;
+        assert_eq!(spend(Some(far), 0, l), far + 5 * SEC);
+    }
 
     fn limit(q: i64, w: i64) -> RateLimit {
         RateLimit::new(q, w).unwrap()

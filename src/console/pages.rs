@@ -459,6 +459,7 @@ mod tests {
             username: name.into(),
             token_prefix: "cg_abcde".into(),
             credit: 5,
+            held: 0,
             monthly_credit: Some(100),
             refill_day: 1,
             credit_period: None,

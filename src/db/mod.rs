@@ -313,6 +313,21 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0018_create_services.sql",
         include_str!("../../sql/0018_create_services.sql"),
     ),
+    (
+        19,
+        "0019_add_users_held.sql",
+        include_str!("../../sql/0019_add_users_held.sql"),
+    ),
+    (
+        20,
+        "0020_create_holds.sql",
+        include_str!("../../sql/0020_create_holds.sql"),
+    ),
+    (
+        21,
+        "0021_create_service_idempotency_keys.sql",
+        include_str!("../../sql/0021_create_service_idempotency_keys.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {

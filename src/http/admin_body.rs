@@ -19,6 +19,11 @@ pub(super) fn username(raw: &str) -> Result<Username, ApiError> {
 
 /// The request body as a JSON object: at most 64 KiB, `application/json`.
 pub(super) fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError> {
+    parse_object(&read_json_body(req)?)
+}
+
+/// The body's bytes: at most 64 KiB, `application/json` if a type is given.
+pub(super) fn read_json_body(req: &Request) -> Result<Vec<u8>, ApiError> {
     if let Some(ct) = req.header("Content-Type") {
         if !ct
             .trim()
@@ -30,11 +35,15 @@ pub(super) fn read_object(req: &Request) -> Result<Map<String, Value>, ApiError>
             ));
         }
     }
-    let bytes = bounded_body(req, MAX_BODY_BYTES).map_err(|e| match e {
+    bounded_body(req, MAX_BODY_BYTES).map_err(|e| match e {
         BodyError::Unreadable => ApiError::InvalidBody("the body could not be read".into()),
         BodyError::TooLarge => ApiError::InvalidBody("the body is over 64 KiB".into()),
-    })?;
-    match serde_json::from_slice::<Value>(&bytes) {
+    })
+}
+
+/// A body as a JSON object.
+pub(super) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::InvalidBody(
             "the body must be a JSON object".into(),

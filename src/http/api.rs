@@ -51,6 +51,7 @@ pub fn banks_data(
     match outcome {
         ChargeOutcome::Unauthorized(why) => Err(unauthorized(state, req, ctx, &why)),
         ChargeOutcome::RateLimited(rate) => Err(ApiError::RateLimited(rate)),
+        ChargeOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
         ChargeOutcome::Answered {
             answer,
             replayed,

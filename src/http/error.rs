@@ -83,6 +83,12 @@ pub enum ApiError {
     /// The same Idempotency-Key with another request (method, path, query,
     /// body): 422, nothing charged.
     IdempotencyKeyReused,
+    /// No hold with this id made by the calling service.
+    UnknownHold,
+    /// The hold was settled otherwise before (its state named): 409.
+    HoldSettled(&'static str),
+    /// The user has as many open holds as a user may.
+    TooManyHolds,
     /// The first answer under this key was too large to store: a retry
     /// cannot be answered without forwarding it again.
     IdempotencyAnswerNotStored,
@@ -185,6 +191,7 @@ impl ApiError {
             | ApiError::InvalidRate(_)
             | ApiError::BodyNotAllowed
             | ApiError::InvalidPath(_)
+            | ApiError::TooManyHolds
             | ApiError::InvalidBody(_) => 400,
             ApiError::InsufficientCredit { .. } => 402,
             ApiError::AdminDisabled | ApiError::ScopeDenied(_) => 403,
@@ -195,12 +202,14 @@ impl ApiError {
             | ApiError::Key(KeyError::UnknownUser(_))
             | ApiError::Key(KeyError::UnknownKey(_))
             | ApiError::Service(ServiceError::Unknown(_))
+            | ApiError::UnknownHold
             | ApiError::UnknownJob(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::User(UserError::Exists(_))
             | ApiError::Route(RouteError::Exists(_))
             | ApiError::Service(ServiceError::Exists(_))
             | ApiError::IdempotencyInProgress
+            | ApiError::HoldSettled(_)
             | ApiError::IdempotencyAnswerNotStored => 409,
             ApiError::BodyTooLarge { .. } => 413,
             ApiError::IdempotencyKeyReused => 422,
@@ -267,6 +276,9 @@ impl ApiError {
             ApiError::InvalidPath(_) => "invalid_path",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyAnswerNotStored => "idempotency_answer_not_stored",
+            ApiError::UnknownHold => "unknown_hold",
+            ApiError::HoldSettled(_) => "hold_settled",
+            ApiError::TooManyHolds => "too_many_holds",
             ApiError::Internal => "internal",
         }
     }
@@ -357,13 +369,29 @@ impl ApiError {
                  cannot be replayed; nothing was charged or forwarded"
                     .into()
             }
+            ApiError::UnknownHold => "this service has no hold with this id".into(),
+            ApiError::HoldSettled(state) => format!(
+                "the hold is already {state}; a capture or release settles a hold once"
+            ),
+            ApiError::TooManyHolds => format!(
+                "this user has {} open holds, as many as a user may; capture or release some",
+                crate::billing::holds::MAX_OPEN_PER_USER
+            ),
             ApiError::Internal => "internal error".into(),
         }
     }
 
+    /// The JSON body every error answers with.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = json!({ "error": self.code(), "message": self.message() });
+        if let ApiError::HoldSettled(state) = self {
+            body["state"] = json!(state);
+        }
+        body
+    }
+
     pub fn response(&self) -> Response {
-        let body = json!({ "error": self.code(), "message": self.message() });
-        let mut r = Response::json(&body).with_status_code(self.status());
+        let mut r = Response::json(&self.body()).with_status_code(self.status());
         match self {
             ApiError::Unauthorized | ApiError::ServiceUnauthorized => {
                 r = r.with_additional_header("WWW-Authenticate", "Bearer realm=\"creditgate\"");

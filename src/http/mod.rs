@@ -12,6 +12,8 @@ mod legacy;
 #[cfg(test)]
 mod openapi_drift;
 mod service_auth;
+mod v1;
+mod v1_body;
 
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -248,6 +250,26 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
                 "application/json",
                 crate::openapi::text(),
             ))
+        }
+        ["v1", "charge"] => {
+            ctx.route = "v1_charge";
+            allow(method, &["POST"])?;
+            v1::charge(state, req, ctx)
+        }
+        ["v1", "holds"] => {
+            ctx.route = "v1_holds";
+            allow(method, &["POST"])?;
+            v1::place_hold(state, req, ctx)
+        }
+        ["v1", "holds", id] => {
+            ctx.route = "v1_holds";
+            allow(method, &["GET"])?;
+            v1::get_hold(state, req, id, ctx)
+        }
+        ["v1", "holds", id, action @ ("capture" | "release")] => {
+            ctx.route = "v1_holds";
+            allow(method, &["POST"])?;
+            v1::settle_hold(state, req, id, *action == "capture", ctx)
         }
         ["admin", "v1", rest @ ..] => {
             ctx.route = "admin";

@@ -14,6 +14,7 @@
 
 pub mod answer;
 pub mod key;
+pub mod service;
 pub mod state;
 pub mod store;
 

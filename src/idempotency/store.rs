@@ -27,6 +27,19 @@ pub fn stored_outcome<T: DeserializeOwned>(
     Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
+/// The outcome stored under `idem_key` in the last 24 h, as its JSON text.
+pub fn stored_json(
+    tx: &mut impl Queryable,
+    user_id: u64,
+    idem_key: &str,
+) -> Result<Option<String>, DbError> {
+    Ok(tx.exec_first(
+        "SELECT outcome FROM idempotency_keys \
+         WHERE user_id = ? AND idem_key = ? AND created_at > NOW(3) - INTERVAL 1 DAY",
+        (user_id, idem_key),
+    )?)
+}
+
 /// Remembers `outcome` under `idem_key` for 24 h.
 pub fn remember<T: Serialize>(
     tx: &mut impl Queryable,

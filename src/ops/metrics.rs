@@ -26,6 +26,7 @@ pub struct Metrics {
     upstream_micros: AtomicU64,
     refunds: Mutex<BTreeMap<String, u64>>,
     coalesced_batches: AtomicU64,
+    holds_expired: AtomicU64,
     coalesced_requests: AtomicU64,
     /// Distinct Galera writer nodes of the live instances; `None` off Galera.
     writer_nodes: Mutex<Option<u64>>,
@@ -98,6 +99,10 @@ impl Metrics {
     pub fn coalesced_batch(&self, requests: usize) {
         self.coalesced_batches.fetch_add(1, Relaxed);
         self.coalesced_requests.fetch_add(requests as u64, Relaxed);
+    }
+
+    pub fn holds_expired(&self, n: u64) {
+        self.holds_expired.fetch_add(n, Relaxed);
     }
 
     pub fn cluster_writer_nodes(&self, nodes: Option<u64>) {
@@ -262,6 +267,12 @@ impl Metrics {
                 "Requests decided in coalesced charge transactions.",
                 single(&self.coalesced_requests),
             ),
+            (
+                "creditgate_holds_expired_total",
+                "counter",
+                "Open holds released by the expire-holds job at their expiry.",
+                single(&self.holds_expired),
+            ),
         ]
     }
 
@@ -342,6 +353,6 @@ mod tests {
         assert!(text.contains("creditgate_credits_charged_total 3\n"));
         assert!(text.contains("creditgate_db_pool_connections{state=\"idle\"} 2\n"));
         assert!(text.contains("creditgate_db_pool_max_connections 8\n"));
-        assert_eq!(text.matches("# HELP ").count(), 14);
+        assert_eq!(text.matches("# HELP ").count(), 15);
     }
 }

@@ -35,7 +35,10 @@ pub struct NewUser {
 pub struct User {
     pub username: String,
     pub token_prefix: String,
+    /// The balance, held credit included.
     pub credit: i64,
+    /// Reserved by open holds; `credit - held` may be spent.
+    pub held: i64,
     pub monthly_credit: Option<i64>,
     pub refill_day: u32,
     pub credit_period: Option<String>,
@@ -112,39 +115,30 @@ const USER_COLUMNS: &str = "username, \
      COALESCE((SELECT k.prefix FROM api_keys k WHERE k.user_id = users.id AND k.revoked_at IS NULL \
                ORDER BY k.id DESC LIMIT 1), ''), \
      credit, monthly_credit, refill_day, credit_period, email, \
-     disabled, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ'), rate_quota, rate_window_secs, low_credit";
+     disabled, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ'), rate_quota, rate_window_secs, low_credit, \
+     held";
 
-type UserRow = (
-    String,
-    String,
-    i64,
-    Option<i64>,
-    u32,
-    Option<String>,
-    Option<String>,
-    bool,
-    String,
-    Option<u32>,
-    Option<u32>,
-    Option<i64>,
-);
+/// A row of `USER_COLUMNS` (more columns than `FromRow` takes as a tuple).
+type UserRow = mysql::Row;
 
 fn from_row(r: UserRow) -> User {
+    let quota: Option<u32> = r.get(9).flatten();
+    let window: Option<u32> = r.get(10).flatten();
     User {
-        username: r.0,
-        token_prefix: r.1,
-        credit: r.2,
-        monthly_credit: r.3,
-        refill_day: r.4,
-        credit_period: r.5,
-        email: r.6,
-        disabled: r.7,
-        created_at: r.8,
-        rate_limit: match (r.9, r.10) {
-            (Some(quota), Some(window_secs)) => Some(RateLimit { quota, window_secs }),
-            _ => None,
-        },
-        low_credit: r.11,
+        username: r.get(0).unwrap_or_default(),
+        token_prefix: r.get(1).unwrap_or_default(),
+        credit: r.get(2).unwrap_or(0),
+        monthly_credit: r.get(3).flatten(),
+        refill_day: r.get(4).unwrap_or(1),
+        credit_period: r.get(5).flatten(),
+        email: r.get(6).flatten(),
+        disabled: r.get(7).unwrap_or(false),
+        created_at: r.get(8).unwrap_or_default(),
+        rate_limit: quota
+            .zip(window)
+            .map(|(quota, window_secs)| RateLimit { quota, window_secs }),
+        low_credit: r.get(11).flatten(),
+        held: r.get(12).unwrap_or(0),
     }
 }
 
@@ -298,17 +292,24 @@ fn change_credit_once(
 ) -> Result<User, UserError> {
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let row: Option<(u64, i64)> = tx.exec_first(
-        "SELECT id, credit FROM users WHERE username = ? FOR UPDATE",
+    let row: Option<(u64, i64, i64)> = tx.exec_first(
+        "SELECT id, credit, held FROM users WHERE username = ? FOR UPDATE",
         (username.as_str(),),
     )?;
-    let (user_id, old) = row.ok_or_else(|| UserError::Unknown(username.to_string()))?;
+    let (user_id, old, held) = row.ok_or_else(|| UserError::Unknown(username.to_string()))?;
     let (new, reason) = match change {
         CreditChange::Add(n) => (old.checked_add(n), Reason::TopUp),
         CreditChange::Set(n) => (Some(n.get()), Reason::Set),
     };
     let new = match new {
-        Some(n) if n >= 0 => n,
+        Some(n) if n >= held => n,
+        // Held credit is promised to open holds: it cannot be taken away
+        // under them (release the holds, or wait for them to settle).
+        Some(n) if n >= 0 => {
+            return Err(UserError::InvalidCredit(format!(
+                "credit would be {n}, below the {held} held by open holds"
+            )))
+        }
         Some(n) => {
             return Err(UserError::InvalidCredit(format!(
                 "credit would be {n}; it cannot go below 0"
@@ -398,7 +399,7 @@ fn set_low_credit_once(
 ) -> Result<User, UserError> {
     let mut conn = pool.get()?;
     conn.exec_drop(
-        "UPDATE users SET low_credit = ?, low_credit_notified = (? IS NOT NULL AND credit < ?) \
+        "UPDATE users SET low_credit = ?, low_credit_notified = (? IS NOT NULL AND credit - held < ?) \
          WHERE username = ?",
         (
             threshold.map(Credit::get),

@@ -7,8 +7,9 @@ use serde_json::Value;
 use crate::support::helpers::{request, spawn_app, spawn_app_with, TestApp};
 
 /// The User JSON fields of the SPEC (the second stage added `rate_limit`
-/// and `low_credit`), in no particular order.
-const USER_FIELDS: [&str; 11] = [
+/// and `low_credit`, the third `held`), in no particular order.
+const USER_FIELDS: [&str; 12] = [
+    "held",
     "rate_limit",
     "low_credit",
     "username",

@@ -35,7 +35,12 @@ fn every_job_is_listed_with_its_schedule_and_state() {
     let ids: Vec<&str> = list.iter().map(|j| j["id"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
-        ["heartbeat", "monthly-refill", "expire-idempotency-keys"]
+        [
+            "heartbeat",
+            "monthly-refill",
+            "expire-idempotency-keys",
+            "expire-holds"
+        ]
     );
     for j in &list {
         let keys: Vec<&String> = j.as_object().unwrap().keys().collect();
@@ -55,6 +60,7 @@ fn every_job_is_listed_with_its_schedule_and_state() {
     assert_eq!(list[0]["schedule"], "every 10s");
     assert_eq!(list[1]["schedule"], "every 60s");
     assert_eq!(list[2]["schedule"], "every 3600s");
+    assert_eq!(list[3]["schedule"], "every 10s");
     // The refill runs at start, before the first request is served.
     assert!(list[1]["last_run"].is_string(), "{}", list[1]);
     assert_eq!(list[1]["last_result"], "ok: 0 user(s) refilled");

@@ -1,0 +1,477 @@
+//! Holds: reserve credit first, charge the real price after. A hold takes
+//! its amount out of what the user may spend (`users.held`) in the same
+//! row-locked transaction that checks the credit, so N concurrent holds of
+//! h on a balance B grant exactly ⌊B/h⌋; a capture charges the real price
+//! and frees the rest; a release or the expiry job frees it all. Every
+//! settlement locks the user's row first, then the hold's, and acts only
+//! on an open hold: each hold is settled exactly once, by whichever
+//! instance comes first.
+//!
+//! The money rule of a capture is `split` (pure); the decision to grant a
+//! hold is the one money decision (`decide`), asked with the hold's amount
+//! as the cost: the same order of checks as every paid path.
+
+use chrono::{DateTime, Utc};
+use mysql::prelude::Queryable;
+use mysql::TxOpts;
+use serde::Serialize;
+
+use super::account::{self, Account, AuthFailure, LowCredit, RateState, Who};
+use super::decide::{decide, Insufficient, Outcome, Verdict};
+use super::ratelimit;
+use super::usage;
+use crate::db::{self, DbError, Pool, Statements};
+
+/// At most this many open holds per user (400 `too_many_holds`): a
+/// runaway client cannot grow the table without bound.
+pub const MAX_OPEN_PER_USER: i64 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    Open,
+    Captured,
+    Released,
+    Expired,
+}
+
+impl HoldState {
+    fn parse(s: &str) -> HoldState {
+        match s {
+            "captured" => HoldState::Captured,
+            "released" => HoldState::Released,
+            "expired" => HoldState::Expired,
+            _ => HoldState::Open,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldState::Open => "open",
+            HoldState::Captured => "captured",
+            HoldState::Released => "released",
+            HoldState::Expired => "expired",
+        }
+    }
+}
+
+/// A hold as a service sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    pub id: u64,
+    pub user: String,
+    pub amount: i64,
+    pub state: HoldState,
+    pub endpoint: String,
+    /// RFC 3339, UTC, to the millisecond.
+    pub created_at: String,
+    pub expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captured: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncollected: Option<i64>,
+    #[serde(skip)]
+    pub credit_after: Option<i64>,
+    #[serde(skip)]
+    user_id: u64,
+    #[serde(skip)]
+    service_id: Option<u64>,
+    /// Past `expires_at` by the database's clock.
+    #[serde(skip)]
+    past_expiry: bool,
+}
+
+const HOLD_COLUMNS: &str = "h.id, u.username, h.amount, h.state, h.endpoint, \
+     DATE_FORMAT(h.created_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
+     DATE_FORMAT(h.expires_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
+     h.captured, h.uncollected, h.credit_after, h.user_id, h.service_id, h.expires_at <= NOW(3) \
+     FROM holds h JOIN users u ON u.id = h.user_id";
+
+fn hold_from(row: mysql::Row) -> Hold {
+    let millis = |s: String| match s.len() {
+        // %f is microseconds: keep milliseconds.
+        n if n > 5 => format!("{}Z", &s[..n - 4]),
+        _ => s,
+    };
+    let state: String = row.get(3).unwrap_or_default();
+    Hold {
+        id: row.get(0).unwrap_or(0),
+        user: row.get(1).unwrap_or_default(),
+        amount: row.get(2).unwrap_or(0),
+        state: HoldState::parse(&state),
+        endpoint: row.get(4).unwrap_or_default(),
+        created_at: millis(row.get(5).unwrap_or_default()),
+        expires_at: millis(row.get(6).unwrap_or_default()),
+        captured: row.get(7).flatten(),
+        uncollected: row.get(8).flatten(),
+        credit_after: row.get(9).flatten(),
+        user_id: row.get(10).unwrap_or(0),
+        service_id: row.get(11).flatten(),
+        past_expiry: row.get(12).unwrap_or(false),
+    }
+}
+
+fn read_hold(
+    conn: &mut impl Queryable,
+    id: u64,
+    for_update: bool,
+) -> Result<Option<Hold>, DbError> {
+    let lock = if for_update { " FOR UPDATE" } else { "" };
+    let row: Option<mysql::Row> = conn.exec_first(
+        format!("SELECT {HOLD_COLUMNS} WHERE h.id = ?{lock}"),
+        (id,),
+    )?;
+    Ok(row.map(hold_from))
+}
+
+/// A request for a hold, from service `service_id`.
+pub struct Place<'a> {
+    pub service_id: u64,
+    pub who: &'a Who,
+    pub amount: i64,
+    pub ttl_secs: u32,
+    pub endpoint: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// Why a paid decision said no: the charge API's and the holds' refusals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Unauthorized(AuthFailure),
+    RateLimited {
+        rate: RateState,
+        credit_available: i64,
+    },
+    Insufficient(Insufficient),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    Granted { hold: Hold, credit_available: i64 },
+    Refused(Refusal),
+    /// The user has `MAX_OPEN_PER_USER` open holds already.
+    TooMany,
+}
+
+/// Places a hold inside `tx`: lock and authenticate, the one decision with
+/// the amount as the cost, then the hold and `held` in step. The limiter is
+/// asked but not spent: the call counts once, at its capture.
+pub fn place(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    req: &Place<'_>,
+) -> Result<Placed, DbError> {
+    let account = match account::lock_who(tx, sql, req.who)? {
+        Ok(a) => a,
+        Err(why) => return Ok(Placed::Refused(Refusal::Unauthorized(why))),
+    };
+    match decide::<()>(&account, None, Some(req.amount), req.now) {
+        Outcome::RateLimited(rate) => {
+            return Ok(Placed::Refused(Refusal::RateLimited {
+                rate,
+                credit_available: account.available(),
+            }))
+        }
+        Outcome::Counted {
+            verdict: Verdict::Insufficient(short),
+            ..
+        } => return Ok(Placed::Refused(Refusal::Insufficient(short))),
+        _ => {}
+    }
+    let open: i64 = tx
+        .exec_first(
+            "SELECT COUNT(*) FROM holds WHERE user_id = ? AND state = 'open'",
+            (account.id,),
+        )?
+        .unwrap_or(0);
+    if open >= MAX_OPEN_PER_USER {
+        return Ok(Placed::TooMany);
+    }
+    tx.exec_drop(
+        "INSERT INTO holds (user_id, service_id, endpoint, amount, expires_at) \
+         VALUES (?, ?, ?, ?, NOW(3) + INTERVAL ? SECOND)",
+        (
+            account.id,
+            req.service_id,
+            req.endpoint,
+            req.amount,
+            req.ttl_secs,
+        ),
+    )?;
+    let id = tx.last_insert_id().unwrap_or(0);
+    reserve(tx, &account, req.amount)?;
+    account::touch_key(tx, &account)?;
+    let hold = read_hold(tx, id, false)?.ok_or_else(|| DbError::conflict("a new hold vanished"))?;
+    Ok(Placed::Granted {
+        hold,
+        credit_available: account.available() - req.amount,
+    })
+}
+
+/// `held` grows by the hold, guarded like a charge by what may be spent.
+fn reserve(conn: &mut mysql::Transaction<'_>, account: &Account, amount: i64) -> Result<(), DbError> {
+    conn.exec_drop(
+        "UPDATE users SET held = held + ? WHERE id = ? AND credit - held >= ?",
+        (amount, account.id, amount),
+    )?;
+    if conn.affected_rows() != 1 {
+        return Err(DbError::conflict("the credit changed under the row lock"));
+    }
+    Ok(())
+}
+
+/// What a capture of `n` takes from a hold of `hold` when the user may
+/// spend `available` besides it: (captured, uncollected). Up to the hold,
+/// the price; beyond it, as much as the available credit covers, never
+/// more: the balance never goes below zero and what is missing is said.
+pub fn split(hold: i64, n: i64, available: i64) -> (i64, i64) {
+    let captured = if n <= hold {
+        n
+    } else {
+        hold + (n - hold).min(available.max(0))
+    };
+    (captured, n - captured)
+}
+
+/// What a capture or release answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Settled now (`low_credit`: this capture crossed the threshold).
+    Done {
+        hold: Hold,
+        credit_remaining: i64,
+        low_credit: Option<LowCredit>,
+    },
+    /// The same call was made before: its answer again.
+    Again { hold: Hold, credit_remaining: i64 },
+    /// Settled otherwise before (or just expired): 409 naming the state.
+    AlreadySettled(Hold),
+    /// No such hold of this service: 404.
+    Unknown,
+}
+
+/// What a settlement does to an open hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    Capture(i64),
+    Release,
+}
+
+/// Captures or releases hold `id` of service `service_id`, exactly once,
+/// inside `tx`.
+pub fn settle(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    service_id: u64,
+    id: u64,
+    how: Settle,
+    now: DateTime<Utc>,
+) -> Result<Settled, DbError> {
+    let owner: Option<(u64, Option<u64>)> =
+        tx.exec_first("SELECT user_id, service_id FROM holds WHERE id = ?", (id,))?;
+    let Some((user_id, Some(owner))) = owner else {
+        return Ok(Settled::Unknown);
+    };
+    if owner != service_id {
+        return Ok(Settled::Unknown);
+    }
+    // The user's row first, then the hold's: the order of every path.
+    let account = account::lock_by_id(tx, user_id)?
+        .ok_or_else(|| DbError::conflict("a hold's user vanished"))?;
+    let hold = read_hold(tx, id, true)?.ok_or_else(|| DbError::conflict("a hold vanished"))?;
+    match (hold.state, how) {
+        (HoldState::Open, _) if hold.past_expiry => {
+            end_hold(tx, &account, &hold, HoldState::Expired)?;
+            let hold = read_hold(tx, id, false)?.unwrap_or(hold);
+            Ok(Settled::AlreadySettled(hold))
+        }
+        (HoldState::Open, Settle::Release) => {
+            end_hold(tx, &account, &hold, HoldState::Released)?;
+            let credit_remaining = account.available() + hold.amount;
+            let hold = read_hold(tx, id, false)?.unwrap_or(hold);
+            Ok(Settled::Done {
+                hold,
+                credit_remaining,
+                low_credit: None,
+            })
+        }
+        (HoldState::Open, Settle::Capture(n)) => capture(tx, sql, &account, hold, n, now),
+        (HoldState::Captured, Settle::Capture(n))
+            if hold.captured.unwrap_or(0) + hold.uncollected.unwrap_or(0) == n =>
+        {
+            let credit_remaining = hold.credit_after.unwrap_or(0);
+            Ok(Settled::Again {
+                hold,
+                credit_remaining,
+            })
+        }
+        (HoldState::Released, Settle::Release) => Ok(Settled::Again {
+            hold,
+            credit_remaining: account.available(),
+        }),
+        _ => Ok(Settled::AlreadySettled(hold)),
+    }
+}
+
+/// Charges `n` against the open `hold` on the locked `account`: the split,
+/// the credit and `held` in one guarded write, the limiter's count, the
+/// usage, and the hold's answer kept for the same call again.
+fn capture(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    account: &Account,
+    hold: Hold,
+    n: i64,
+    now: DateTime<Utc>,
+) -> Result<Settled, DbError> {
+    let (captured, uncollected) = split(hold.amount, n, account.available());
+    let before = account.available();
+    let after = before + hold.amount - captured;
+    let low_credit = account::crossed_low_credit(account, before, after);
+    let tat = account.rate_limit().map(|limit| {
+        ratelimit::spend(account.rate_tat(), account.now_us(), limit)
+    });
+    tx.exec_drop(
+        format!(
+            "UPDATE users SET credit = credit - ?, held = held - ?, \
+             rate_tat = COALESCE(?, rate_tat), low_credit_notified = low_credit_notified OR ?, {} \
+             WHERE id = ? AND held >= ? AND credit - ? >= held - ?",
+            account::REARM_LOW_CREDIT
+        ),
+        (
+            captured,
+            hold.amount,
+            tat,
+            low_credit.is_some(),
+            account.id,
+            hold.amount,
+            captured,
+            hold.amount,
+        ),
+    )?;
+    if tx.affected_rows() != 1 {
+        return Err(DbError::conflict("the credit changed under the row lock"));
+    }
+    tx.exec_drop(
+        "UPDATE holds SET state = 'captured', captured = ?, uncollected = ?, credit_after = ?, \
+         settled_at = NOW(3) WHERE id = ?",
+        (captured, uncollected, after, hold.id),
+    )?;
+    usage::record(tx, sql, account.id, now.date_naive(), &hold.endpoint, captured)?;
+    let hold = read_hold(tx, hold.id, false)?.unwrap_or(hold);
+    Ok(Settled::Done {
+        hold,
+        credit_remaining: after,
+        low_credit,
+    })
+}
+
+/// Frees an open hold: released by its service, or expired.
+fn end_hold(
+    tx: &mut mysql::Transaction<'_>,
+    account: &Account,
+    hold: &Hold,
+    state: HoldState,
+) -> Result<(), DbError> {
+    tx.exec_drop(
+        format!(
+            "UPDATE users SET held = held - ?, {} WHERE id = ? AND held >= ?",
+            account::REARM_LOW_CREDIT
+        ),
+        (hold.amount, account.id, hold.amount),
+    )?;
+    if tx.affected_rows() != 1 {
+        return Err(DbError::conflict("held changed under the row lock"));
+    }
+    tx.exec_drop(
+        "UPDATE holds SET state = ?, settled_at = NOW(3) WHERE id = ? AND state = 'open'",
+        (state.as_str(), hold.id),
+    )?;
+    Ok(())
+}
+
+/// Hold `id` as its service sees it; `None` for another service's.
+pub fn get(conn: &mut impl Queryable, service_id: u64, id: u64) -> Result<Option<Hold>, DbError> {
+    Ok(read_hold(conn, id, false)?.filter(|h| h.service_id == Some(service_id)))
+}
+
+/// A user's open holds, newest first, for operators.
+pub fn open_of(conn: &mut impl Queryable, user_id: u64) -> Result<Vec<Hold>, DbError> {
+    let rows: Vec<mysql::Row> = conn.exec(
+        format!(
+            "SELECT {HOLD_COLUMNS} WHERE h.user_id = ? AND h.state = 'open' \
+             ORDER BY h.id DESC LIMIT 100"
+        ),
+        (user_id,),
+    )?;
+    Ok(rows.into_iter().map(hold_from).collect())
+}
+
+/// Releases every open hold past its expiry as `expired`: one transaction
+/// per hold, the user's row locked first and the hold re-read under it, so
+/// several instances running this at once expire each hold once. Returns
+/// how many this run expired.
+pub fn expire_due(pool: &Pool) -> Result<u64, DbError> {
+    let due: Vec<(u64, u64)> = pool.get()?.query(
+        "SELECT id, user_id FROM holds WHERE state = 'open' AND expires_at <= NOW(3) \
+         ORDER BY expires_at LIMIT 1000",
+    )?;
+    let mut expired = 0;
+    for (id, user_id) in due {
+        if pool.retrying(|| expire_one(pool, id, user_id))? {
+            expired += 1;
+        }
+    }
+    Ok(expired)
+}
+
+fn expire_one(pool: &Pool, id: u64, user_id: u64) -> Result<bool, DbError> {
+    let mut conn = pool.get()?;
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let Some(account) = account::lock_by_id(&mut tx, user_id)? else {
+        return Ok(false);
+    };
+    let Some(hold) = read_hold(&mut tx, id, true)? else {
+        return Ok(false);
+    };
+    if hold.state != HoldState::Open || !hold.past_expiry {
+        return Ok(false); // settled by its service, or by another instance
+    }
+    end_hold(&mut tx, &account, &hold, HoldState::Expired)?;
+    tx.commit().map_err(db::commit_failed)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_up_to_the_hold_charges_the_price() {
+        assert_eq!(split(10, 10, 0), (10, 0));
+        assert_eq!(split(10, 3, 0), (3, 0));
+        assert_eq!(split(10, 0, 50), (0, 0));
+    }
+
+    #[test]
+    fn beyond_the_hold_the_available_credit_covers_what_it_can() {
+        assert_eq!(split(10, 11, 5), (11, 0));
+        assert_eq!(split(10, 15, 5), (15, 0));
+        assert_eq!(split(10, 16, 5), (15, 1));
+        assert_eq!(split(10, 100, 0), (10, 90));
+        // Never more than there is, whatever the row says.
+        assert_eq!(split(10, 20, -3), (10, 10));
+    }
+
+    #[test]
+    fn states_read_back_as_written() {
+        for s in [
+            HoldState::Open,
+            HoldState::Captured,
+            HoldState::Released,
+            HoldState::Expired,
+        ] {
+            assert_eq!(HoldState::parse(s.as_str()), s);
+        }
+    }
+}
