@@ -4,11 +4,13 @@
 #      openapi-spec-validator (python3-venv installed with apt-get when
 #      missing and we are root);
 #   2. the real binary ($1) on a fresh, uniquely named database (server from
-#      deploy/dev-db.sh), migrated, with an admin token and a user with credit
-#      and a generous rate limit (so that answers carry the RateLimit headers);
-#   3. /openapi.json validated against the OpenAPI 3.1 schema, then two
+#      deploy/dev-db.sh), migrated, with an admin token, a user with credit
+#      and a generous rate limit (so that answers carry the RateLimit headers)
+#      and a service with every scope;
+#   3. /openapi.json validated against the OpenAPI 3.1 schema, then three
 #      schemathesis runs: the user-facing operations with the user's
-#      credentials, the admin operations with the admin token;
+#      credentials, the /v1/ operations with the service's token, the admin
+#      operations with the admin token;
 #   4. the server stopped and the database dropped whatever happens.
 # Exits with schemathesis' code (the first non-zero one), or the validator's.
 # SCHEMA_MAX_EXAMPLES (default 25) bounds the cases per operation, SCHEMA_SEED
@@ -82,6 +84,8 @@ trap cleanup EXIT
 "$bin" migrate >&2
 user=schema-user
 user_token=$("$bin" user add "$user" --credit 1000000000 --monthly 1000 --rate 1000/s 2>/dev/null)
+service=schema-service
+service_token=$("$bin" service add "$service" --scopes charge,read 2>/dev/null)
 "$bin" serve 2>"$root_dir/target/schema-server.log" &
 server_pid=$!
 for _ in $(seq 1 100); do
@@ -139,6 +143,10 @@ say "user-facing operations (as $user)"
 "$venv/bin/st" run "${common[@]}" --report-junit-path "$report_dir/user.xml" \
     --include-path-regex '^/(api/|health$|ready$|_ah/|metrics$|openapi\.json$)' \
     -H "Authorization: Bearer $user:$user_token" || rc=$?
+say "service operations (as $service)"
+"$venv/bin/st" run "${common[@]}" --report-junit-path "$report_dir/service.xml" \
+    --include-path-regex '^/v1/' \
+    -H "Authorization: Bearer $service_token" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
 say "admin operations (admin token); /stopServer is left out: it stops the server"
 "$venv/bin/st" run "${common[@]}" --report-junit-path "$report_dir/admin.xml" \
     --include-path-regex '^/admin/' \

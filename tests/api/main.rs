@@ -30,4 +30,5 @@ mod openapi;
 mod refill;
 mod routes;
 mod secrets;
+mod services;
 mod tls;
