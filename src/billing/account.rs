@@ -561,11 +561,7 @@ fn save_rate(
 /// The notice is due when this charge takes the available credit from at
 /// or above the threshold to below it and none was sent since the last
 /// re-arm.
-pub(crate) fn crossed_low_credit(
-    account: &Account,
-    before: i64,
-    after: i64,
-) -> Option<LowCredit> {
+pub(crate) fn crossed_low_credit(account: &Account, before: i64, after: i64) -> Option<LowCredit> {
     let threshold = account.low_credit?;
     let crossed = before >= threshold && after < threshold;
     (crossed && !account.low_credit_notified).then(|| LowCredit {

@@ -87,9 +87,7 @@ impl Remembered {
         // (`BankData`) cannot be read from a buffer.
         match serde_json::from_str::<Remembered>(json) {
             Ok(r) => Some((Some(r.bank), r.answer)),
-            Err(_) => serde_json::from_str::<Answer>(json)
-                .ok()
-                .map(|a| (None, a)),
+            Err(_) => serde_json::from_str::<Answer>(json).ok().map(|a| (None, a)),
         }
     }
 
@@ -110,7 +108,6 @@ fn replay_of(stored: (Option<String>, Answer), bank: &BankCode) -> Replay {
         (_, answer) => Replay::Answer(answer),
     }
 }
-
 
 impl ChargeOutcome {
     /// The answer a request's key is to remember: one just decided, not a

@@ -117,10 +117,8 @@ fn read_hold(
     for_update: bool,
 ) -> Result<Option<Hold>, DbError> {
     let lock = if for_update { " FOR UPDATE" } else { "" };
-    let row: Option<mysql::Row> = conn.exec_first(
-        format!("SELECT {HOLD_COLUMNS} WHERE h.id = ?{lock}"),
-        (id,),
-    )?;
+    let row: Option<mysql::Row> =
+        conn.exec_first(format!("SELECT {HOLD_COLUMNS} WHERE h.id = ?{lock}"), (id,))?;
     Ok(row.map(hold_from))
 }
 
@@ -147,7 +145,10 @@ pub enum Refusal {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placed {
-    Granted { hold: Hold, credit_available: i64 },
+    Granted {
+        hold: Hold,
+        credit_available: i64,
+    },
     Refused(Refusal),
     /// The user has `MAX_OPEN_PER_USER` open holds already.
     TooMany,
@@ -209,7 +210,11 @@ pub fn place(
 }
 
 /// `held` grows by the hold, guarded like a charge by what may be spent.
-fn reserve(conn: &mut mysql::Transaction<'_>, account: &Account, amount: i64) -> Result<(), DbError> {
+fn reserve(
+    conn: &mut mysql::Transaction<'_>,
+    account: &Account,
+    amount: i64,
+) -> Result<(), DbError> {
     conn.exec_drop(
         "UPDATE users SET held = held + ? WHERE id = ? AND credit - held >= ?",
         (amount, account.id, amount),
@@ -328,9 +333,9 @@ fn capture(
     let before = account.available();
     let after = before + hold.amount - captured;
     let low_credit = account::crossed_low_credit(account, before, after);
-    let tat = account.rate_limit().map(|limit| {
-        ratelimit::spend(account.rate_tat(), account.now_us(), limit)
-    });
+    let tat = account
+        .rate_limit()
+        .map(|limit| ratelimit::spend(account.rate_tat(), account.now_us(), limit));
     tx.exec_drop(
         format!(
             "UPDATE users SET credit = credit - ?, held = held - ?, \
@@ -357,7 +362,14 @@ fn capture(
          settled_at = NOW(3) WHERE id = ?",
         (captured, uncollected, after, hold.id),
     )?;
-    usage::record(tx, sql, account.id, now.date_naive(), &hold.endpoint, captured)?;
+    usage::record(
+        tx,
+        sql,
+        account.id,
+        now.date_naive(),
+        &hold.endpoint,
+        captured,
+    )?;
     let hold = read_hold(tx, hold.id, false)?.unwrap_or(hold);
     Ok(Settled::Done {
         hold,

@@ -145,7 +145,9 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
     let charged = match outcome {
         // Answered from the database: nothing forwarded, nothing charged,
         // not counted against the rate limit, nothing to commit.
-        Outcome::Replayed { answer, rate } => return Ok(from_key(answer, account.available(), rate)),
+        Outcome::Replayed { answer, rate } => {
+            return Ok(from_key(answer, account.available(), rate))
+        }
         Outcome::RateLimited(refused) => {
             return Ok(Charged::Refused(GatewayError::RateLimited(refused)))
         }

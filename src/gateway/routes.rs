@@ -20,7 +20,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
 /// parent of it) is refused anyway: an operator who adds `/api` should learn
 /// at once that `/api/v1.0/credit` will never reach the upstream, rather than
 /// find out from a confused client.
-pub const BUILT_IN_PATHS: [&str; 11] = [
+pub const BUILT_IN_PATHS: [&str; 13] = [
     "/api/v1.0/banks_data",
     "/api/v1.0/credit",
     "/health",
@@ -32,6 +32,8 @@ pub const BUILT_IN_PATHS: [&str; 11] = [
     "/console",
     "/openapi.json",
     "/v1/whoami",
+    "/v1/charge",
+    "/v1/holds",
 ];
 
 const PREFIX_RULE: &str = "a route prefix is / followed by 1 to 127 characters of \

@@ -57,7 +57,10 @@ pub fn charge(body: &Map<String, Value>) -> Result<ChargeBody, ApiError> {
 }
 
 pub fn hold(body: &Map<String, Value>) -> Result<HoldBody, ApiError> {
-    refuse_unknown_fields(body, &["credentials", "user", "amount", "ttl_secs", "endpoint"])?;
+    refuse_unknown_fields(
+        body,
+        &["credentials", "user", "amount", "ttl_secs", "endpoint"],
+    )?;
     if !body.contains_key("amount") {
         return Err(ApiError::InvalidBody("amount is required".into()));
     }
@@ -183,7 +186,10 @@ mod tests {
     #[test]
     fn a_hold_needs_an_amount_of_at_least_one_and_a_bounded_ttl() {
         let h = hold(&obj(json!({"user": "a", "amount": 75}))).unwrap();
-        assert_eq!((h.amount, h.ttl_secs, h.endpoint.as_str()), (75, 300, "hold"));
+        assert_eq!(
+            (h.amount, h.ttl_secs, h.endpoint.as_str()),
+            (75, 300, "hold")
+        );
         for bad in [
             json!({"user": "a"}),
             json!({"user": "a", "amount": 0}),

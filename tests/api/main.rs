@@ -16,6 +16,7 @@ mod console;
 mod edge;
 mod faults;
 mod gateway;
+mod holds;
 mod hostile;
 mod import;
 mod jobs;
