@@ -10,14 +10,16 @@
 //! Both for users spread over the table and for one hot user, at 8 and 32
 //! connections. Then the gateway rows: the same paid transaction through a
 //! route to a trivial loopback upstream (in this process) against the
-//! built-in bank route. Only ratios measured in the same run mean anything.
+//! built-in bank route. Then the service API rows: `/v1/charge` against
+//! the bank route, and a hold and its capture against two bank-route
+//! requests. Only ratios measured in the same run mean anything.
 //!
 //! Environment: CREDITGATE_BENCH_DATABASE_URL (server, no database name),
 //! BENCH_QUICK=1 (one short row, a smoke test), BENCH_SECS (default 10),
 //! BENCH_USERS (default 1000), BENCH_GROWTH=1 (spread throughput at 1k, 100k
 //! and 1M users instead of the table), BENCH_BIN (another creditgate binary),
 //! BENCH_CREDITGATE_THREADS / BENCH_CREDITGATE_DB_POOL (server settings),
-//! BENCH_ONLY=spread|hot|gateway (only those rows).
+//! BENCH_ONLY=spread|hot|gateway|service (only those rows).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -136,6 +138,12 @@ fn main() {
         let _ = creditgate::db::drop_database(&url);
         return;
     }
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "service") {
+        service_rows(&pool, &server, users, quick, warmup, run);
+        server.stop();
+        let _ = creditgate::db::drop_database(&url);
+        return;
+    }
     if only_gateway() {
         gateway_rows(&pool, &server, users, quick, warmup, run);
         server.stop();
@@ -183,6 +191,9 @@ fn main() {
     }
     if only.is_empty() {
         gateway_rows(&pool, &server, users, quick, warmup, run);
+    }
+    if only.is_empty() {
+        service_rows(&pool, &server, users, quick, warmup, run);
     }
     if only.is_empty() && !quick {
         coalesce_rows(&url, &server, users, warmup, run);
@@ -313,6 +324,107 @@ gateway route (to a trivial loopback upstream) against the bank route
         );
         print_row(users, conns, "gateway route", &gw, &ratio);
     }
+}
+
+/// The service API against the bank route, side by side: `/v1/charge`
+/// (cost 1) against one bank lookup; a hold of 2 and its capture at 1
+/// against two bank lookups (one "op" is the pair).
+fn service_rows(
+    pool: &creditgate::db::Pool,
+    server: &Server,
+    users: u64,
+    quick: bool,
+    warmup: Duration,
+    run: Duration,
+) {
+    let scopes = creditgate::services::Scopes::parse("charge").unwrap();
+    let (_, token) = creditgate::services::add(pool, "bench", scopes).expect("a bench service");
+    let token: &'static str = Box::leak(token.into_boxed_str());
+    let conns_list: &[usize] = if quick { &[8] } else { &[8, 32] };
+    println!(
+        "
+the service API against the bank route (one op: one call; a pair for holds)
+"
+    );
+    print_header();
+    for &conns in conns_list {
+        let users = Users::Spread(users);
+        let bank = measure(warmup, run, conns, Some(server.pid), |_| {
+            http_worker(server.addr, users, BANK_PATH)
+        });
+        let charge = measure(warmup, run, conns, Some(server.pid), |_| {
+            service_worker(server.addr, users, token, false)
+        });
+        let two_banks = measure(warmup, run, conns, Some(server.pid), |_| {
+            let mut one = http_worker(server.addr, users, BANK_PATH);
+            Box::new(move || one() & one())
+        });
+        let holds = measure(warmup, run, conns, Some(server.pid), |_| {
+            service_worker(server.addr, users, token, true)
+        });
+        print_row(users, conns, "bank route", &bank, "");
+        let ratio = format!("{:.2}", charge.rps() / bank.rps());
+        print_row(users, conns, "POST /v1/charge", &charge, &ratio);
+        print_row(users, conns, "two bank requests", &two_banks, "");
+        let ratio = format!("{:.2}", holds.rps() / two_banks.rps());
+        print_row(users, conns, "hold + capture", &holds, &ratio);
+    }
+}
+
+/// One keep-alive connection sending `/v1/charge` calls, or (`holds`) a
+/// hold of 2 then its capture at 1.
+fn service_worker(addr: SocketAddr, users: Users, token: &'static str, holds: bool) -> Worker {
+    let mut stream = BufReader::new(TcpStream::connect(addr).unwrap());
+    stream.get_ref().set_nodelay(true).unwrap();
+    let mut rng =
+        0x2545_F491_4F6C_DD1Du64 ^ (stream.get_ref().local_addr().unwrap().port() as u64) << 17;
+    Box::new(move || {
+        let user = users.pick(&mut rng);
+        if !holds {
+            let body = format!(r#"{{"user":"u{user}","cost":1}}"#);
+            return post(&mut stream, token, "/v1/charge", &body).0;
+        }
+        let body = format!(r#"{{"user":"u{user}","amount":2}}"#);
+        let (ok, answer) = post(&mut stream, token, "/v1/holds", &body);
+        let id = answer
+            .split("\"id\":")
+            .nth(1)
+            .and_then(|rest| rest.split([',', '}']).next())
+            .unwrap_or("0")
+            .to_string();
+        let path = format!("/v1/holds/{id}/capture");
+        ok && post(&mut stream, token, &path, r#"{"amount":1}"#).0
+    })
+}
+
+/// One POST with a JSON body on a keep-alive connection: (2xx?, body).
+fn post(stream: &mut BufReader<TcpStream>, token: &str, path: &str, body: &str) -> (bool, String) {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.get_mut().write_all(req.as_bytes()).expect("send");
+    let mut line = String::new();
+    stream.read_line(&mut line).expect("status line");
+    let ok = line.split(' ').nth(1).is_some_and(|s| s.starts_with('2'));
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).expect("header");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut answer = vec![0u8; length];
+    stream.read_exact(&mut answer).expect("body");
+    let valid = !answer.windows(15).any(|w| w == b"\"valid\":false");
+    (ok && valid, String::from_utf8_lossy(&answer).into_owned())
 }
 
 /// An upstream that answers every request at once with a small JSON body,

@@ -100,8 +100,8 @@ macro_rules! account_query {
     };
 }
 
-/// The row's columns every account query reads, in `account`'s order;
-/// the key's four columns follow.
+/// The row's columns every account query reads, in `from_row`'s order;
+/// the key's four columns follow (`NO_KEY` when there is none).
 macro_rules! user_columns {
     () => {
         "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
@@ -110,6 +110,15 @@ macro_rules! user_columns {
          u.held, u.username"
     };
 }
+pub(crate) use user_columns;
+
+/// What stands for the key's four columns in a query without a key.
+macro_rules! no_key {
+    () => {
+        ", NULL, NULL, NULL, FALSE"
+    };
+}
+pub(crate) use no_key;
 
 /// The user's row and, joined by the token's hash, at most one key; the
 /// database's clock with it.
@@ -125,12 +134,6 @@ pub const ACCOUNT_BY_NAME: &str = concat!(
     ", NULL, NULL, NULL, FALSE FROM users u WHERE u.username = ? FOR UPDATE"
 );
 
-/// The user's row by id, without a key, locked: for settling a hold.
-pub const ACCOUNT_BY_ID: &str = concat!(
-    user_columns!(),
-    ", NULL, NULL, NULL, FALSE FROM users u WHERE u.id = ? FOR UPDATE"
-);
-
 /// The charge's one write (`take`): guarded by what may be spent, so that
 /// the credit held by open holds is never charged by another request.
 pub const TAKE: &str = "UPDATE users SET credit = credit - ?, rate_tat = COALESCE(?, rate_tat), \
@@ -141,6 +144,8 @@ pub const TAKE: &str = "UPDATE users SET credit = credit - ?, rate_tat = COALESC
 pub const PER_REQUEST: &[&str] = &[
     ACCOUNT_FOR_UPDATE,
     ACCOUNT_BY_NAME,
+    super::holds::SETTLE_LOCK,
+    super::holds::CAPTURE,
     banks::FIND,
     TAKE,
     usage::RECORD,
@@ -223,16 +228,6 @@ pub fn lock_by_name(
     Ok(trusted(row))
 }
 
-/// Locks the row of the user `id` (a hold's owner). A disabled user's
-/// hold is still settled: it was granted while the user was enabled.
-pub fn lock_by_id(conn: &mut impl Queryable, id: u64) -> Result<Option<Account>, DbError> {
-    let row: Option<mysql::Row> = conn.exec_first(ACCOUNT_BY_ID, (id,))?;
-    Ok(row.map(|row| {
-        let name: String = row.get(14).unwrap_or_default();
-        account(&row, &name)
-    }))
-}
-
 fn authenticate(
     row: Option<mysql::Row>,
     hash: &str,
@@ -271,8 +266,14 @@ fn trusted(row: Option<mysql::Row>) -> Result<Account, AuthFailure> {
     if row.get::<bool, _>(5).unwrap_or(true) {
         return Err(AuthFailure::Disabled);
     }
+    Ok(from_row(&row))
+}
+
+/// The account of a row of `user_columns!` and a key's (or `no_key!`)
+/// columns, as the first columns of `row`.
+pub(crate) fn from_row(row: &mysql::Row) -> Account {
     let name: String = row.get(14).unwrap_or_default();
-    Ok(account(&row, &name))
+    account(row, &name)
 }
 
 fn account(row: &mysql::Row, name: &str) -> Account {
@@ -329,6 +330,18 @@ impl Account {
     /// The database's clock when the row was read, µs since the epoch.
     pub fn now_us(&self) -> i64 {
         self.now_us
+    }
+
+    /// The notice's flag once the available credit is `after`: set when
+    /// this change crossed the threshold (`crossed`), re-armed once back at
+    /// or above it, else as it was. For writes that cannot compute it in
+    /// SQL (a multi-table UPDATE has no order of assignments).
+    pub fn notified_after(&self, after: i64, crossed: bool) -> bool {
+        match self.low_credit {
+            _ if crossed => true,
+            Some(threshold) if after >= threshold => false,
+            _ => self.low_credit_notified,
+        }
     }
 
     /// The limiter's word on this request, spending nothing: `Ok(None)` for

@@ -81,33 +81,76 @@ pub struct Hold {
     past_expiry: bool,
 }
 
-const HOLD_COLUMNS: &str = "h.id, u.username, h.amount, h.state, h.endpoint, \
-     DATE_FORMAT(h.created_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
-     DATE_FORMAT(h.expires_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
-     h.captured, h.uncollected, h.credit_after, h.user_id, h.service_id, h.expires_at <= NOW(3) \
-     FROM holds h JOIN users u ON u.id = h.user_id";
+/// A hold's columns, in `hold_at`'s order.
+macro_rules! hold_fields {
+    () => {
+        "h.id, u.username, h.amount, h.state, h.endpoint, \
+         DATE_FORMAT(h.created_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
+         DATE_FORMAT(h.expires_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
+         h.captured, h.uncollected, h.credit_after, h.user_id, h.service_id, \
+         h.expires_at <= NOW(3)"
+    };
+}
+
+const HOLD_COLUMNS: &str = concat!(
+    hold_fields!(),
+    " FROM holds h JOIN users u ON u.id = h.user_id"
+);
+
+/// A settlement's one lookup: hold `?` of service `?` (NULL-safe: a
+/// gateway's holds have none) and its user, both rows locked (a locking
+/// read sees them as last committed, whatever a snapshot held). Every
+/// settlement, the expiry included, locks through this one query, so
+/// always in one order.
+pub const SETTLE_LOCK: &str = concat!(
+    account::user_columns!(),
+    account::no_key!(),
+    ", ",
+    hold_fields!(),
+    " FROM holds h JOIN users u ON u.id = h.user_id \
+     WHERE h.id = ? AND h.service_id <=> ? FOR UPDATE"
+);
+
+/// Where the hold's columns start in a `SETTLE_LOCK` row.
+const SETTLE_HOLD_AT: usize = 19;
+
+/// Locks hold `id` of `service` and its user; `None`: no such hold.
+fn lock_settlement(
+    tx: &mut impl Queryable,
+    sql: &Statements,
+    id: u64,
+    service: Option<u64>,
+) -> Result<Option<(Account, Hold)>, DbError> {
+    let row: Option<mysql::Row> = tx.exec_first(sql.get(SETTLE_LOCK), (id, service))?;
+    Ok(row.map(|row| (account::from_row(&row), hold_at(&row, SETTLE_HOLD_AT))))
+}
 
 fn hold_from(row: mysql::Row) -> Hold {
+    hold_at(&row, 0)
+}
+
+/// The hold in `row`'s columns from `at` on.
+fn hold_at(row: &mysql::Row, at: usize) -> Hold {
     let millis = |s: String| match s.len() {
         // %f is microseconds: keep milliseconds.
         n if n > 5 => format!("{}Z", &s[..n - 4]),
         _ => s,
     };
-    let state: String = row.get(3).unwrap_or_default();
+    let state: String = row.get(at + 3).unwrap_or_default();
     Hold {
-        id: row.get(0).unwrap_or(0),
-        user: row.get(1).unwrap_or_default(),
-        amount: row.get(2).unwrap_or(0),
+        id: row.get(at).unwrap_or(0),
+        user: row.get(at + 1).unwrap_or_default(),
+        amount: row.get(at + 2).unwrap_or(0),
         state: HoldState::parse(&state),
-        endpoint: row.get(4).unwrap_or_default(),
-        created_at: millis(row.get(5).unwrap_or_default()),
-        expires_at: millis(row.get(6).unwrap_or_default()),
-        captured: row.get(7).flatten(),
-        uncollected: row.get(8).flatten(),
-        credit_after: row.get(9).flatten(),
-        user_id: row.get(10).unwrap_or(0),
-        service_id: row.get(11).flatten(),
-        past_expiry: row.get(12).unwrap_or(false),
+        endpoint: row.get(at + 4).unwrap_or_default(),
+        created_at: millis(row.get(at + 5).unwrap_or_default()),
+        expires_at: millis(row.get(at + 6).unwrap_or_default()),
+        captured: row.get(at + 7).flatten(),
+        uncollected: row.get(at + 8).flatten(),
+        credit_after: row.get(at + 9).flatten(),
+        user_id: row.get(at + 10).unwrap_or(0),
+        service_id: row.get(at + 11).flatten(),
+        past_expiry: row.get(at + 12).unwrap_or(false),
     }
 }
 
@@ -179,34 +222,75 @@ pub fn place(
         } => return Ok(Placed::Refused(Refusal::Insufficient(short))),
         _ => {}
     }
-    let open: i64 = tx
-        .exec_first(
-            "SELECT COUNT(*) FROM holds WHERE user_id = ? AND state = 'open'",
-            (account.id,),
-        )?
-        .unwrap_or(0);
-    if open >= MAX_OPEN_PER_USER {
+    // Every open hold holds at least 1, so below the cap in `held` there
+    // is no need to count (the count costs a round trip per hold).
+    if account.held >= MAX_OPEN_PER_USER && open_holds(tx, account.id)? >= MAX_OPEN_PER_USER {
         return Ok(Placed::TooMany);
     }
+    // Its times from the database's clock as read with the row, written as
+    // they are answered: no read back.
+    let created = Stamp::at_us(account.now_us());
+    let expires = Stamp::at_us(account.now_us() + i64::from(req.ttl_secs) * 1_000_000);
     tx.exec_drop(
-        "INSERT INTO holds (user_id, service_id, endpoint, amount, expires_at) \
-         VALUES (?, ?, ?, ?, NOW(3) + INTERVAL ? SECOND)",
+        "INSERT INTO holds (user_id, service_id, endpoint, amount, created_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
         (
             account.id,
             req.service_id,
             req.endpoint,
             req.amount,
-            req.ttl_secs,
+            &created.sql,
+            &expires.sql,
         ),
     )?;
     let id = tx.last_insert_id().unwrap_or(0);
     reserve(tx, &account, req.amount)?;
     account::touch_key(tx, &account)?;
-    let hold = read_hold(tx, id, false)?.ok_or_else(|| DbError::conflict("a new hold vanished"))?;
+    let hold = Hold {
+        id,
+        user: account.username.clone(),
+        amount: req.amount,
+        state: HoldState::Open,
+        endpoint: req.endpoint.to_string(),
+        created_at: created.rfc3339,
+        expires_at: expires.rfc3339,
+        captured: None,
+        uncollected: None,
+        credit_after: None,
+        user_id: account.id,
+        service_id: Some(req.service_id),
+        past_expiry: false,
+    };
     Ok(Placed::Granted {
         hold,
         credit_available: account.available() - req.amount,
     })
+}
+
+fn open_holds(tx: &mut impl Queryable, user_id: u64) -> Result<i64, DbError> {
+    Ok(tx
+        .exec_first(
+            "SELECT COUNT(*) FROM holds WHERE user_id = ? AND state = 'open'",
+            (user_id,),
+        )?
+        .unwrap_or(0))
+}
+
+/// A moment as the `holds` columns take it and as answers show it (the
+/// millisecond, UTC: the session's time zone).
+struct Stamp {
+    sql: String,
+    rfc3339: String,
+}
+
+impl Stamp {
+    fn at_us(us: i64) -> Stamp {
+        let t = DateTime::from_timestamp_micros(us - us.rem_euclid(1000)).unwrap_or_default();
+        Stamp {
+            sql: t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            rfc3339: t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        }
+    }
 }
 
 /// `held` grows by the hold, guarded like a charge by what may be spent.
@@ -272,18 +356,9 @@ pub fn settle(
     how: Settle,
     now: DateTime<Utc>,
 ) -> Result<Settled, DbError> {
-    let owner: Option<(u64, Option<u64>)> =
-        tx.exec_first("SELECT user_id, service_id FROM holds WHERE id = ?", (id,))?;
-    let Some((user_id, Some(owner))) = owner else {
+    let Some((account, hold)) = lock_settlement(tx, sql, id, Some(service_id))? else {
         return Ok(Settled::Unknown);
     };
-    if owner != service_id {
-        return Ok(Settled::Unknown);
-    }
-    // The user's row first, then the hold's: the order of every path.
-    let account = account::lock_by_id(tx, user_id)?
-        .ok_or_else(|| DbError::conflict("a hold's user vanished"))?;
-    let hold = read_hold(tx, id, true)?.ok_or_else(|| DbError::conflict("a hold vanished"))?;
     match (hold.state, how) {
         (HoldState::Open, _) if hold.past_expiry => {
             end_hold(tx, &account, &hold, HoldState::Expired)?;
@@ -319,13 +394,13 @@ pub fn settle(
 }
 
 /// Charges `n` against the open `hold` on the locked `account`: the split,
-/// the credit and `held` in one guarded write, the limiter's count, the
-/// usage, and the hold's answer kept for the same call again.
+/// the credit, `held`, the limiter's count and the hold's answer (kept for
+/// the same call again) in one guarded write of both rows, then the usage.
 fn capture(
     tx: &mut mysql::Transaction<'_>,
     sql: &Statements,
     account: &Account,
-    hold: Hold,
+    mut hold: Hold,
     n: i64,
     now: DateTime<Utc>,
 ) -> Result<Settled, DbError> {
@@ -337,31 +412,22 @@ fn capture(
         .rate_limit()
         .map(|limit| ratelimit::spend(account.rate_tat(), account.now_us(), limit));
     tx.exec_drop(
-        format!(
-            "UPDATE users SET credit = credit - ?, held = held - ?, \
-             rate_tat = COALESCE(?, rate_tat), low_credit_notified = low_credit_notified OR ?, {} \
-             WHERE id = ? AND held >= ? AND credit - ? >= held - ?",
-            account::REARM_LOW_CREDIT
-        ),
+        sql.get(CAPTURE),
         (
             captured,
-            hold.amount,
             tat,
-            low_credit.is_some(),
-            account.id,
-            hold.amount,
+            account.notified_after(after, low_credit.is_some()),
             captured,
-            hold.amount,
+            uncollected,
+            after,
+            hold.id,
+            account.id,
+            captured,
         ),
     )?;
-    if tx.affected_rows() != 1 {
+    if tx.affected_rows() != 2 {
         return Err(DbError::conflict("the credit changed under the row lock"));
     }
-    tx.exec_drop(
-        "UPDATE holds SET state = 'captured', captured = ?, uncollected = ?, credit_after = ?, \
-         settled_at = NOW(3) WHERE id = ?",
-        (captured, uncollected, after, hold.id),
-    )?;
     usage::record(
         tx,
         sql,
@@ -370,13 +436,28 @@ fn capture(
         &hold.endpoint,
         captured,
     )?;
-    let hold = read_hold(tx, hold.id, false)?.unwrap_or(hold);
+    hold.state = HoldState::Captured;
+    hold.captured = Some(captured);
+    hold.uncollected = Some(uncollected);
+    hold.credit_after = Some(after);
     Ok(Settled::Done {
         hold,
         credit_remaining: after,
         low_credit,
     })
 }
+
+/// A capture's one write of the user's row and the hold's: guarded by the
+/// hold being open and the credit covering what is captured (always so
+/// under the row lock; if not, the row changed under us and the
+/// transaction is run again).
+pub const CAPTURE: &str = "UPDATE users u JOIN holds h ON h.user_id = u.id \
+     SET u.credit = u.credit - ?, u.held = u.held - h.amount, \
+     u.rate_tat = COALESCE(?, u.rate_tat), u.low_credit_notified = ?, \
+     h.state = 'captured', h.captured = ?, h.uncollected = ?, h.credit_after = ?, \
+     h.settled_at = NOW(3) \
+     WHERE h.id = ? AND h.state = 'open' AND u.id = ? AND u.held >= h.amount \
+     AND u.credit - ? >= u.held - h.amount";
 
 /// Frees an open hold: released by its service, or expired.
 fn end_hold(
@@ -424,26 +505,24 @@ pub fn open_of(conn: &mut impl Queryable, user_id: u64) -> Result<Vec<Hold>, DbE
 /// several instances running this at once expire each hold once. Returns
 /// how many this run expired.
 pub fn expire_due(pool: &Pool) -> Result<u64, DbError> {
-    let due: Vec<(u64, u64)> = pool.get()?.query(
-        "SELECT id, user_id FROM holds WHERE state = 'open' AND expires_at <= NOW(3) \
+    let due: Vec<(u64, Option<u64>)> = pool.get()?.query(
+        "SELECT id, service_id FROM holds WHERE state = 'open' AND expires_at <= NOW(3) \
          ORDER BY expires_at LIMIT 1000",
     )?;
     let mut expired = 0;
-    for (id, user_id) in due {
-        if pool.retrying(|| expire_one(pool, id, user_id))? {
+    for (id, service_id) in due {
+        if pool.retrying(|| expire_one(pool, id, service_id))? {
             expired += 1;
         }
     }
     Ok(expired)
 }
 
-fn expire_one(pool: &Pool, id: u64, user_id: u64) -> Result<bool, DbError> {
+fn expire_one(pool: &Pool, id: u64, service_id: Option<u64>) -> Result<bool, DbError> {
     let mut conn = pool.get()?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let Some(account) = account::lock_by_id(&mut tx, user_id)? else {
-        return Ok(false);
-    };
-    let Some(hold) = read_hold(&mut tx, id, true)? else {
+    let Some((account, hold)) = lock_settlement(&mut tx, &sql, id, service_id)? else {
         return Ok(false);
     };
     if hold.state != HoldState::Open || !hold.past_expiry {
