@@ -21,14 +21,16 @@ use super::decide::{decide, Insufficient, Outcome, Verdict};
 use super::ratelimit;
 use super::usage;
 use crate::db::{self, DbError, Pool, Statements};
+use crate::model::Username;
 
 /// At most this many open holds per user (400 `too_many_holds`): a
 /// runaway client cannot grow the table without bound.
 pub const MAX_OPEN_PER_USER: i64 = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldState {
+    #[default]
     Open,
     Captured,
     Released,
@@ -55,8 +57,9 @@ impl HoldState {
     }
 }
 
-/// A hold as a service sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A hold as a service sees it. (`Default`: an empty open hold, for
+/// templates' tests; holds themselves are only read from the database.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Hold {
     pub id: u64,
     pub user: String,
@@ -123,6 +126,15 @@ fn lock_settlement(
 ) -> Result<Option<(Account, Hold)>, DbError> {
     let row: Option<mysql::Row> = tx.exec_first(sql.get(SETTLE_LOCK), (id, service))?;
     Ok(row.map(|row| (account::from_row(&row), hold_at(&row, SETTLE_HOLD_AT))))
+}
+
+impl Hold {
+    /// Still open past `expires_at` (by the database's clock when read):
+    /// its amount stays held until the `expire-holds` job or its service
+    /// settles it.
+    pub fn is_past_expiry(&self) -> bool {
+        self.past_expiry
+    }
 }
 
 fn hold_from(row: mysql::Row) -> Hold {
@@ -488,14 +500,30 @@ pub fn get(conn: &mut impl Queryable, service_id: u64, id: u64) -> Result<Option
     Ok(read_hold(conn, id, false)?.filter(|h| h.service_id == Some(service_id)))
 }
 
+/// At most this many of a user's open holds are listed for operators.
+pub const OPEN_LISTED: usize = 100;
+
 /// A user's open holds, newest first, for operators.
 pub fn open_of(conn: &mut impl Queryable, user_id: u64) -> Result<Vec<Hold>, DbError> {
     let rows: Vec<mysql::Row> = conn.exec(
         format!(
             "SELECT {HOLD_COLUMNS} WHERE h.user_id = ? AND h.state = 'open' \
-             ORDER BY h.id DESC LIMIT 100"
+             ORDER BY h.id DESC LIMIT {OPEN_LISTED}"
         ),
         (user_id,),
+    )?;
+    Ok(rows.into_iter().map(hold_from).collect())
+}
+
+/// `open_of` by the user's name (the console's page of a user); no user
+/// of that name has none.
+pub fn open_of_user(pool: &Pool, username: &Username) -> Result<Vec<Hold>, DbError> {
+    let rows: Vec<mysql::Row> = pool.get()?.exec(
+        format!(
+            "SELECT {HOLD_COLUMNS} WHERE u.username = ? AND h.state = 'open' \
+             ORDER BY h.id DESC LIMIT {OPEN_LISTED}"
+        ),
+        (username.as_str(),),
     )?;
     Ok(rows.into_iter().map(hold_from).collect())
 }

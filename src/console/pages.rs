@@ -8,6 +8,7 @@ use maud::{html, Markup};
 
 use super::chart;
 use super::layout::{bare, button, csrf_field, page, Frame, Nav};
+use crate::billing::holds::{self, Hold};
 use crate::billing::ledger::LedgerRow;
 use crate::billing::usage::DayTotal;
 use crate::gateway::routes::{ChargeOn, Route};
@@ -38,6 +39,8 @@ pub struct UserDetail {
     pub ledger: Vec<LedgerRow>,
     pub last_used: Option<NaiveDate>,
     pub keys: Vec<Key>,
+    /// Newest first, at most `holds::OPEN_LISTED`.
+    pub holds: Vec<Hold>,
 }
 
 pub fn login(error: Option<&str>) -> Markup {
@@ -116,7 +119,7 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
                         thead { tr { th { "User" } th.num { "Credit" } th.num { "Monthly" } } }
                         tbody { @for u in &o.low { tr {
                             td { (user_link(&u.username)) }
-                            td.num { (u.credit) }
+                            td.num { (credit(u)) }
                             td.num { (opt(u.monthly_credit)) }
                         } } }
                     } }
@@ -160,7 +163,7 @@ pub fn users(frame: &Frame<'_>, list: &UserList) -> Markup {
                     } }
                     tbody { @for u in &list.users { tr {
                         td { (user_link(&u.username)) }
-                        td.num { (u.credit) }
+                        td.num { (credit(u)) }
                         td.num { (opt(u.monthly_credit)) }
                         td { (rate(u)) }
                         td.num { (list.keys.get(&u.username).map_or(0, |k| k.working)) }
@@ -185,6 +188,8 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
         section.card {
             dl.stats {
                 div { dt { "Credit" } dd #balance { (u.credit) } }
+                div { dt { "Held" } dd #held { (u.held) } }
+                div { dt { "Available" } dd #available { (u.credit - u.held) } }
                 div { dt { "Monthly" } dd { (opt(u.monthly_credit)) } }
                 div { dt { "Refill day" } dd { (u.refill_day) } }
                 div { dt { "Last refill" } dd { (u.credit_period.as_deref().unwrap_or("—")) } }
@@ -198,6 +203,7 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
             }
         }
         (user_actions(frame, u))
+        (hold_table(u, &d.holds))
         (key_table(frame, u, &d.keys))
         section.card #usage { (charts(&d.days)) }
         (ledger_table(&d.ledger))
@@ -279,6 +285,42 @@ fn key_table(frame: &Frame<'_>, u: &User, keys: &[Key]) -> Markup {
                 label { "Label" input name="label" size="14" placeholder="optional"; }
                 label { "Expires after" input name="ttl" size="11" placeholder="never, or 30d"; }
                 button.quiet type="submit" { "Add key" }
+            }
+        }
+    }
+}
+
+/// The user's open holds: what `held` is made of. Holds belong to the
+/// services that placed them, so there is nothing to do with them here.
+fn hold_table(u: &User, open: &[Hold]) -> Markup {
+    html! {
+        section.card #holds {
+            h2 { "Open holds" }
+            @if open.is_empty() {
+                p.muted { "No open holds" }
+            } @else {
+                div.scroll { table {
+                    thead { tr {
+                        th { "Id" } th.num { "Amount" } th { "Endpoint" }
+                        th { "Created (UTC)" } th { "Expires (UTC)" }
+                    } }
+                    tbody { @for h in open { tr data-hold=(h.id) {
+                        td { (h.id) }
+                        td.num { (h.amount) }
+                        td { code { (h.endpoint) } }
+                        td { (when(Some(&h.created_at), "")) }
+                        td {
+                            (when(Some(&h.expires_at), ""))
+                            @if h.is_past_expiry() { " " span.tag.off { "past expiry" } }
+                        }
+                    } } }
+                } }
+                @if open.len() >= holds::OPEN_LISTED {
+                    p.muted {
+                        "Only the newest " (open.len()) " are shown; " (u.held)
+                        " is held by all of them."
+                    }
+                }
             }
         }
     }
@@ -404,6 +446,14 @@ fn user_link(name: &str) -> Markup {
     html! { a href={ "/console/users/" (name) } { (name) } }
 }
 
+/// The balance, and what open holds keep of it when they keep some.
+fn credit(u: &User) -> Markup {
+    html! {
+        (u.credit)
+        @if u.held != 0 { " " span.muted.held { "(" (u.held) " held)" } }
+    }
+}
+
 fn rate(u: &User) -> String {
     u.rate_limit.map_or("none".to_string(), |l| l.to_string())
 }
@@ -479,12 +529,104 @@ mod tests {
             ledger: vec![],
             last_used: None,
             keys: vec![],
+            holds: vec![],
         };
         let html = super::user(&frame(), &d).into_string();
         let posts = html.matches("method=\"post\"").count();
         assert!(posts >= 4, "{posts}");
         assert_eq!(html.matches("name=\"csrf\" value=\"c\"").count(), posts);
         assert!(html.contains("&lt;b&gt;@x"), "the e-mail is escaped");
+    }
+
+    fn detail(user: User, holds: Vec<Hold>) -> UserDetail {
+        UserDetail {
+            user,
+            days: vec![],
+            ledger: vec![],
+            last_used: None,
+            keys: vec![],
+            holds,
+        }
+    }
+
+    fn hold(id: u64, amount: i64, endpoint: &str) -> Hold {
+        let mut h = Hold::default();
+        h.id = id;
+        h.user = "alice".into();
+        h.amount = amount;
+        h.endpoint = endpoint.into();
+        h.created_at = "2026-12-01T10:00:00.125Z".into();
+        h.expires_at = "2026-12-01T10:05:00.125Z".into();
+        h
+    }
+
+    #[test]
+    fn the_user_page_shows_held_and_available_credit_and_the_open_holds() {
+        let mut u = user("alice");
+        u.credit = 50;
+        u.held = 12;
+        let d = detail(u, vec![hold(9, 7, "llm:<tokens>"), hold(4, 5, "hold")]);
+        let html = super::user(&frame(), &d).into_string();
+        assert!(html.contains("id=\"balance\">50<"), "{html}");
+        assert!(html.contains("id=\"held\">12<"), "{html}");
+        assert!(html.contains("id=\"available\">38<"), "{html}");
+        assert!(html.contains("Open holds"));
+        assert!(!html.contains("No open holds"));
+        let row9 = html.find("data-hold=\"9\"").expect("hold 9's row");
+        let row4 = html.find("data-hold=\"4\"").expect("hold 4's row");
+        assert!(row9 < row4, "newest first, as given");
+        let row = &html[row9..row4];
+        assert!(row.contains(">7<"), "{row}");
+        assert!(
+            row.contains("llm:&lt;tokens&gt;"),
+            "the label is escaped: {row}"
+        );
+        assert!(row.contains("2026-12-01 10:00:00.125"), "{row}");
+        assert!(row.contains("2026-12-01 10:05:00.125"), "{row}");
+        assert!(!row.contains("past expiry"));
+        // Holds are the services' business: no form acts on them here.
+        let section = &html[html.find("id=\"holds\"").unwrap()..html.find("id=\"keys\"").unwrap()];
+        assert!(!section.contains("<form"), "{section}");
+        assert!(!section.contains("Only the newest"));
+    }
+
+    #[test]
+    fn a_user_without_holds_has_a_line_saying_so() {
+        let html = super::user(&frame(), &detail(user("bob"), vec![])).into_string();
+        assert!(html.contains("id=\"held\">0<"));
+        assert!(html.contains("id=\"available\">5<"));
+        assert!(html.contains("No open holds"));
+        assert!(!html.contains("data-hold="));
+    }
+
+    #[test]
+    fn a_full_list_of_holds_says_that_only_the_newest_are_shown() {
+        let mut u = user("alice");
+        u.credit = 1_000;
+        u.held = 500;
+        let many = (1..=holds::OPEN_LISTED as u64)
+            .rev()
+            .map(|id| hold(id, 4, "hold"))
+            .collect();
+        let html = super::user(&frame(), &detail(u, many)).into_string();
+        assert_eq!(html.matches("data-hold=").count(), holds::OPEN_LISTED);
+        assert!(html.contains("Only the newest 100 are shown; 500 is held by all of them."));
+    }
+
+    #[test]
+    fn the_users_list_shows_held_credit_beside_the_balance_only_when_some_is_held() {
+        let mut held = user("alice");
+        held.held = 3;
+        let list = UserList {
+            query: String::new(),
+            users: vec![held, user("bob")],
+            last_used: HashMap::new(),
+            keys: HashMap::new(),
+            truncated: false,
+        };
+        let html = users(&frame(), &list).into_string();
+        assert_eq!(html.matches("held)").count(), 1, "{html}");
+        assert!(html.contains("(3 held)"));
     }
 
     #[test]

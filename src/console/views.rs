@@ -11,6 +11,7 @@ use super::layout::Frame;
 use super::session::{Current, Flash};
 use super::{chart, html, pages};
 use crate::app::AppState;
+use crate::billing::holds;
 use crate::billing::ledger;
 use crate::billing::usage;
 use crate::gateway::store;
@@ -189,6 +190,7 @@ fn read(state: &AppState, target: &Target, frame: &Frame<'_>) -> Result<Markup, 
                     ledger: ledger::recent(pool, name, LEDGER_ROWS)?,
                     last_used: last_used.get(name.as_str()).copied(),
                     keys: keys::list(pool, name)?,
+                    holds: holds::open_of_user(pool, name)?,
                 },
             )
         }

@@ -716,3 +716,135 @@ fn console_escapes_what_users_supplied() {
     let q = b.get("/console/users?q=%3Cscript%3E");
     assert!(!q.body.contains("<script>"), "{}", q.body);
 }
+
+/// Places a hold the way a service does (`POST /v1/holds` with its token)
+/// and returns the hold it answered.
+fn place_hold(app: &TestApp, token: &str, body: &str) -> serde_json::Value {
+    let auth = format!("Bearer {token}");
+    let r = request(
+        app.addr,
+        "POST",
+        "/v1/holds",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let answer: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    answer["hold"].clone()
+}
+
+/// The text of the table row that starts at `marker` in `page`.
+fn row<'p>(page: &'p str, marker: &str) -> &'p str {
+    let at = page
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker}: {page}"));
+    let rest = &page[at..];
+    &rest[..rest.find("</tr>").unwrap()]
+}
+
+#[test]
+fn console_user_page_shows_held_credit_and_the_open_holds() {
+    let app = spawn_app();
+    app.db.add_user("alice", 50);
+    let (_, token) = creditgate::services::add(
+        &app.db.pool,
+        "svc",
+        creditgate::services::Scopes::parse("charge").unwrap(),
+    )
+    .expect("add service");
+    let b = Browser::login(&app);
+
+    let page = b.get("/console/users/alice");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"held\">0<"), "{}", page.body);
+    assert!(page.body.contains("No open holds"));
+
+    let hold = place_hold(&app, &token, r#"{"user":"alice","amount":7}"#);
+    let id = hold["id"].as_u64().expect("a hold id");
+    let page = b.get("/console/users/alice");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"balance\">50<"), "{}", page.body);
+    assert!(page.body.contains("id=\"held\">7<"), "{}", page.body);
+    assert!(page.body.contains("id=\"available\">43<"), "{}", page.body);
+    assert!(!page.body.contains("No open holds"));
+    let tr = row(&page.body, &format!("data-hold=\"{id}\""));
+    assert!(tr.contains(">7<"), "{tr}");
+    assert!(tr.contains("<code>hold</code>"), "the default label: {tr}");
+    let shown = |t: &serde_json::Value| {
+        t.as_str()
+            .unwrap()
+            .replacen('T', " ", 1)
+            .trim_end_matches('Z')
+            .to_string()
+    };
+    assert!(tr.contains(&shown(&hold["created_at"])), "{tr} {hold}");
+    assert!(tr.contains(&shown(&hold["expires_at"])), "{tr} {hold}");
+    assert!(!tr.contains("past expiry"), "{tr}");
+
+    // A second, labelled hold is listed first; the users list shows what
+    // is held beside the balance.
+    let second = place_hold(
+        &app,
+        &token,
+        r#"{"user":"alice","amount":3,"endpoint":"llm:tokens"}"#,
+    );
+    let page = b.get("/console/users/alice");
+    assert!(page.body.contains("id=\"held\">10<"), "{}", page.body);
+    let newer = page
+        .body
+        .find(&format!("data-hold=\"{}\"", second["id"]))
+        .unwrap();
+    assert!(newer < page.body.find(&format!("data-hold=\"{id}\"")).unwrap());
+    assert!(row(&page.body, &format!("data-hold=\"{}\"", second["id"])).contains("llm:tokens"));
+    let list = b.get("/console/users");
+    assert!(list.body.contains("(10 held)"), "{}", list.body);
+
+    // Settled holds leave the table (and `held`).
+    let auth = format!("Bearer {token}");
+    for h in [&hold, &second] {
+        let r = request(
+            app.addr,
+            "POST",
+            &format!("/v1/holds/{}/release", h["id"]),
+            &[("Authorization", auth.as_str())],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let page = b.get("/console/users/alice");
+    assert!(page.body.contains("id=\"held\">0<"), "{}", page.body);
+    assert!(page.body.contains("No open holds"));
+}
+
+#[test]
+fn console_marks_an_open_hold_past_its_expiry() {
+    let app = spawn_app();
+    app.db.add_user("alice", 20);
+    // As if the expire-holds job had not run yet.
+    app.db.exec(
+        "INSERT INTO holds (user_id, endpoint, amount, expires_at) \
+         SELECT id, 'hold', 5, NOW(3) - INTERVAL 1 MINUTE FROM users WHERE username = 'alice'",
+    );
+    app.db
+        .exec("UPDATE users SET held = 5 WHERE username = 'alice'");
+    let b = Browser::login(&app);
+    let page = b.get("/console/users/alice");
+    assert!(page.body.contains("id=\"held\">5<"), "{}", page.body);
+    assert!(
+        row(&page.body, "data-hold=").contains("past expiry"),
+        "{}",
+        page.body
+    );
+    // The domain read the page uses: only open holds, by name.
+    let open = creditgate::billing::holds::open_of_user(&app.db.pool, &name("alice")).unwrap();
+    assert_eq!(open.len(), 1);
+    assert!(open[0].is_past_expiry());
+    assert!(
+        creditgate::billing::holds::open_of_user(&app.db.pool, &name("nobody"))
+            .unwrap()
+            .is_empty()
+    );
+}

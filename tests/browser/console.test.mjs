@@ -13,6 +13,7 @@ const ADMIN_TOKEN = need('ADMIN_TOKEN');
 const SHOTS = process.env.SHOTS_DIR || path.resolve('../../target/console-shots');
 const USAGE_DAYS = Number(process.env.SEED_USAGE_DAYS || 1);
 const PAID_TODAY = Number(process.env.SEED_PAID_TODAY || 0);
+const HOLD_ID = need('SEED_HOLD_ID');
 
 function need(name) {
   const v = process.env[name];
@@ -146,6 +147,26 @@ test('a top-up of 50 shows the new balance and its ledger row', async () => {
   const row = await page.locator('#ledger tbody tr').first().locator('td').allInnerTexts();
   assert.deepEqual(row.slice(1), ['+50', String(before + 50), 'top-up', 'console']);
   await shot('user');
+});
+
+test("a user's page shows the held credit and the open hold", async () => {
+  await login();
+  await page.goto(`${BASE}/console/users/bob`);
+  const balance = Number(await page.locator('#balance').innerText());
+  assert.equal(await page.locator('#held').innerText(), '7');
+  assert.equal(await page.locator('#available').innerText(), String(balance - 7));
+  const rows = page.locator('#holds tbody tr');
+  assert.equal(await rows.count(), 1);
+  assert.equal(await rows.first().getAttribute('data-hold'), HOLD_ID);
+  const cells = await rows.first().locator('td').allInnerTexts();
+  assert.deepEqual(cells.slice(0, 3), [HOLD_ID, '7', 'llm:tokens']);
+  assert.match(cells[3], /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}$/);
+  assert.match(cells[4], /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}$/);
+  await page.locator('#holds').scrollIntoViewIfNeeded();
+  await shot('user-holds');
+  // alice has none.
+  await page.goto(`${BASE}/console/users/alice`);
+  assert.match(await page.locator('#holds').innerText(), /No open holds/);
 });
 
 test('rotating shows the new token once, and it works', async () => {

@@ -51,8 +51,8 @@ trap cleanup EXIT
 
 say "database $db"
 "$bin" migrate >&2
-# alice: below 10 % of her allowance (the overview lists her); bob: plenty;
-# carol: disabled.
+# alice: below 10 % of her allowance (the overview lists her); bob: plenty
+# (and, once the server runs, 7 of it held); carol: disabled.
 alice=$("$bin" user add alice --credit 50 --monthly 1000 --email alice@example.org)
 "$bin" user add bob --credit 500 >/dev/null
 "$bin" user add carol --credit 5 >/dev/null
@@ -84,8 +84,15 @@ for _ in $(seq 1 $paid); do
     curl -fsS -o /dev/null -H "Authorization: Bearer alice:$alice" "$base/api/v1.0/banks_data/BOFA/"
 done
 
+# An open hold on bob, placed as a service does (POST /v1/holds): his page
+# lists it. An hour, so that it stays open through the run.
+svc=$("$bin" service add browser --scopes charge)
+hold_id=$(curl -fsS -H "Authorization: Bearer $svc" -H 'Content-Type: application/json' \
+    -d '{"user":"bob","amount":7,"endpoint":"llm:tokens","ttl_secs":3600}' "$base/v1/holds" |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).hold.id))')
+
 say "server $base (log: $log)"
 cd tests/browser
 CONSOLE_URL=$base ADMIN_TOKEN=$admin_token SHOTS_DIR=$target_dir/console-shots \
-    SEED_USAGE_DAYS=3 SEED_PAID_TODAY=$paid ALICE_TOKEN=$alice \
+    SEED_USAGE_DAYS=3 SEED_PAID_TODAY=$paid ALICE_TOKEN=$alice SEED_HOLD_ID=$hold_id \
     node --test
