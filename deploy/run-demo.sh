@@ -20,6 +20,10 @@ fi
 # A gateway route to whatever listens on 127.0.0.1:8080 (start one below).
 upstream=${CREDITGATE_DEMO_UPSTREAM:-http://127.0.0.1:8080}
 "$bin" route add /files --upstream "$upstream" --cost 1 --strip-prefix >/dev/null 2>&1 || true
+# A service token for metering from code (/v1/charge, /v1/holds). Tokens
+# are shown once and a service name is never reused, so each run makes one.
+service="demo-backend-$(date +%Y%m%d%H%M%S)"
+svc=$("$bin" service add "$service" --scopes charge,read 2>/dev/null)
 base="http://$CREDITGATE_BIND"
 cat <<MSG
 
@@ -38,6 +42,15 @@ cat <<MSG
     curl -si -u 'demo:$token' $base/files/missing     # the upstream's 404, refunded
     (without an upstream: 502 upstream_unavailable, refunded)
     $bin route list
+
+  Meter from your own code: service $service, its token for this run:
+    export CG=$base SVC=$svc TOKEN=$token
+    curl -s -X POST -H "Authorization: Bearer \$SVC" -H 'Content-Type: application/json' \\
+         -d '{"user": "demo", "amount": 10}' \$CG/v1/holds               # 201, a hold of 10
+    curl -s -X POST -H "Authorization: Bearer \$SVC" -H 'Content-Type: application/json' \\
+         -d '{"amount": 7}' \$CG/v1/holds/<id>/capture                   # charge the real price
+    curl -s -X POST -H "Authorization: Bearer \$SVC" -H 'Content-Type: application/json' \\
+         -d '{"user": "demo", "cost": 2}' \$CG/v1/charge                 # a known price at once
 
   Operator console: $base/console/  (log in with the admin token below)
 
