@@ -20,9 +20,9 @@ test:
 	@server=$$(deploy/dev-db.sh) && \
 	$(CARGO) test -p tiny_http && \
 	CREDITGATE_TEST_DATABASE_URL=$$server $(CARGO) test && \
-	echo "again with CREDITGATE_COALESCE=on: charge, ledger, rate limits, conflicts, low credit, coalescing" >&2 && \
+	echo "again with CREDITGATE_COALESCE=on: charge, ledger, rate limits, conflicts, low credit, coalescing, keys, holds" >&2 && \
 	CREDITGATE_TEST_DATABASE_URL=$$server CREDITGATE_TEST_COALESCE=on $(CARGO) test --test api -- \
-		charge:: ledger:: ratelimit:: conflicts:: lowcredit:: coalesce:: keys::
+		charge:: ledger:: ratelimit:: conflicts:: lowcredit:: coalesce:: keys:: holds::
 
 ## The running server against its /openapi.json with schemathesis (and the
 ## document against the OpenAPI 3.1 schema); see deploy/test-schema.sh.
