@@ -109,13 +109,17 @@ def _state_explains(response, case):
     name = urllib.parse.quote(str(case.path_parameters.get("name", "")), safe="")
     body = case.body if isinstance(case.body, dict) else {}
     if label == CREDIT and _error(response) == "invalid_credit":
-        user = _read_back(response, f"/admin/v1/users/{name}")
-        balance, held = user["credit"], user.get("held", 0)
-        if "add" in body and _whole(body["add"]):
-            return not held <= balance + int(body["add"]) <= I64_MAX
-        if "set" in body and _whole(body["set"]):
-            return int(body["set"]) < held
-        return False
+        change = next((k for k in ("add", "set") if k in body and _whole(body[k])), None)
+        if change is None:
+            return False
+        try:
+            user = _read_back(response, f"/admin/v1/users/{name}")
+        except urllib.error.HTTPError:
+            return False  # no such user: nothing of theirs explains it
+        balance, held, n = user["credit"], user.get("held", 0), int(body[change])
+        if change == "add":
+            return not held <= balance + n <= I64_MAX
+        return n < held
     if label in KEY_MAKERS and _error(response) == "too_many_keys":
         keys = _read_back(response, f"/admin/v1/users/{name}/keys")["keys"]
         return len(keys) >= MAX_KEYS
