@@ -994,6 +994,31 @@ mod tests {
         }
     }
 
+    // The SPEC: every `/v1/` POST honours an Idempotency-Key, and a key
+    // reused for another request answers 422.
+    #[test]
+    fn every_service_post_takes_an_idempotency_key_and_documents_its_422() {
+        let doc = document();
+        let mut posts = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            if let Some(op) = item.get("post") {
+                posts += 1;
+                assert!(
+                    op["parameters"]
+                        .to_string()
+                        .contains("ServiceIdempotencyKey"),
+                    "{path}"
+                );
+                assert!(op["responses"]["422"].is_object(), "{path}");
+                assert_eq!(op["security"], json!([{ "serviceToken": ["charge"] }]));
+            }
+        }
+        assert_eq!(posts, 4);
+    }
+
     #[test]
     fn the_document_is_openapi_3_1_json() {
         let doc: Value = serde_json::from_str(text()).unwrap();
