@@ -6,7 +6,8 @@
 #   2. the real binary ($1) on a fresh, uniquely named database (server from
 #      deploy/dev-db.sh), migrated, with an admin token, a user with credit
 #      and a generous rate limit (so that answers carry the RateLimit headers)
-#      and a service with every scope;
+#      and a service with every scope (deploy/schema_hooks.py places real
+#      holds for that user, so that the hold routes are tried on them);
 #   3. /openapi.json validated against the OpenAPI 3.1 schema, then three
 #      schemathesis runs: the user-facing operations with the user's
 #      credentials, the /v1/ operations with the service's token, the admin
@@ -83,7 +84,9 @@ trap cleanup EXIT
 
 "$bin" migrate >&2
 user=schema-user
-user_token=$("$bin" user add "$user" --credit 1000000000 --monthly 1000 --rate 1000/s 2>/dev/null)
+# 10^17: the /v1/ run charges and holds up to 10^12 a call (schema_hooks.py
+# names this user in some of them), and must not run the balance out.
+user_token=$("$bin" user add "$user" --credit 100000000000000000 --monthly 1000 --rate 1000/s 2>/dev/null)
 service=schema-service
 service_token=$("$bin" service add "$service" --scopes charge,read 2>/dev/null)
 "$bin" serve 2>"$root_dir/target/schema-server.log" &
@@ -111,10 +114,15 @@ PY
 # positive_data_acceptance ("a request the document calls valid must not be
 # refused") run through deploy/schema_hooks.py: there, a 400 that the SPEC
 # ties to the user's state (an `add` taking the balance out of
-# 0..=i64::MAX, a 21st key) passes only when the state, read back, explains
-# it. Left out: use_after_free / ensure_resource_availability, which need
+# held..=i64::MAX, a 21st key) passes only when the state, read back,
+# explains it, and a 422 `idempotency_key_reused` only when this run sent
+# that key before with another request. Left out: use_after_free / ensure_resource_availability, which need
 # links between operations; the document declares none (no stateful phase).
 export SCHEMATHESIS_HOOKS="$root_dir/deploy/schema_hooks.py"
+# What the hooks need to place real holds for the seeded user (and to name
+# that user in some charges and holds); see deploy/schema_hooks.py.
+export SCHEMA_BASE_URL="$base" SCHEMA_SERVICE_TOKEN="$service_token" \
+    SCHEMA_USER="$user" SCHEMA_USER_TOKEN="$user_token"
 checks=(--checks all
     --exclude-checks positive_data_acceptance,use_after_free,ensure_resource_availability)
 # Known server findings, accepted until fixed, live in deploy/schema-baseline.json

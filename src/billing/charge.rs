@@ -12,6 +12,11 @@ use super::decide::{decide, Outcome, Verdict};
 use super::holds::Refusal;
 use crate::db::{DbError, Statements};
 
+/// Costs and amounts (of a charge, a hold, a capture) go up to 10^12: far
+/// above any real price, far below where sums over many calls could
+/// overflow. The service API's bodies and the OpenAPI document say it.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
 pub struct ChargeRequest<'a> {
     pub who: &'a Who,
     pub cost: i64,

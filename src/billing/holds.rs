@@ -27,6 +27,9 @@ use crate::model::Username;
 /// runaway client cannot grow the table without bound.
 pub const MAX_OPEN_PER_USER: i64 = 10_000;
 
+/// A hold lasts at most a day.
+pub const MAX_TTL_SECS: i64 = 86_400;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldState {

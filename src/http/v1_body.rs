@@ -10,14 +10,9 @@ use super::admin_body::{parse_object, read_json_body, refuse_unknown_fields};
 use super::ApiError;
 use crate::auth::token::Credentials;
 use crate::billing::account::Who;
+use crate::billing::charge::MAX_AMOUNT;
+use crate::billing::holds::MAX_TTL_SECS;
 use crate::model::{whole_number, UsageLabel, Username};
-
-/// Costs and amounts go up to 10^12: far above any real price, far below
-/// where sums over many calls could overflow.
-pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
-
-/// A hold lasts at most a day.
-pub const MAX_TTL_SECS: i64 = 86_400;
 
 pub struct ChargeBody {
     pub who: Who,

@@ -60,6 +60,9 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_service",
     "service_exists",
     "unknown_service",
+    "unknown_hold",
+    "hold_settled",
+    "too_many_holds",
     "internal",
 ];
 
@@ -200,6 +203,8 @@ fn bank_answers() -> Value {
                         },
                         "content": json_content(error_schema(&["unknown_bank"]))
                     })),
+                    ("422", error("This Idempotency-Key was used by this user with a different \
+                        request (method, path, query); nothing charged.", &["idempotency_key_reused"])),
                     ("429", json!({
                         "description": "Over the user's rate limit (`rate_limited`, with the \
                             RateLimit headers), or too many failed authentications from this \
@@ -492,7 +497,133 @@ fn service_paths() -> Value {
                 ])
             }
         },
+        "/v1/charge": {
+            "post": service_op("charge", "Charge a user (or, with cost 0, check them) from the \
+                service's own code: key valid → rate limit → credit ≥ cost → charged, in one \
+                transaction. Every decided outcome is a 200; `valid` says whether it was charged.",
+                Some(body(true, "#/components/schemas/ChargeRequest")), vec![
+                ("200", replayable("Decided: charged (`VALID`) or refused (nothing charged).",
+                    json!({ "$ref": "#/components/schemas/ChargeAnswer" }))),
+                ("400", error("A malformed body (no or two users, a cost out of range, an unknown \
+                    field …) or Idempotency-Key; nothing charged.", BODY_ERRORS)),
+                ("422", json!({ "$ref": "#/components/responses/IdempotencyKeyReused" })),
+            ])
+        },
+        "/v1/holds": {
+            "post": service_op("placeHold", "Reserve `amount` of the user's credit until a capture, \
+                a release or `ttl_secs`; the same checks as a charge, with the amount as the cost. \
+                Nothing is charged yet.",
+                Some(body(true, "#/components/schemas/HoldRequest")), vec![
+                ("201", replayable("Granted: the hold, open.", json!({ "$ref": "#/components/schemas/HoldGranted" }))),
+                ("200", replayable("Refused (nothing reserved): as the charge API's refusals.",
+                    json!({ "$ref": "#/components/schemas/HoldRefused" }))),
+                ("400", replayable_error("A malformed body or Idempotency-Key, or the user has \
+                    10,000 open holds already (`too_many_holds`); nothing reserved.",
+                    &[BODY_ERRORS, &["too_many_holds"]].concat())),
+                ("422", json!({ "$ref": "#/components/responses/IdempotencyKeyReused" })),
+            ])
+        },
+        "/v1/holds/{id}": {
+            "parameters": [ { "$ref": "#/components/parameters/HoldId" } ],
+            "get": {
+                "operationId": "showHold",
+                "tags": ["service"],
+                "summary": "One of the service's holds, in whatever state.",
+                "security": [ { "serviceToken": ["charge"] } ],
+                "responses": service_answers(vec![
+                    ("200", ok("The hold.", json!({ "$ref": "#/components/schemas/HoldShown" }))),
+                    ("404", error("No hold with this id made by this service.", &["unknown_hold"])),
+                ])
+            }
+        },
+        "/v1/holds/{id}/capture": {
+            "parameters": [ { "$ref": "#/components/parameters/HoldId" } ],
+            "post": service_op("captureHold", "Charge the real price and free the rest of the hold, \
+                exactly once: the same capture again answers the same.",
+                Some(body(true, "#/components/schemas/Capture")), vec![
+                ("200", replayable("Captured (now or before, with this amount).",
+                    json!({ "$ref": "#/components/schemas/Captured" }))),
+                ("400", error("A malformed body or Idempotency-Key; nothing changed.", BODY_ERRORS)),
+                ("404", replayable_error("No hold with this id made by this service.", &["unknown_hold"])),
+                ("409", json!({ "$ref": "#/components/responses/HoldSettled" })),
+                ("422", json!({ "$ref": "#/components/responses/IdempotencyKeyReused" })),
+            ])
+        },
+        "/v1/holds/{id}/release": {
+            "parameters": [ { "$ref": "#/components/parameters/HoldId" } ],
+            "post": service_op("releaseHold", "Free the whole hold, exactly once: a release again \
+                answers the same.",
+                Some(body(false, "#/components/schemas/Release")), vec![
+                ("200", replayable("Released (now or before).", json!({ "$ref": "#/components/schemas/Released" }))),
+                ("400", error("A body with fields, or a malformed Idempotency-Key; nothing changed.", BODY_ERRORS)),
+                ("404", replayable_error("No hold with this id made by this service.", &["unknown_hold"])),
+                ("409", json!({ "$ref": "#/components/responses/HoldSettled" })),
+                ("422", json!({ "$ref": "#/components/responses/IdempotencyKeyReused" })),
+            ])
+        },
     })
+}
+
+/// The 400 codes of a `/v1/` body: `invalid_credit` is a number beyond
+/// what JSON parsing takes (`1e400`).
+const BODY_ERRORS: &[&str] = &[
+    "invalid_body",
+    "invalid_username",
+    "invalid_idempotency_key",
+    "invalid_credit",
+];
+
+/// A `/v1/` operation that moves credit: the `charge` scope, an optional
+/// Idempotency-Key, its own answers and those every such route shares.
+fn service_op(
+    id: &str,
+    summary: &str,
+    request_body: Option<Value>,
+    own: Vec<(&str, Value)>,
+) -> Value {
+    let mut op = json!({
+        "operationId": id,
+        "tags": ["service"],
+        "summary": summary,
+        "security": [ { "serviceToken": ["charge"] } ],
+        "parameters": [ { "$ref": "#/components/parameters/ServiceIdempotencyKey" } ],
+        "responses": service_answers(own),
+    });
+    if let Some(b) = request_body {
+        op["requestBody"] = b;
+    }
+    op
+}
+
+/// An operation's own answers plus those of every scoped `/v1/` route.
+fn service_answers(own: Vec<(&str, Value)>) -> Value {
+    let mut answers: Map<String, Value> = own.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    for (status, name) in [
+        ("401", "ServiceUnauthorized"),
+        ("403", "ScopeDenied"),
+        ("429", "TooManyFailures"),
+        ("431", "HeadersTooLarge"),
+        ("503", "Unavailable"),
+    ] {
+        answers.insert(
+            status.into(),
+            json!({ "$ref": format!("#/components/responses/{name}") }),
+        );
+    }
+    Value::Object(answers)
+}
+
+/// An answer an Idempotency-Key replays (`Idempotency-Replayed: true`).
+fn replayable(description: &str, schema: Value) -> Value {
+    json!({
+        "description": description,
+        "headers": { "Idempotency-Replayed": { "$ref": "#/components/headers/Idempotency-Replayed" } },
+        "content": json_content(schema)
+    })
+}
+
+fn replayable_error(description: &str, codes: &[&str]) -> Value {
+    replayable(description, error_schema(codes))
 }
 
 /// A `responses` object from (status, response) pairs, in order.
@@ -684,9 +815,27 @@ fn parameters() -> Value {
             "IdempotencyKey": {
                 "name": "Idempotency-Key", "in": "header", "required": false,
                 "description": "1–128 visible ASCII characters. The same user sending the same key \
-                    within 24 h gets the first answer replayed (`Idempotency-Replayed: true`), \
-                    not charged again. Empty, too long or sent twice: 400 `invalid_idempotency_key`.",
+                    with the same request (method, path, query) within 24 h gets the first answer \
+                    replayed (`Idempotency-Replayed: true`), not charged again; with a different \
+                    request, 422 `idempotency_key_reused`, nothing charged. Empty, too long or sent \
+                    twice: 400 `invalid_idempotency_key`.",
                 "schema": { "type": "string", "pattern": "^[!-~]{1,128}$" }
+            },
+            "ServiceIdempotencyKey": {
+                "name": "Idempotency-Key", "in": "header", "required": false,
+                "description": "1–128 visible ASCII characters (draft-ietf-httpapi-idempotency-key-header). \
+                    The same service sending the same key with the same request (method, path, query, \
+                    body: its fields in any order) within 24 h gets the first answer replayed \
+                    (`Idempotency-Replayed: true`), not charged again; with a different request, \
+                    422 `idempotency_key_reused`, nothing done. Empty, too long or sent twice: 400 \
+                    `invalid_idempotency_key`.",
+                "schema": { "type": "string", "pattern": "^[!-~]{1,128}$" }
+            },
+            "HoldId": {
+                "name": "id", "in": "path", "required": true,
+                "description": "The hold's id, as `POST /v1/holds` gave it. Another service's hold, \
+                    or anything not an id, is 404 `unknown_hold`.",
+                "schema": { "type": "integer", "minimum": 1 }
             },
             "Username": {
                 "name": "name", "in": "path", "required": true,
@@ -741,6 +890,18 @@ fn shared_responses() -> Value {
             "ScopeDenied": {
                 "description": "A valid service token without the scope this route needs.",
                 "content": json_content(error_schema(&["scope_denied"]))
+            },
+            "IdempotencyKeyReused": {
+                "description": "This Idempotency-Key was used by this service with a different request \
+                    (method, path, query or body); nothing done.",
+                "content": json_content(error_schema(&["idempotency_key_reused"]))
+            },
+            "HoldSettled": {
+                "description": "The hold was settled otherwise before (captured with another amount, \
+                    released, or expired; `state` names it): nothing changed. The error body, \
+                    with the state and the hold.",
+                "headers": { "Idempotency-Replayed": { "$ref": "#/components/headers/Idempotency-Replayed" } },
+                "content": json_content(json!({ "$ref": "#/components/schemas/HoldSettled" }))
             },
             "AdminDisabled": {
                 "description": "`CREDITGATE_ADMIN_TOKEN` is not set: the admin API is off.",
@@ -831,6 +992,31 @@ mod tests {
             let codes = op["responses"]["400"].to_string();
             assert!(codes.contains("ambiguous_credentials"), "{path}: {codes}");
         }
+    }
+
+    // The SPEC: every `/v1/` POST honours an Idempotency-Key, and a key
+    // reused for another request answers 422.
+    #[test]
+    fn every_service_post_takes_an_idempotency_key_and_documents_its_422() {
+        let doc = document();
+        let mut posts = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            if let Some(op) = item.get("post") {
+                posts += 1;
+                assert!(
+                    op["parameters"]
+                        .to_string()
+                        .contains("ServiceIdempotencyKey"),
+                    "{path}"
+                );
+                assert!(op["responses"]["422"].is_object(), "{path}");
+                assert_eq!(op["security"], json!([{ "serviceToken": ["charge"] }]));
+            }
+        }
+        assert_eq!(posts, 4);
     }
 
     #[test]

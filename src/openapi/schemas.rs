@@ -11,6 +11,8 @@
 use serde_json::{json, Value};
 
 use super::{merge, ERROR_CODES};
+use crate::billing::charge::MAX_AMOUNT;
+use crate::billing::holds::MAX_TTL_SECS;
 use crate::gateway::routes::BUILT_IN_PATHS;
 
 /// Every schema of the document.
@@ -23,6 +25,7 @@ pub(super) fn all() -> Value {
         reports(),
         routes(),
         services(),
+        charges_and_holds(),
     ]
     .into_iter()
     .fold(json!({}), merge)
@@ -75,10 +78,12 @@ fn client() -> Value {
         },
         "Balance": {
             "type": "object",
-            "required": ["username", "credit", "monthly_credit", "next_refill"],
+            "required": ["username", "credit", "held", "monthly_credit", "next_refill"],
             "properties": {
                 "username": { "type": "string" },
-                "credit": { "type": "integer", "minimum": 0 },
+                "credit": { "type": "integer", "minimum": 0,
+                            "description": "What may be spent now: the balance less what open holds reserve." },
+                "held": { "type": "integer", "minimum": 0, "description": "Reserved by open holds." },
                 "monthly_credit": { "type": ["integer", "null"], "minimum": 0 },
                 "next_refill": { "type": ["string", "null"], "description": "RFC 3339 UTC; null without monthly_credit." }
             }
@@ -107,12 +112,14 @@ fn users() -> Value {
         },
         "User": {
             "type": "object",
-            "required": ["username", "token_prefix", "credit", "monthly_credit", "refill_day",
+            "required": ["username", "token_prefix", "credit", "held", "monthly_credit", "refill_day",
                          "credit_period", "email", "disabled", "created_at", "rate_limit", "low_credit"],
             "properties": {
                 "username": { "$ref": "#/components/schemas/Username" },
                 "token_prefix": { "type": "string" },
-                "credit": { "type": "integer", "minimum": 0 },
+                "credit": { "type": "integer", "minimum": 0, "description": "The balance, held credit included." },
+                "held": { "type": "integer", "minimum": 0,
+                          "description": "Reserved by open holds; `credit - held` may be spent." },
                 "monthly_credit": { "type": ["integer", "null"], "minimum": 0 },
                 "refill_day": { "type": "integer", "minimum": 1, "maximum": 31 },
                 "credit_period": { "type": ["string", "null"], "description": "YYYY-MM of the last refill." },
@@ -347,6 +354,148 @@ fn services() -> Value {
             "properties": {
                 "service": { "$ref": "#/components/schemas/ServiceName" },
                 "scopes": { "$ref": "#/components/schemas/Scopes" }
+            }
+        },
+    })
+}
+
+/// The service API's bodies: `/v1/charge` and `/v1/holds…`.
+fn charges_and_holds() -> Value {
+    let amount = |minimum: i64, description: &str| json!({ "type": "integer", "minimum": minimum, "maximum": MAX_AMOUNT, "description": description });
+    let endpoint = |default: &str| {
+        json!({ "type": "string", "pattern": "^[A-Za-z0-9._:/-]{1,64}$", "default": default,
+                "description": "The usage label: 1–64 of `[A-Za-z0-9._:/-]`." })
+    };
+    let credentials = json!({
+        "type": "string", "pattern": r"^[^:]+:[\s\S]+$",
+        "description": "The end user's `<username>:<token>`, as they sent it to the service: \
+            a wrong one is a 200 `UNAUTHORIZED`, not a 401."
+    });
+    let user = json!({
+        "allOf": [ { "$ref": "#/components/schemas/Username" } ],
+        "description": "A user the service authenticated itself."
+    });
+    // Exactly one of the two names the user (both, or neither: 400).
+    let one_user = json!([ { "required": ["credentials"] }, { "required": ["user"] } ]);
+    let timestamp = json!({
+        "type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+        "description": "RFC 3339, UTC, to the millisecond."
+    });
+    let code = |codes: &[&str]| json!({ "enum": codes });
+    let refusal_codes = ["UNAUTHORIZED", "INSUFFICIENT_CREDIT", "RATE_LIMITED"];
+    let remaining = json!({ "type": ["integer", "null"], "minimum": 0,
+                            "description": "What the user may spend; null for `UNAUTHORIZED`." });
+    let retry_after = json!({ "type": "integer", "minimum": 0,
+                              "description": "Seconds until a retry can succeed (the rate limit, or the next refill), when known." });
+    json!({
+        "ChargeRequest": {
+            "type": "object", "additionalProperties": false, "oneOf": one_user,
+            "properties": {
+                "credentials": credentials,
+                "user": user,
+                "cost": amount(0, "Credits to charge, default 1; 0 checks without charging."),
+                "endpoint": endpoint("charge")
+            }
+        },
+        "ChargeAnswer": {
+            "type": "object", "required": ["valid", "code", "user", "cost", "credit_remaining"],
+            "description": "Every decided outcome: `valid` is true exactly when `code` is `VALID` \
+                (charged).",
+            "properties": {
+                "valid": { "type": "boolean" },
+                "code": code(&["VALID", "UNAUTHORIZED", "INSUFFICIENT_CREDIT", "RATE_LIMITED"]),
+                "user": { "type": "string", "description": "The user named in the request." },
+                "cost": { "type": "integer", "minimum": 0 },
+                "credit_remaining": remaining,
+                "retry_after": retry_after
+            }
+        },
+        "HoldRequest": {
+            "type": "object", "required": ["amount"], "additionalProperties": false, "oneOf": one_user,
+            "properties": {
+                "credentials": credentials,
+                "user": user,
+                "amount": amount(1, "Credits to reserve."),
+                "ttl_secs": { "type": "integer", "minimum": 1, "maximum": MAX_TTL_SECS, "default": 300,
+                              "description": "Seconds until the hold expires (released by a job)." },
+                "endpoint": endpoint("hold")
+            }
+        },
+        "Hold": {
+            "type": "object",
+            "required": ["id", "user", "amount", "state", "endpoint", "created_at", "expires_at"],
+            "properties": {
+                "id": { "type": "integer", "minimum": 1 },
+                "user": { "type": "string" },
+                "amount": { "type": "integer", "minimum": 1, "maximum": MAX_AMOUNT },
+                "state": { "enum": ["open", "captured", "released", "expired"] },
+                "endpoint": { "type": "string" },
+                "created_at": timestamp,
+                "expires_at": timestamp,
+                "captured": { "type": "integer", "minimum": 0, "description": "Charged; once captured." },
+                "uncollected": { "type": "integer", "minimum": 0,
+                                 "description": "The capture's amount less `captured`: what the user's credit could not cover; once captured." }
+            }
+        },
+        "HoldGranted": {
+            "type": "object", "required": ["valid", "hold", "credit_available"],
+            "properties": {
+                "valid": { "const": true },
+                "hold": { "$ref": "#/components/schemas/Hold" },
+                "credit_available": { "type": "integer", "minimum": 0,
+                                      "description": "What the user may spend besides this hold." }
+            }
+        },
+        "HoldRefused": {
+            "type": "object", "required": ["valid", "code", "user", "amount", "credit_remaining"],
+            "properties": {
+                "valid": { "const": false },
+                "code": code(&refusal_codes),
+                "user": { "type": "string", "description": "The user named in the request." },
+                "amount": { "type": "integer", "minimum": 1 },
+                "credit_remaining": remaining,
+                "retry_after": retry_after
+            }
+        },
+        "HoldShown": {
+            "type": "object", "required": ["hold"],
+            "properties": { "hold": { "$ref": "#/components/schemas/Hold" } }
+        },
+        "Capture": {
+            "type": "object", "required": ["amount"], "additionalProperties": false,
+            "properties": {
+                "amount": amount(0, "The real price. Up to the hold, charged in full; beyond it, \
+                    as much of the user's other credit as covers it (never below 0).")
+            }
+        },
+        "Captured": {
+            "type": "object", "required": ["hold", "credit_remaining", "captured", "uncollected"],
+            "properties": {
+                "hold": { "$ref": "#/components/schemas/Hold" },
+                "credit_remaining": { "type": "integer", "minimum": 0 },
+                "captured": { "type": "integer", "minimum": 0 },
+                "uncollected": { "type": "integer", "minimum": 0 }
+            }
+        },
+        "Release": {
+            "type": "object", "additionalProperties": false, "maxProperties": 0,
+            "description": "No fields: `{}`, or no body at all."
+        },
+        "Released": {
+            "type": "object", "required": ["hold", "credit_remaining"],
+            "properties": {
+                "hold": { "$ref": "#/components/schemas/Hold" },
+                "credit_remaining": { "type": "integer", "minimum": 0 }
+            }
+        },
+        "HoldSettled": {
+            "type": "object", "required": ["error", "message", "state", "hold"],
+            "additionalProperties": false,
+            "properties": {
+                "error": { "const": "hold_settled" },
+                "message": { "type": "string" },
+                "state": { "enum": ["captured", "released", "expired"] },
+                "hold": { "$ref": "#/components/schemas/Hold" }
             }
         },
     })
