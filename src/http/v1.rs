@@ -183,9 +183,7 @@ pub fn settle_hold(
         v1_body::release(&body)?;
         Settle::Release
     };
-    let Ok(id) = id.parse::<u64>() else {
-        return Err(ApiError::UnknownHold);
-    };
+    let id = hold_id(id)?;
     let keyed = service_key(&svc, key.as_ref(), req, &raw);
     let now = Utc::now();
     let done = keyed::run(&state.pool, keyed.as_ref(), render_settled, |tx, sql| {
@@ -237,12 +235,20 @@ pub fn get_hold(
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
     let svc = service(state, req, ctx, Scope::Charge)?;
-    let id = id.parse::<u64>().map_err(|_| ApiError::UnknownHold)?;
+    let id = hold_id(id)?;
     let mut conn = state.pool.get().map_err(crate::db::DbError::from)?;
     match holds::get(&mut **conn, svc.id, id)? {
         Some(hold) => Ok(Response::json(&json!({ "hold": hold }))),
         None => Err(ApiError::UnknownHold),
     }
+}
+
+/// A hold's id from the path: digits only (`+1` is not hold 1).
+fn hold_id(raw: &str) -> Result<u64, ApiError> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::UnknownHold);
+    }
+    raw.parse().map_err(|_| ApiError::UnknownHold)
 }
 
 fn notify(state: &AppState, low: &Option<LowCredit>) {

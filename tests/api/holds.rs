@@ -257,6 +257,7 @@ fn another_services_hold_is_unknown_to_it() {
         release(app.addr, &b, &id),
         capture(app.addr, &a, &json!(999_999), 1),
         call(app.addr, &a, "GET", "/v1/holds/nope", None),
+        call(app.addr, &a, "GET", &format!("/v1/holds/+{id}"), None),
     ] {
         assert_eq!(
             (r.status, r.error().as_str()),
