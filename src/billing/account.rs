@@ -146,6 +146,7 @@ pub const PER_REQUEST: &[&str] = &[
     ACCOUNT_BY_NAME,
     super::holds::SETTLE_LOCK,
     super::holds::CAPTURE,
+    crate::services::AUTHENTICATE,
     banks::FIND,
     TAKE,
     usage::RECORD,

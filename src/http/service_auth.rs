@@ -8,7 +8,8 @@ use rouille::Request;
 use super::{authorization_headers, count_auth_failure, refuse_if_throttled, ApiError, Ctx};
 use crate::app::AppState;
 use crate::auth::token;
-use crate::db::DbError;
+use crate::billing::account::PER_REQUEST;
+use crate::db::{self, DbError};
 use crate::services::{self, Scope, Service};
 
 /// The service whose token the request carries, if it holds `scope`.
@@ -60,7 +61,12 @@ pub(crate) fn any_service(
     };
     let found = {
         let mut conn = state.pool.get().map_err(DbError::from)?;
-        services::authenticate(&mut **conn, given)?
+        let sql = conn.prepared(PER_REQUEST)?;
+        let found = services::authenticate_with(&mut **conn, &sql, given)?;
+        // It just answered: its next checkout (this request's charge,
+        // mostly) need not ping it first.
+        db::trust(&mut conn);
+        found
     };
     let Some(service) = found else {
         return Err(refused(state, req, ctx, "unknown or revoked service token"));

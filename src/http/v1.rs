@@ -7,7 +7,7 @@
 
 use chrono::Utc;
 use rouille::{Request, Response};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::api::{idempotency_key, notify_low_credit};
 use super::service_auth::service;
@@ -26,13 +26,18 @@ fn service_key<'a>(
     svc: &Service,
     key: Option<&'a crate::model::IdempotencyKey>,
     req: &Request,
-    body: &[u8],
+    body: &Map<String, Value>,
 ) -> Option<ServiceKey<'a>> {
     let path = req.raw_url().split('?').next().unwrap_or("");
     key.map(|key| ServiceKey {
         service_id: svc.id,
         key,
-        fingerprint: fingerprint(req.method(), path, req.raw_query_string(), Some(body)),
+        fingerprint: fingerprint(
+            req.method(),
+            path,
+            req.raw_query_string(),
+            Some(&v1_body::canonical(body)),
+        ),
     })
 }
 
@@ -60,8 +65,8 @@ fn stored(status: u16, body: Value) -> StoredReply {
 pub fn charge(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
     let svc = service(state, req, ctx, Scope::Charge)?;
     let key = idempotency_key(req)?;
-    let (raw, body) = v1_body::read(req)?;
-    let body = v1_body::charge(&body)?;
+    let raw = v1_body::read(req)?;
+    let body = v1_body::charge(&raw)?;
     let keyed = service_key(&svc, key.as_ref(), req, &raw);
     let request = ChargeRequest {
         who: &body.who,
@@ -90,13 +95,30 @@ fn render_charge(user: &str, cost: i64, c: &Charged) -> StoredReply {
             cost,
             credit_remaining,
             ..
-        } => stored(
-            200,
-            json!({"valid": true, "code": "VALID", "user": user, "cost": cost,
-                   "credit_remaining": credit_remaining}),
-        ),
+        } => StoredReply {
+            status: 200,
+            body: serde_json::to_string(&Valid {
+                code: "VALID",
+                cost: *cost,
+                credit_remaining: *credit_remaining,
+                user,
+                valid: true,
+            })
+            .expect("an answer serialises"),
+        },
         Charged::Refused(refusal) => stored(200, refused(user, "cost", cost, refusal)),
     }
+}
+
+/// The body of a charge's "yes", typed (not a `json!` map: this is every
+/// paid call's answer); fields in the order a map would print them.
+#[derive(serde::Serialize)]
+struct Valid<'a> {
+    code: &'static str,
+    cost: i64,
+    credit_remaining: i64,
+    user: &'a str,
+    valid: bool,
 }
 
 /// The body of a decided "no": the service's call worked, the user's not.
@@ -130,8 +152,8 @@ fn refused(user: &str, what: &str, amount: i64, refusal: &Refusal) -> Value {
 pub fn place_hold(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, ApiError> {
     let svc = service(state, req, ctx, Scope::Charge)?;
     let key = idempotency_key(req)?;
-    let (raw, body) = v1_body::read(req)?;
-    let body = v1_body::hold(&body)?;
+    let raw = v1_body::read(req)?;
+    let body = v1_body::hold(&raw)?;
     let keyed = service_key(&svc, key.as_ref(), req, &raw);
     let place = Place {
         service_id: svc.id,
@@ -176,11 +198,11 @@ pub fn settle_hold(
 ) -> Result<Response, ApiError> {
     let svc = service(state, req, ctx, Scope::Charge)?;
     let key = idempotency_key(req)?;
-    let (raw, body) = v1_body::read(req)?;
+    let raw = v1_body::read(req)?;
     let how = if capture {
-        Settle::Capture(v1_body::capture(&body)?)
+        Settle::Capture(v1_body::capture(&raw)?)
     } else {
-        v1_body::release(&body)?;
+        v1_body::release(&raw)?;
         Settle::Release
     };
     let id = hold_id(id)?;

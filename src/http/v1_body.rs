@@ -27,19 +27,20 @@ pub struct HoldBody {
     pub endpoint: UsageLabel,
 }
 
-/// The body as bytes (for the request's fingerprint) and as an object; no
-/// body reads as `{}` (a release needs none).
-pub fn read(req: &Request) -> Result<(Vec<u8>, Map<String, Value>), ApiError> {
+/// The body as an object; no body reads as `{}` (a release needs none).
+pub fn read(req: &Request) -> Result<Map<String, Value>, ApiError> {
     let raw = read_json_body(req)?;
-    let map = if raw.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        parse_object(&raw)?
-    };
-    // Re-serialised, so that the fingerprint does not depend on spacing or
-    // the order of the fields (serde_json's map keeps them sorted).
-    let bytes = serde_json::to_vec(&map).expect("a JSON object serialises");
-    Ok((bytes, map))
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    parse_object(&raw)
+}
+
+/// The body as a keyed request's fingerprint takes it: re-serialised, so
+/// that spacing and the order of the fields do not make another request
+/// (serde_json's map keeps them sorted). Only a keyed request needs it.
+pub fn canonical(body: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(body).expect("a JSON object serialises")
 }
 
 pub fn charge(body: &Map<String, Value>) -> Result<ChargeBody, ApiError> {

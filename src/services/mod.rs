@@ -12,7 +12,7 @@ use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
 use crate::auth::token;
-use crate::db::{DbError, Pool, Retryable};
+use crate::db::{DbError, Pool, Retryable, Statements};
 
 /// What every service token starts with: a user's token starts `cg_`, so a
 /// token in a log or a leak report says which kind it is, and the edge
@@ -237,17 +237,28 @@ pub fn parse_name(s: &str) -> Result<&str, ServiceError> {
 /// compare of the whole hash, not the index's: `token_hash` compares with
 /// a case-insensitive collation.
 pub fn authenticate(conn: &mut impl Queryable, token: &str) -> Result<Option<Service>, DbError> {
+    authenticate_with(conn, &Statements::default(), token)
+}
+
+/// The one query of `authenticate`, prepared with the per-request
+/// statements (`billing::account::PER_REQUEST`).
+pub const AUTHENTICATE: &str = "SELECT id, name, token_hash, scopes FROM services \
+     WHERE token_hash = ? AND revoked_at IS NULL";
+
+/// `authenticate` with the connection's prepared statements.
+pub fn authenticate_with(
+    conn: &mut impl Queryable,
+    sql: &Statements,
+    token: &str,
+) -> Result<Option<Service>, DbError> {
     // Not a service token (a user's `name:token`, the admin token): no
     // service can hold it, and the database need not be asked.
     if !token.starts_with(TOKEN_KIND) {
         return Ok(None);
     }
     let hash = token::hash(token);
-    let row: Option<(u64, String, String, String)> = conn.exec_first(
-        "SELECT id, name, token_hash, scopes FROM services \
-         WHERE token_hash = ? AND revoked_at IS NULL",
-        (&hash,),
-    )?;
+    let row: Option<(u64, String, String, String)> =
+        conn.exec_first(sql.get(AUTHENTICATE), (&hash,))?;
     Ok(row
         .filter(|(_, _, stored, _)| token::constant_time_eq(hash.as_bytes(), stored.as_bytes()))
         .map(|(id, name, _, scopes)| Service {
