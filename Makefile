@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test test-schema test-cluster test-browser test-systemd lint migrate bench bench-growth db db-stop build release
+.PHONY: run test test-schema test-cluster test-browser test-systemd test-proxies lint migrate bench bench-growth db db-stop build release
 
 build:
 	$(CARGO) build
@@ -51,6 +51,12 @@ test-browser:
 ## deploy/test-systemd.sh. Needs root.
 test-systemd: build
 	@deploy/test-systemd.sh $${CARGO_TARGET_DIR:-target}/debug/creditgate
+
+## /v1/forward-auth behind a real nginx and Caddy, configured with the
+## README's own blocks (nginx and caddy with apt when missing); see
+## deploy/test-proxies.sh. Installing needs root.
+test-proxies: build
+	@deploy/test-proxies.sh $${CARGO_TARGET_DIR:-target}/debug/creditgate
 
 ## The layering (deploy/check-layers.sh), formatting, and clippy.
 lint:

@@ -58,6 +58,8 @@ pub struct Config {
     /// How long `serve` waits for the database at start before giving up.
     pub db_start_wait: Duration,
     pub admin_token: Option<Secret>,
+    /// What a proxy presents to `/v1/forward-auth`; unset, it answers 403.
+    pub forward_auth_secret: Option<Secret>,
     pub smtp_url: Option<Secret>,
     pub mail_from: Option<String>,
     pub alert_to: Vec<String>,
@@ -133,6 +135,7 @@ impl Config {
                 number(&var, "CREDITGATE_DB_START_WAIT_SECS", 0, 3600)?.unwrap_or(20),
             ),
             admin_token: var("CREDITGATE_ADMIN_TOKEN").map(Secret::new),
+            forward_auth_secret: var("CREDITGATE_FORWARD_AUTH_SECRET").map(Secret::new),
             smtp_url: smtp_url(var("CREDITGATE_SMTP_URL"))?.map(Secret::new),
             mail_from: var("CREDITGATE_MAIL_FROM")
                 .map(|v| mailbox("CREDITGATE_MAIL_FROM", &v).map(|_| v))
@@ -332,6 +335,7 @@ mod tests {
         assert_eq!(c.edge.idempotent_answer_bytes, 1 << 20);
         assert!(c.edge.tls.is_none());
         assert!(c.admin_token.is_none());
+        assert!(c.forward_auth_secret.is_none());
         assert_eq!(c.mail_prefix, "creditgate - ");
         assert_eq!(c.heartbeat, Duration::from_secs(10));
         assert!(c.query_token);
@@ -378,10 +382,16 @@ mod tests {
             ("DATABASE_URL", "mysql://u:dbpass123@h:3306/d"),
             ("CREDITGATE_ADMIN_TOKEN", "admintoken123"),
             ("CREDITGATE_SMTP_URL", "smtp://u:smtppass123@h:25"),
+            ("CREDITGATE_FORWARD_AUTH_SECRET", "forwardsecret123"),
         ])
         .unwrap();
         let shown = format!("{c:?}");
-        for secret in ["dbpass123", "admintoken123", "smtppass123"] {
+        for secret in [
+            "dbpass123",
+            "admintoken123",
+            "smtppass123",
+            "forwardsecret123",
+        ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
     }

@@ -6,6 +6,7 @@
 //! every request reads (refreshed from the database every `REFRESH`, so a
 //! route added on one instance reaches all of them) and the request flow:
 //! charge → forward → refund when the answer is not billable.
+//! `forward_auth` charges as a route does for a proxy that forwards itself.
 //!
 //! No HTTP server type appears here: `http::gateway` turns a rouille request
 //! into an `Incoming` and a `Served` into a response.
@@ -13,6 +14,7 @@
 pub mod billing;
 pub mod bulkhead;
 pub mod forward;
+pub mod forward_auth;
 pub mod routes;
 pub mod store;
 

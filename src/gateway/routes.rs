@@ -20,7 +20,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
 /// parent of it) is refused anyway: an operator who adds `/api` should learn
 /// at once that `/api/v1.0/credit` will never reach the upstream, rather than
 /// find out from a confused client.
-pub const BUILT_IN_PATHS: [&str; 13] = [
+pub const BUILT_IN_PATHS: [&str; 14] = [
     "/api/v1.0/banks_data",
     "/api/v1.0/credit",
     "/health",
@@ -34,6 +34,7 @@ pub const BUILT_IN_PATHS: [&str; 13] = [
     "/v1/whoami",
     "/v1/charge",
     "/v1/holds",
+    "/v1/forward-auth",
 ];
 
 const PREFIX_RULE: &str = "a route prefix is / followed by 1 to 127 characters of \

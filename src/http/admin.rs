@@ -314,7 +314,7 @@ fn credit_change(body: Map<String, Value>) -> Result<CreditChange, ApiError> {
 
 fn usage_filter(req: &Request) -> Result<Filter, ApiError> {
     let one = |name: &str| {
-        query_values(req, name)
+        query_values(req.raw_query_string(), name)
             .into_iter()
             .next()
             .filter(|v| !v.is_empty())

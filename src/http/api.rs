@@ -198,10 +198,22 @@ pub(super) fn credentials(
     req: &Request,
     ctx: &mut Ctx,
 ) -> Result<Credentials, ApiError> {
+    credentials_with_query(state, req, req.raw_query_string(), ctx)
+}
+
+/// `credentials`, with `?token=` looked for in `raw_query` instead of the
+/// request's own query: a proxy's forward-auth request carries the
+/// client's query in a header.
+pub(super) fn credentials_with_query(
+    state: &AppState,
+    req: &Request,
+    raw_query: &str,
+    ctx: &mut Ctx,
+) -> Result<Credentials, ApiError> {
     refuse_if_throttled(state, req)?;
     let headers = authorization_headers(req);
     let query: Vec<String> = if state.config.query_token {
-        super::query_values(req, "token")
+        super::query_values(raw_query, "token")
     } else {
         Vec::new()
     };

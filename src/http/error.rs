@@ -11,6 +11,7 @@ use crate::billing::account::RateState;
 use crate::billing::ratelimit;
 use crate::billing::Insufficient;
 use crate::db::DbError;
+use crate::gateway::forward_auth::OriginalError;
 use crate::gateway::store::RouteError;
 use crate::gateway::{GatewayError, Unanswered};
 use crate::model::ParseError;
@@ -92,6 +93,13 @@ pub enum ApiError {
     /// The first answer under this key was too large to store: a retry
     /// cannot be answered without forwarding it again.
     IdempotencyAnswerNotStored,
+    /// `/v1/forward-auth` while `CREDITGATE_FORWARD_AUTH_SECRET` is unset.
+    ForwardAuthDisabled,
+    /// `/v1/forward-auth` without the proxy's secret, or a wrong one.
+    ForwardAuthForbidden,
+    /// The proxy did not say (or said twice, differently) which request
+    /// it asks about.
+    InvalidOriginal(OriginalError),
     Internal,
 }
 
@@ -192,9 +200,13 @@ impl ApiError {
             | ApiError::BodyNotAllowed
             | ApiError::InvalidPath(_)
             | ApiError::TooManyHolds
+            | ApiError::InvalidOriginal(_)
             | ApiError::InvalidBody(_) => 400,
             ApiError::InsufficientCredit { .. } => 402,
-            ApiError::AdminDisabled | ApiError::ScopeDenied(_) => 403,
+            ApiError::AdminDisabled
+            | ApiError::ScopeDenied(_)
+            | ApiError::ForwardAuthDisabled
+            | ApiError::ForwardAuthForbidden => 403,
             ApiError::UnknownBank
             | ApiError::NotFound
             | ApiError::User(UserError::Unknown(_))
@@ -279,6 +291,9 @@ impl ApiError {
             ApiError::UnknownHold => "unknown_hold",
             ApiError::HoldSettled(_) => "hold_settled",
             ApiError::TooManyHolds => "too_many_holds",
+            ApiError::ForwardAuthDisabled => "forward_auth_disabled",
+            ApiError::ForwardAuthForbidden => "forward_auth_forbidden",
+            ApiError::InvalidOriginal(_) => "invalid_original_request",
             ApiError::Internal => "internal",
         }
     }
@@ -377,6 +392,16 @@ impl ApiError {
                 "this user has {} open holds, as many as a user may; capture or release some",
                 crate::billing::holds::MAX_OPEN_PER_USER
             ),
+            ApiError::ForwardAuthDisabled => {
+                "forward authentication is disabled: CREDITGATE_FORWARD_AUTH_SECRET is not set"
+                    .into()
+            }
+            ApiError::ForwardAuthForbidden => {
+                "only the proxy may call this endpoint: X-Creditgate-Forward-Secret is missing \
+                 or wrong"
+                    .into()
+            }
+            ApiError::InvalidOriginal(e) => e.to_string(),
             ApiError::Internal => "internal error".into(),
         }
     }

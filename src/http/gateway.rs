@@ -30,19 +30,8 @@ pub fn serve(
 ) -> Result<Response, ApiError> {
     let raw = req.raw_url();
     let (path, raw_query) = raw.split_once('?').unwrap_or((raw, ""));
-    // Routes never hold `.` or `..`; such a path (or one with an encoded
-    // slash) could climb out of the upstream's base path: it is no route's.
-    if routes::unsafe_path(path) {
-        return Err(ApiError::NotFound);
-    }
-    if let Some(why) = routes::refused_path(path) {
-        return Err(ApiError::InvalidPath(why));
-    }
-    if !route.methods.allows(req.method()) {
-        return Err(ApiError::MethodNotAllowed {
-            allow: route.methods.as_slice().join(", "),
-        });
-    }
+    refuse_path(path)?;
+    allow_method(route, req.method())?;
     let has_body = has_body(req);
     // A body-ignoring upstream would read it as the next request.
     if has_body && ["GET", "HEAD", "OPTIONS", "DELETE"].contains(&req.method()) {
@@ -92,6 +81,30 @@ pub fn serve(
         Err(GatewayError::Unauthorized(why)) => Err(unauthorized(state, req, ctx, &why)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The paths no route serves, refused before anything is charged (also
+/// the original path a proxy asks `/v1/forward-auth` about).
+pub(super) fn refuse_path(path: &str) -> Result<(), ApiError> {
+    // Routes never hold `.` or `..`; such a path (or one with an encoded
+    // slash) could climb out of the upstream's base path: it is no route's.
+    if routes::unsafe_path(path) {
+        return Err(ApiError::NotFound);
+    }
+    match routes::refused_path(path) {
+        Some(why) => Err(ApiError::InvalidPath(why)),
+        None => Ok(()),
+    }
+}
+
+/// 405 with the route's methods in `Allow` for any other method.
+pub(super) fn allow_method(route: &Route, method: &str) -> Result<(), ApiError> {
+    if route.methods.allows(method) {
+        return Ok(());
+    }
+    Err(ApiError::MethodNotAllowed {
+        allow: route.methods.as_slice().join(", "),
+    })
 }
 
 /// The client declared a body (a length above 0, or chunked framing; the

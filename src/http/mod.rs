@@ -7,6 +7,7 @@ mod admin_keys;
 mod api;
 mod error;
 pub(crate) mod extract;
+mod forward_auth;
 mod gateway;
 mod legacy;
 #[cfg(test)]
@@ -256,6 +257,11 @@ fn route(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<Response, Api
             allow(method, &["POST"])?;
             v1::charge(state, req, ctx)
         }
+        ["v1", "forward-auth"] => {
+            // Any method: the proxy asks about every request it gets.
+            ctx.route = "forward_auth";
+            forward_auth::check(state, req, ctx)
+        }
         ["v1", "holds"] => {
             ctx.route = "v1_holds";
             allow(method, &["POST"])?;
@@ -387,9 +393,9 @@ fn authorization_headers(req: &Request) -> Vec<&str> {
         .collect()
 }
 
-/// Every value of a query parameter, percent-decoded.
-fn query_values(req: &Request, name: &str) -> Vec<String> {
-    req.raw_query_string()
+/// Every value of a query parameter of a raw query, percent-decoded.
+fn query_values(raw_query: &str, name: &str) -> Vec<String> {
+    raw_query
         .split('&')
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

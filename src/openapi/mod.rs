@@ -63,6 +63,9 @@ pub const ERROR_CODES: &[&str] = &[
     "unknown_hold",
     "hold_settled",
     "too_many_holds",
+    "forward_auth_disabled",
+    "forward_auth_forbidden",
+    "invalid_original_request",
     "internal",
 ];
 
@@ -96,6 +99,7 @@ pub fn document() -> Value {
             { "name": "client", "description": "Routes for API users." },
             { "name": "probes", "description": "Health, readiness, warm-up, metrics, this document." },
             { "name": "service", "description": "Routes for backends, behind a service token (`creditgate service add`)." },
+            { "name": "proxy", "description": "Forward authentication for nginx, Caddy and Traefik, behind `CREDITGATE_FORWARD_AUTH_SECRET`." },
             { "name": "admin", "description": "The operator's API, behind the admin token." }
         ],
         "paths": paths(),
@@ -113,6 +117,7 @@ fn paths() -> Value {
         admin_other_paths(),
         admin_service_paths(),
         service_paths(),
+        forward_auth_path(),
     ]
     .into_iter()
     .fold(json!({}), merge)
@@ -564,6 +569,112 @@ fn service_paths() -> Value {
     })
 }
 
+/// `/v1/forward-auth`: every method, since the proxy asks with the method
+/// it was sent (Caddy and nginx send GET; others may not).
+fn forward_auth_path() -> Value {
+    let mut item = Map::new();
+    for method in ["get", "post", "put", "patch", "delete", "head", "options"] {
+        let mut op = forward_auth_operation();
+        op["operationId"] = json!(format!("forwardAuth{}", capitalised(method)));
+        item.insert(method.into(), op);
+    }
+    json!({ "/v1/forward-auth": Value::Object(item) })
+}
+
+fn capitalised(s: &str) -> String {
+    let mut out = s[..1].to_ascii_uppercase();
+    out.push_str(&s[1..]);
+    out
+}
+
+fn forward_auth_operation() -> Value {
+    let header = |name: &str, description: &str| {
+        json!({ "name": name, "in": "header", "required": false,
+                "description": description, "schema": { "type": "string" } })
+    };
+    // The credentials: forwarded `Authorization`, or `?token=` inside the
+    // original URI (a header here, hence the secret alone).
+    let security: Vec<Value> = ["bearerAuth", "basicAuth", "rawAuthorization"]
+        .iter()
+        .map(|s| json!({ "forwardSecret": [], *s: [] }))
+        .chain([json!({ "forwardSecret": [] })])
+        .collect();
+    json!({
+        "tags": ["proxy"],
+        "summary": "May this request pass? Charged as its gateway route charges, before the upstream answers.",
+        "description": "For nginx `auth_request` and Caddy `forward_auth` (README, \"Behind nginx or \
+            Caddy\"). The original request is named by `X-Original-Method`/`X-Original-URI` \
+            or `X-Forwarded-Method`/`X-Forwarded-Uri` (both families may be sent only with the \
+            same values); its path picks the gateway route (cost, methods, rate limit); the \
+            credentials are the forwarded `Authorization` header or `?token=` in the original \
+            URI. The charge is committed before the answer: nothing is refunded on this path.",
+        "security": security,
+        "parameters": [
+            header("X-Original-Method", "The original method (nginx)."),
+            header("X-Original-URI", "The original path and query (nginx `$request_uri`)."),
+            header("X-Forwarded-Method", "The original method (Caddy, Traefik)."),
+            header("X-Forwarded-Uri", "The original path and query (Caddy, Traefik)."),
+            { "$ref": "#/components/parameters/IdempotencyKey" }
+        ],
+        "responses": responses([
+            ("200", json!({
+                "description": "Charged (or, under an Idempotency-Key used before for the same \
+                    request, already paid: `Idempotency-Replayed`). Let the request pass.",
+                "headers": {
+                    "X-Creditgate-User": {
+                        "description": "The authenticated user, for the upstream.",
+                        "schema": { "type": "string" }
+                    },
+                    "X-Credit-Remaining": { "$ref": "#/components/headers/X-Credit-Remaining" },
+                    "Idempotency-Replayed": { "$ref": "#/components/headers/Idempotency-Replayed" },
+                    "RateLimit": { "$ref": "#/components/headers/RateLimit" },
+                    "RateLimit-Policy": { "$ref": "#/components/headers/RateLimit-Policy" }
+                },
+                "content": json_content(json!({ "$ref": "#/components/schemas/ForwardAuthAllowed" }))
+            })),
+            ("400", error("The original request is missing, given twice differently or malformed; \
+                its path is refused; a malformed Idempotency-Key; or credentials in more than one \
+                place. Nothing charged.",
+                &["invalid_original_request", "invalid_path", "invalid_idempotency_key",
+                  "ambiguous_credentials"])),
+            ("401", json!({ "$ref": "#/components/responses/Unauthorized" })),
+            ("402", json!({
+                "description": "Credit below the route's cost; nothing charged.",
+                "headers": {
+                    "X-Credit-Remaining": { "$ref": "#/components/headers/X-Credit-Remaining" },
+                    "Retry-After": { "$ref": "#/components/headers/Retry-After" },
+                    "RateLimit": { "$ref": "#/components/headers/RateLimit" },
+                    "RateLimit-Policy": { "$ref": "#/components/headers/RateLimit-Policy" }
+                },
+                "content": json_content(error_schema(&["insufficient_credit"]))
+            })),
+            ("403", error("`CREDITGATE_FORWARD_AUTH_SECRET` is not set, or \
+                `X-Creditgate-Forward-Secret` is missing or wrong: only the proxy may ask.",
+                &["forward_auth_disabled", "forward_auth_forbidden"])),
+            ("404", error("No gateway route for the original path.", &["not_found"])),
+            ("405", error("The route does not take the original method (`Allow` names those it takes).",
+                &["method_not_allowed"])),
+            ("409", error("The same Idempotency-Key is in flight, or its first request's answer \
+                was not stored; nothing charged.",
+                &["idempotency_in_progress", "idempotency_answer_not_stored"])),
+            ("422", error("The Idempotency-Key was used with another request; nothing charged.",
+                &["idempotency_key_reused"])),
+            ("429", json!({
+                "description": "Over the user's rate limit, or too many failed authentications \
+                    from this address; nothing charged.",
+                "headers": {
+                    "Retry-After": { "$ref": "#/components/headers/Retry-After" },
+                    "RateLimit": { "$ref": "#/components/headers/RateLimit" },
+                    "RateLimit-Policy": { "$ref": "#/components/headers/RateLimit-Policy" }
+                },
+                "content": json_content(error_schema(&["rate_limited", "too_many_failures"]))
+            })),
+            ("431", json!({ "$ref": "#/components/responses/HeadersTooLarge" })),
+            ("503", json!({ "$ref": "#/components/responses/Unavailable" })),
+        ])
+    })
+}
+
 /// The 400 codes of a `/v1/` body: `invalid_credit` is a number beyond
 /// what JSON parsing takes (`1e400`).
 const BODY_ERRORS: &[&str] = &[
@@ -791,6 +902,10 @@ fn security_schemes() -> Value {
                 "description": "`/v1/` routes: `Authorization: Bearer cgs_<token>`, a service token \
                     (`creditgate service add`). A user's credentials or the admin token are not one."
             },
+            "forwardSecret": {
+                "type": "apiKey", "in": "header", "name": "X-Creditgate-Forward-Secret",
+                "description": "`/v1/forward-auth` only: the proxy's `CREDITGATE_FORWARD_AUTH_SECRET`."
+            },
             "queryToken": {
                 "type": "apiKey", "in": "query", "name": "token",
                 "description": "The sample's `?token=<username>:<token>`; user routes only, off with \
@@ -1001,7 +1116,8 @@ mod tests {
         let doc = document();
         let mut posts = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
-            if !path.starts_with("/v1/") {
+            // Forward authentication is the proxy's, not a service's.
+            if !path.starts_with("/v1/") || path == "/v1/forward-auth" {
                 continue;
             }
             if let Some(op) = item.get("post") {

@@ -349,6 +349,13 @@ fn services() -> Value {
                 }
             }
         },
+        "ForwardAuthAllowed": {
+            "type": "object", "required": ["user", "credit_remaining"],
+            "properties": {
+                "user": { "type": "string" },
+                "credit_remaining": { "type": "integer" }
+            }
+        },
         "Whoami": {
             "type": "object", "required": ["service", "scopes"],
             "properties": {
@@ -638,10 +645,11 @@ mod tests {
             .split('|')
             .collect();
         assert_eq!(parents, ["/_ah", "/api", r"/api/v1\.0", "/v1"]);
-        // Only `.` needs escaping in them, as `prefix()` assumes.
+        // Only `.` needs escaping in them, as `prefix()` assumes (`-` is
+        // literal outside a character class).
         assert!(BUILT_IN_PATHS.iter().all(|p| p
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/_.".contains(&b))));
+            .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b))));
     }
 
     // Credit amounts are i64 in the database; a schema without a maximum

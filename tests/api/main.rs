@@ -15,6 +15,7 @@ mod conflicts;
 mod console;
 mod edge;
 mod faults;
+mod forward_auth;
 mod gateway;
 mod holds;
 mod hostile;
