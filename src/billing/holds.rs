@@ -586,6 +586,13 @@ mod tests {
     }
 
     #[test]
+    fn a_stamp_is_the_millisecond_in_utc_for_the_column_and_the_answer() {
+        let s = Stamp::at_us(1_765_080_000_123_456);
+        assert_eq!(s.sql, "2025-12-07 04:00:00.123");
+        assert_eq!(s.rfc3339, "2025-12-07T04:00:00.123Z");
+    }
+
+    #[test]
     fn states_read_back_as_written() {
         for s in [
             HoldState::Open,

@@ -257,7 +257,8 @@ fn like_escape(s: &str) -> String {
     out
 }
 
-/// Users with a monthly allowance whose credit is below `percent` % of it,
+/// Users with a monthly allowance whose available credit (`credit - held`)
+/// is below `percent` % of it,
 /// lowest share first. Compared as decimals: `credit * 100` could overflow
 /// a BIGINT.
 pub fn below_allowance(pool: &Pool, percent: u32) -> Result<Vec<User>, UserError> {
@@ -265,8 +266,8 @@ pub fn below_allowance(pool: &Pool, percent: u32) -> Result<Vec<User>, UserError
         format!(
             "SELECT {USER_COLUMNS} FROM users \
              WHERE monthly_credit > 0 \
-               AND CAST(credit AS DECIMAL(30, 0)) * 100 < CAST(monthly_credit AS DECIMAL(30, 0)) * ? \
-             ORDER BY CAST(credit AS DECIMAL(30, 0)) / monthly_credit, username"
+               AND CAST(credit - held AS DECIMAL(30, 0)) * 100 < CAST(monthly_credit AS DECIMAL(30, 0)) * ? \
+             ORDER BY CAST(credit - held AS DECIMAL(30, 0)) / monthly_credit, username"
         ),
         (percent,),
     )?;
