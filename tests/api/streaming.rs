@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::helpers::spawn_app;
+use crate::support::helpers::{spawn_app, spawn_app_with};
 use crate::support::upstream::Upstream;
 
 /// What the client saw: the head, the de-chunked body and, for each event
@@ -160,4 +160,32 @@ fn a_known_length_answer_written_slowly_passes_through_as_it_arrives() {
     assert_streamed(&a);
     assert_eq!(app.db.credit("alice"), 9);
     assert_eq!(app.db.ledger_mismatches(), vec![]);
+}
+
+/// The minimum rate is the client's to keep, not the upstream's: a stream
+/// that trickles for longer than the grace (here 1 s, at 45 B/s against
+/// 1 KiB/s) is not cut while its client takes every byte at once.
+#[test]
+fn a_stream_slower_than_the_minimum_rate_is_not_cut_for_it() {
+    let app = spawn_app_with(&[("CREDITGATE_HEAD_TIMEOUT_MS", "1000")]);
+    let token = app.db.add_user("alice", 10);
+    let upstream = Upstream::start();
+    let r = app.add_route(
+        "/llm",
+        &upstream.url(),
+        json!({ "cost": 1, "strip_prefix": true }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let auth = format!("Bearer alice:{token}");
+    for path in [
+        "/llm/events/15?every=200",
+        "/llm/events/15?every=200&length",
+    ] {
+        let a = arrivals(app.addr, path, &auth);
+        let ms: Vec<u128> = a.at.iter().map(Duration::as_millis).collect();
+        eprintln!("{path}: {ms:?}");
+        let expected: String = (0..15).map(|i| format!("data: {i}\n\n")).collect();
+        assert_eq!(a.body, expected, "{path}: cut at {ms:?}");
+    }
+    assert_eq!(app.db.credit("alice"), 8);
 }
