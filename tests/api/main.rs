@@ -33,4 +33,5 @@ mod refill;
 mod routes;
 mod secrets;
 mod services;
+mod streaming;
 mod tls;

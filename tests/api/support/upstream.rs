@@ -10,6 +10,10 @@
 //! - `/cut/<n>`: declares n bytes (or chunked, with `?chunked`), sends
 //!   4 KiB (enough to pass the server's write buffer) and closes the
 //!   connection: an answer cut short;
+//! - `/events/<n>?every=<ms>`: a `text/event-stream` of n events
+//!   `data: <i>\n\n`, one every `ms`, each written and flushed on its own
+//!   (chunked, one chunk per event; with `&length`, a known
+//!   `Content-Length` instead), the way LLM APIs answer;
 //! - anything else (`/echo…`): 200 with the request described as JSON, plus
 //!   `X-Upstream: yes` and the hop-by-hop `Keep-Alive: timeout=5` creditgate
 //!   must strip. tiny_http refuses to send a `Connection` header of a
@@ -19,7 +23,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashSet;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -162,6 +166,12 @@ fn handle(mut request: Request, seen: &Mutex<Vec<Seen>>) {
         let response = Response::new(StatusCode(200), vec![], cut, (!chunked).then_some(n), None)
             .with_chunked_threshold(if chunked { 0 } else { usize::MAX });
         request.respond(response)
+    } else if let Some(n) = path.strip_prefix("/events/") {
+        let n: usize = n.parse().unwrap_or(10);
+        let every = query_value(&record.url, "every").unwrap_or(200);
+        let length = record.url.contains("&length");
+        events(request, n, Duration::from_millis(every), length);
+        Ok(())
     } else if let Some(n) = path.strip_prefix("/bytes/") {
         let n: u64 = n.parse().unwrap_or(0);
         let chunked = record.url.ends_with("?chunked");
@@ -179,6 +189,51 @@ fn handle(mut request: Request, seen: &Mutex<Vec<Seen>>) {
     } else {
         request.respond(echo(&record))
     };
+}
+
+/// A number in the query: `?every=200` → 200.
+fn query_value(url: &str, name: &str) -> Option<u64> {
+    let query = url.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `/events/<n>`, written by hand on the raw connection: tiny_http's own
+/// answer writer is the code under test, so it must not frame these.
+/// Every event is one write and one flush (one chunk when chunked).
+fn events(request: Request, n: usize, every: Duration, length: bool) {
+    let all: Vec<String> = (0..n).map(|i| format!("data: {i}\n\n")).collect();
+    let framing = if length {
+        let total: usize = all.iter().map(String::len).sum();
+        format!("Content-Length: {total}")
+    } else {
+        "Transfer-Encoding: chunked".to_string()
+    };
+    let mut w = request.into_writer();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+         {framing}\r\nConnection: close\r\n\r\n"
+    );
+    let mut sent = w.write_all(head.as_bytes()).and_then(|()| w.flush());
+    for (i, event) in all.iter().enumerate() {
+        if sent.is_err() {
+            return;
+        }
+        if i > 0 {
+            thread::sleep(every);
+        }
+        let bytes = if length {
+            event.clone().into_bytes()
+        } else {
+            format!("{:x}\r\n{event}\r\n", event.len()).into_bytes()
+        };
+        sent = w.write_all(&bytes).and_then(|()| w.flush());
+    }
+    if !length && sent.is_ok() {
+        let _ = w.write_all(b"0\r\n\r\n").and_then(|()| w.flush());
+    }
 }
 
 /// The echo answer: the request as JSON, with the headers to strip.

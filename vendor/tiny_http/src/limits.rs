@@ -87,6 +87,11 @@ pub(crate) struct RateClock {
     min_rate: u64,
     started: Option<Instant>,
     bytes: u64,
+    /// PATCHED (patch 16): an answer's clock counts only the time spent in
+    /// socket operations (`Some`), not the time the handler's body took to
+    /// yield its bytes: a slow upstream streaming through is not a slow
+    /// reader.
+    busy: Option<Duration>,
 }
 
 impl RateClock {
@@ -96,12 +101,22 @@ impl RateClock {
             min_rate: limits.min_rate,
             started: None,
             bytes: 0,
+            busy: None,
+        }
+    }
+
+    /// The clock of an answer: only the time spent writing counts.
+    pub(crate) fn for_answer(limits: &Limits) -> RateClock {
+        RateClock {
+            busy: Some(Duration::ZERO),
+            ..RateClock::new(limits)
         }
     }
 
     fn check(&mut self, what: &str) -> IoResult<()> {
         let started = *self.started.get_or_insert_with(Instant::now);
-        if started.elapsed() > allowance(self.grace, self.min_rate, self.bytes) {
+        let taken = self.busy.unwrap_or_else(|| started.elapsed());
+        if taken > allowance(self.grace, self.min_rate, self.bytes) {
             return Err(IoError::new(
                 ErrorKind::TimedOut,
                 format!("{what} slower than the minimum rate"),
@@ -112,6 +127,16 @@ impl RateClock {
 
     fn advance(&mut self, n: usize) {
         self.bytes = self.bytes.saturating_add(n as u64);
+    }
+
+    /// Runs one socket operation, counting its time for an answer's clock.
+    fn timed<T>(&mut self, op: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = op();
+        if let Some(busy) = self.busy.as_mut() {
+            *busy += start.elapsed();
+        }
+        out
     }
 }
 
@@ -146,7 +171,8 @@ pub(crate) struct SlowReaderGuard<W> {
 impl<W: Write> Write for SlowReaderGuard<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         self.clock.check("answer")?;
-        let n = self.inner.write(buf)?;
+        let inner = &mut self.inner;
+        let n = self.clock.timed(|| inner.write(buf))?;
         self.clock.advance(n);
         self.clock.check("answer")?;
         Ok(n)
@@ -154,7 +180,9 @@ impl<W: Write> Write for SlowReaderGuard<W> {
 
     fn flush(&mut self) -> IoResult<()> {
         self.clock.check("answer")?;
-        self.inner.flush()
+        let inner = &mut self.inner;
+        self.clock.timed(|| inner.flush())?;
+        self.clock.check("answer")
     }
 }
 
@@ -260,6 +288,40 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         let e = r.read_exact(&mut byte).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TimedOut);
+    }
+
+    /// Writes that each take `ms`.
+    struct SlowSocket(u64);
+
+    impl Write for SlowSocket {
+        fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+            std::thread::sleep(Duration::from_millis(self.0));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> IoResult<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_answer_is_timed_by_its_writes_not_by_the_waits_between_them() {
+        // A handler's body yielding a byte every 30 ms, taken at once.
+        let mut w = SlowReaderGuard {
+            inner: SlowSocket(0),
+            clock: RateClock::for_answer(&limits(50, 1024, 0)),
+        };
+        for _ in 0..5 {
+            w.write_all(b"x").unwrap();
+            w.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        // A client that takes a byte every 30 ms is still cut.
+        let mut w = SlowReaderGuard {
+            inner: SlowSocket(30),
+            clock: RateClock::for_answer(&limits(50, 1024, 0)),
+        };
+        let cut = (0..5).find_map(|_| w.write_all(b"x").err()).unwrap();
+        assert_eq!(cut.kind(), ErrorKind::TimedOut);
     }
 
     #[test]

@@ -420,7 +420,7 @@ impl Request {
         // one that does not send its body.
         let mut writer = SlowReaderGuard {
             inner: self.extract_writer_impl(),
-            clock: RateClock::new(&self.limits),
+            clock: RateClock::for_answer(&self.limits),
         };
 
         let do_not_send_body = self.method == Method::Head;

@@ -7,6 +7,7 @@ use std::io::{self, Cursor, Error as IoError, ErrorKind, Read, Write};
 
 use std::fs::File;
 
+use std::convert::TryFrom;
 use std::str::FromStr;
 use std::time::SystemTime;
 
@@ -410,20 +411,12 @@ where
         if !do_not_send_body {
             match transfer_encoding {
                 Some(TransferEncoding::Chunked) => {
-                    use chunked_transfer::Encoder;
-
-                    // PATCHED: the encoder writes the last chunk when it is
-                    // dropped, also after a failed copy, which made an answer
-                    // cut short look complete. A blown fuse stops that write.
-                    let blown = std::cell::Cell::new(false);
-                    let mut writer = Encoder::new(Fuse {
-                        inner: writer,
-                        blown: &blown,
-                    });
-                    if let Err(e) = io::copy(&mut reader, &mut writer) {
-                        blown.set(true);
-                        return Err(e);
-                    }
+                    // PATCHED: each read of the body is one chunk, written
+                    // and flushed at once (patch 15); the last chunk only
+                    // follows a body read to its end, so an answer cut
+                    // short does not look complete (patch 9).
+                    copy_flushed(&mut reader, &mut writer, None, true)?;
+                    writer.write_all(b"0\r\n\r\n")?;
                 }
 
                 Some(TransferEncoding::Identity) => {
@@ -433,8 +426,10 @@ where
                     // PATCHED: exactly the declared length: fewer bytes would
                     // let the next answer on the connection be read as the
                     // rest of this one, more would be a second answer.
+                    // Each read is written and flushed at once (patch 15).
                     if data_length >= 1 {
-                        let copied = io::copy(&mut reader.take(data_length as u64), &mut writer)?;
+                        let length = Some(data_length as u64);
+                        let copied = copy_flushed(&mut reader, &mut writer, length, false)?;
                         if copied != data_length as u64 {
                             return Err(IoError::new(
                                 ErrorKind::UnexpectedEof,
@@ -575,24 +570,168 @@ impl Clone for Response<io::Empty> {
 /// HTTP/1.0 client (which cannot take chunks).
 pub const MAX_BUFFERED_ANSWER: usize = 1024 * 1024;
 
-/// PATCHED: a writer that refuses every write once `blown` is set.
-struct Fuse<'a, W> {
-    inner: W,
-    blown: &'a std::cell::Cell<bool>,
+/// PATCHED: the most of the body one read asks for.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Room before the data for a chunk's size line (`ffffffff\r\n`).
+const CHUNK_HEAD: usize = 10;
+
+/// PATCHED (patch 15): copies `reader` to `writer` one read at a time, each
+/// read written (as one chunk when `chunked`) and flushed as soon as it
+/// returns, so that a streamed answer (server-sent events, a slow download)
+/// reaches the client as the handler's reader yields it instead of waiting
+/// in a buffer for more. A read returns what is available, so a fast body
+/// still moves in large pieces: one write and one flush per read, never per
+/// byte. Copies at most `limit` bytes; returns how many were copied. The
+/// last chunk is the caller's to write, on success only.
+fn copy_flushed<R: Read + ?Sized, W: Write>(
+    reader: &mut R,
+    writer: &mut W,
+    limit: Option<u64>,
+    chunked: bool,
+) -> IoResult<u64> {
+    // A short answer of known length gets a buffer of its size.
+    let most = limit.map_or(READ_SIZE, |l| {
+        READ_SIZE.min(usize::try_from(l).unwrap_or(usize::MAX))
+    });
+    let mut buf = vec![0u8; CHUNK_HEAD + most + 2];
+    let mut copied = 0u64;
+    loop {
+        let want = match limit {
+            Some(l) => most.min(usize::try_from(l - copied).unwrap_or(usize::MAX)),
+            None => most,
+        };
+        if want == 0 {
+            return Ok(copied);
+        }
+        let n = match reader.read(&mut buf[CHUNK_HEAD..CHUNK_HEAD + want]) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let piece = if chunked {
+            // The size line right before the data, CRLF right after it:
+            // the chunk goes out in one write.
+            let size = format!("{n:x}\r\n");
+            let start = CHUNK_HEAD - size.len();
+            buf[start..CHUNK_HEAD].copy_from_slice(size.as_bytes());
+            buf[CHUNK_HEAD + n..CHUNK_HEAD + n + 2].copy_from_slice(b"\r\n");
+            &buf[start..CHUNK_HEAD + n + 2]
+        } else {
+            &buf[CHUNK_HEAD..CHUNK_HEAD + n]
+        };
+        writer.write_all(piece)?;
+        writer.flush()?;
+        copied += n as u64;
+    }
 }
 
-impl<W: Write> Write for Fuse<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
-        if self.blown.get() {
-            return Err(IoError::new(ErrorKind::BrokenPipe, "answer cut short"));
-        }
-        self.inner.write(buf)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Yields its pieces one read at a time, then fails if `fail`.
+    struct Pieces {
+        pieces: Vec<&'static [u8]>,
+        fail: bool,
     }
 
-    fn flush(&mut self) -> IoResult<()> {
-        if self.blown.get() {
-            return Err(IoError::new(ErrorKind::BrokenPipe, "answer cut short"));
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+            if self.pieces.is_empty() {
+                return if self.fail {
+                    Err(IoError::other("the source went away"))
+                } else {
+                    Ok(0)
+                };
+            }
+            let piece = self.pieces.remove(0);
+            buf[..piece.len()].copy_from_slice(piece);
+            Ok(piece.len())
         }
-        self.inner.flush()
+    }
+
+    /// Records what was on the wire at each flush.
+    #[derive(Default)]
+    struct Wire {
+        bytes: Vec<u8>,
+        at_flush: Vec<usize>,
+    }
+
+    impl Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> IoResult<()> {
+            self.at_flush.push(self.bytes.len());
+            Ok(())
+        }
+    }
+
+    fn print(reader: Pieces, length: Option<usize>, version: HTTPVersion) -> (IoResult<()>, Wire) {
+        let mut wire = Wire::default();
+        let response = Response::new(StatusCode(200), vec![], reader, length, None)
+            .with_chunked_threshold(usize::MAX);
+        let result = response.raw_print(&mut wire, version, &[], false, None);
+        (result, wire)
+    }
+
+    fn body(wire: &Wire) -> &[u8] {
+        let end = wire
+            .bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap();
+        &wire.bytes[end + 4..]
+    }
+
+    #[test]
+    fn each_read_of_a_chunked_answer_is_one_chunk_flushed_at_once() {
+        let reader = Pieces {
+            pieces: vec![b"data: 0\n\n", b"data: 1\n\n"],
+            fail: false,
+        };
+        let (result, wire) = print(reader, None, HTTPVersion(1, 1));
+        result.unwrap();
+        assert_eq!(
+            body(&wire),
+            b"9\r\ndata: 0\n\n\r\n9\r\ndata: 1\n\n\r\n0\r\n\r\n"
+        );
+        // The head and the first chunk, then the second chunk, each flushed.
+        let head = wire.bytes.len() - body(&wire).len();
+        assert_eq!(wire.at_flush, vec![head + 14, head + 28]);
+    }
+
+    #[test]
+    fn each_read_of_a_known_length_answer_is_flushed_at_once() {
+        let reader = Pieces {
+            pieces: vec![b"abc", b"defg"],
+            fail: false,
+        };
+        let (result, wire) = print(reader, Some(7), HTTPVersion(1, 1));
+        result.unwrap();
+        assert_eq!(body(&wire), b"abcdefg");
+        let head = wire.bytes.len() - 7;
+        assert_eq!(wire.at_flush, vec![head + 3, head + 7]);
+    }
+
+    #[test]
+    fn a_cut_answer_gets_no_last_chunk_and_a_short_one_is_an_error() {
+        let cut = Pieces {
+            pieces: vec![b"abc"],
+            fail: true,
+        };
+        let (result, wire) = print(cut, None, HTTPVersion(1, 1));
+        assert!(result.is_err());
+        assert_eq!(body(&wire), b"3\r\nabc\r\n");
+        let short = Pieces {
+            pieces: vec![b"abc"],
+            fail: false,
+        };
+        let (result, wire) = print(short, Some(5), HTTPVersion(1, 1));
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+        assert_eq!(body(&wire), b"abc");
     }
 }
