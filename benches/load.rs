@@ -234,6 +234,7 @@ fn rate_limited_rows(
         .unwrap();
 }
 const GATEWAY_PATH: &str = "/up/item";
+const PRICED_PATH: &str = "/upm/item";
 
 fn only_gateway() -> bool {
     std::env::var("BENCH_ONLY").is_ok_and(|v| v == "gateway")
@@ -296,6 +297,15 @@ fn gateway_rows(
     };
     let route = creditgate::gateway::routes::NewRoute::from_raw(&raw).unwrap();
     creditgate::gateway::store::add(pool, route).expect("add the bench route");
+    // The same route priced by its upstream (which states no price: the
+    // route's cost 1 is captured from a hold of 2).
+    let priced = creditgate::gateway::routes::RawRoute {
+        prefix: "/upm".into(),
+        max_cost: Some(2),
+        ..raw
+    };
+    let priced = creditgate::gateway::routes::NewRoute::from_raw(&priced).unwrap();
+    creditgate::gateway::store::add(pool, priced).expect("add the priced bench route");
     // Every instance re-reads its routes within this.
     std::thread::sleep(creditgate::gateway::REFRESH + Duration::from_millis(500));
     // A route holds at most half the handler threads at once (its
@@ -316,6 +326,9 @@ gateway route (to a trivial loopback upstream) against the bank route
         let gw = measure(warmup, run, conns, Some(server.pid), |_| {
             http_worker(server.addr, users, GATEWAY_PATH)
         });
+        let priced = measure(warmup, run, conns, Some(server.pid), |_| {
+            http_worker(server.addr, users, PRICED_PATH)
+        });
         print_row(users, conns, "bank route", &bank, "");
         let ratio = format!(
             "{:.2} (p50 +{:.2} ms)",
@@ -323,6 +336,12 @@ gateway route (to a trivial loopback upstream) against the bank route
             gw.pct(0.5) - bank.pct(0.5)
         );
         print_row(users, conns, "gateway route", &gw, &ratio);
+        let ratio = format!(
+            "{:.2} (× fixed {:.2})",
+            priced.rps() / bank.rps(),
+            priced.rps() / gw.rps()
+        );
+        print_row(users, conns, "gateway, max_cost", &priced, &ratio);
     }
 }
 

@@ -556,6 +556,18 @@ pub fn apply<R>(
     }
 }
 
+/// Counts a request that reserves instead of debiting (a gateway route
+/// priced by its upstream places a hold): the key's use and the limiter's
+/// new state, as `apply` writes them for a debit.
+pub fn count(
+    conn: &mut impl Queryable,
+    account: &Account,
+    rate: Option<&RateState>,
+) -> Result<(), DbError> {
+    touch_key(conn, account)?;
+    save_rate(conn, account, rate.map(|r| r.decision.new_tat))
+}
+
 /// Writes the limiter's new state when nothing is debited (a 402, an
 /// unknown bank): the request still counts.
 fn save_rate(

@@ -242,24 +242,14 @@ pub fn place(
     if account.held >= MAX_OPEN_PER_USER && open_holds(tx, account.id)? >= MAX_OPEN_PER_USER {
         return Ok(Placed::TooMany);
     }
-    // Its times from the database's clock as read with the row, written as
-    // they are answered: no read back.
-    let created = Stamp::at_us(account.now_us());
-    let expires = Stamp::at_us(account.now_us() + i64::from(req.ttl_secs) * 1_000_000);
-    tx.exec_drop(
-        "INSERT INTO holds (user_id, service_id, endpoint, amount, created_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            account.id,
-            req.service_id,
-            req.endpoint,
-            req.amount,
-            &created.sql,
-            &expires.sql,
-        ),
+    let (id, created, expires) = insert(
+        tx,
+        &account,
+        Some(req.service_id),
+        req.amount,
+        req.ttl_secs,
+        req.endpoint,
     )?;
-    let id = tx.last_insert_id().unwrap_or(0);
-    reserve(tx, &account, req.amount)?;
     account::touch_key(tx, &account)?;
     let hold = Hold {
         id,
@@ -280,6 +270,48 @@ pub fn place(
         hold,
         credit_available: account.available() - req.amount,
     })
+}
+
+/// A gateway route's hold of `amount` on the locked `account`, whose
+/// request the one decision has granted (its caller writes the count):
+/// the hold's id.
+pub fn place_for_route(
+    tx: &mut mysql::Transaction<'_>,
+    account: &Account,
+    amount: i64,
+    ttl_secs: u32,
+    endpoint: &str,
+) -> Result<u64, DbError> {
+    Ok(insert(tx, account, None, amount, ttl_secs, endpoint)?.0)
+}
+
+/// The hold's row and `held` in step. Its times come from the database's
+/// clock as read with the row, written as they are answered: no read back.
+fn insert(
+    tx: &mut mysql::Transaction<'_>,
+    account: &Account,
+    service_id: Option<u64>,
+    amount: i64,
+    ttl_secs: u32,
+    endpoint: &str,
+) -> Result<(u64, Stamp, Stamp), DbError> {
+    let created = Stamp::at_us(account.now_us());
+    let expires = Stamp::at_us(account.now_us() + i64::from(ttl_secs) * 1_000_000);
+    tx.exec_drop(
+        "INSERT INTO holds (user_id, service_id, endpoint, amount, created_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            account.id,
+            service_id,
+            endpoint,
+            amount,
+            &created.sql,
+            &expires.sql,
+        ),
+    )?;
+    let id = tx.last_insert_id().unwrap_or(0);
+    reserve(tx, account, amount)?;
+    Ok((id, created, expires))
 }
 
 fn open_holds(tx: &mut impl Queryable, user_id: u64) -> Result<i64, DbError> {
@@ -371,9 +403,33 @@ pub fn settle(
     how: Settle,
     now: DateTime<Utc>,
 ) -> Result<Settled, DbError> {
-    let Some((account, hold)) = lock_settlement(tx, sql, id, Some(service_id))? else {
+    settle_of(tx, sql, Some(service_id), id, how, now)
+}
+
+/// Captures or releases a gateway route's hold `id` (no service: the route
+/// counted the call against the limit when it placed the hold).
+pub fn settle_for_route(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    id: u64,
+    how: Settle,
+    now: DateTime<Utc>,
+) -> Result<Settled, DbError> {
+    settle_of(tx, sql, None, id, how, now)
+}
+
+fn settle_of(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    owner: Option<u64>,
+    id: u64,
+    how: Settle,
+    now: DateTime<Utc>,
+) -> Result<Settled, DbError> {
+    let Some((account, hold)) = lock_settlement(tx, sql, id, owner)? else {
         return Ok(Settled::Unknown);
     };
+    let counts = owner.is_some();
     match (hold.state, how) {
         (HoldState::Open, _) if hold.past_expiry => {
             end_hold(tx, &account, &hold, HoldState::Expired)?;
@@ -390,7 +446,7 @@ pub fn settle(
                 low_credit: None,
             })
         }
-        (HoldState::Open, Settle::Capture(n)) => capture(tx, sql, &account, hold, n, now),
+        (HoldState::Open, Settle::Capture(n)) => capture(tx, sql, &account, hold, n, counts, now),
         (HoldState::Captured, Settle::Capture(n))
             if hold.captured.unwrap_or(0) + hold.uncollected.unwrap_or(0) == n =>
         {
@@ -417,14 +473,18 @@ fn capture(
     account: &Account,
     mut hold: Hold,
     n: i64,
+    counts: bool,
     now: DateTime<Utc>,
 ) -> Result<Settled, DbError> {
     let (captured, uncollected) = split(hold.amount, n, account.available());
     let before = account.available();
     let after = before + hold.amount - captured;
     let low_credit = account::crossed_low_credit(account, before, after);
+    // A service's hold counts against the limit now; a route's did when
+    // it was placed.
     let tat = account
         .rate_limit()
+        .filter(|_| counts)
         .map(|limit| ratelimit::spend(account.rate_tat(), account.now_us(), limit));
     tx.exec_drop(
         sql.get(CAPTURE),

@@ -206,6 +206,13 @@ pub enum RouteCommand {
         /// (more: 503 route_busy); default half the handler threads.
         #[arg(long, allow_negative_numbers = true)]
         max_in_flight: Option<i64>,
+        /// Priced by the upstream: hold this much per request, then charge
+        /// the price the answer's --cost-header states (at most this).
+        #[arg(long, allow_negative_numbers = true)]
+        max_cost: Option<i64>,
+        /// The answer header that states the price (default X-Credit-Cost).
+        #[arg(long)]
+        cost_header: Option<String>,
     },
     /// List routes.
     List {
@@ -514,6 +521,8 @@ fn route(pool: &Pool, cmd: RouteCommand) -> Result<(), CliError> {
             timeout_ms,
             strip_prefix,
             max_in_flight,
+            max_cost,
+            cost_header,
         } => {
             let raw = RawRoute {
                 prefix,
@@ -528,6 +537,8 @@ fn route(pool: &Pool, cmd: RouteCommand) -> Result<(), CliError> {
                 timeout_ms: Some(timeout_ms),
                 strip_prefix,
                 max_in_flight,
+                max_cost,
+                cost_header,
             };
             let new = NewRoute::from_raw(&raw).map_err(RouteError::Invalid)?;
             let r = store::add(pool, new)?;

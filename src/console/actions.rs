@@ -201,6 +201,8 @@ fn add_route(state: &AppState, form: &Form) -> Result<Flash, ConsoleError> {
         timeout_ms: number(form, "timeout_ms")?,
         strip_prefix: form.ticked("strip_prefix"),
         max_in_flight: number(form, "max_in_flight")?,
+        max_cost: number(form, "max_cost")?,
+        cost_header: form.text("cost_header").map(str::to_string),
     };
     let new = NewRoute::from_raw(&raw).map_err(store::RouteError::Invalid)?;
     let route = store::add(&state.pool, new)?;

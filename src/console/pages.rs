@@ -390,6 +390,8 @@ pub fn routes(frame: &Frame<'_>, routes: &[Route]) -> Markup {
                 }
                 label { "Timeout (ms)" input name="timeout_ms" inputmode="numeric" placeholder="30000" size="7"; }
                 label { "Max in flight" input name="max_in_flight" inputmode="numeric" placeholder="default" size="7"; }
+                label { "Max cost (priced by the upstream)" input name="max_cost" inputmode="numeric" placeholder="fixed cost" size="7"; }
+                label { "Cost header" input name="cost_header" placeholder="X-Credit-Cost" size="14"; }
                 label.check { input type="checkbox" name="strip_prefix" value="on"; "Strip prefix" }
                 button type="submit" { "Add route" }
             }

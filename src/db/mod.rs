@@ -328,6 +328,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0021_create_service_idempotency_keys.sql",
         include_str!("../../sql/0021_create_service_idempotency_keys.sql"),
     ),
+    (
+        22,
+        "0022_add_routes_max_cost.sql",
+        include_str!("../../sql/0022_add_routes_max_cost.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {

@@ -22,10 +22,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use mysql::prelude::Queryable;
 use mysql::TxOpts;
 
 use crate::auth::token::Credentials;
 use crate::billing::account::{self, AuthFailure, LowCredit, RateState};
+use crate::billing::holds::{self, Settle, Settled};
 use crate::billing::{decide, Outcome, Verdict};
 use crate::db::{self, DbError, Pool};
 use crate::idempotency::store;
@@ -48,6 +50,9 @@ pub struct RouteCharge<'a> {
     /// the route's timeout and a margin. Past it, a crashed instance's
     /// request counts as billed, because no refund was written for it.
     pub in_flight_for: Duration,
+    /// A route priced by its upstream: hold this much (for `in_flight_for`
+    /// and a margin) instead of charging `cost`.
+    pub max_cost: Option<i64>,
 }
 
 /// What the charge decided.
@@ -83,6 +88,9 @@ pub struct Ticket {
     endpoint: String,
     /// The request's hold on its key's row (with an Idempotency-Key).
     key: Option<Claim>,
+    /// A route priced by its upstream: the credit hold placed for the
+    /// request (`charged` is 0 until it is captured).
+    pub hold: Option<u64>,
 }
 
 impl Ticket {
@@ -140,8 +148,20 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
         )?,
         None => None,
     };
-    let outcome = decide(&account, known, Some(req.cost), req.now);
-    account::apply(&mut tx, &sql, &account, &outcome, req.endpoint, req.now)?;
+    let price = req.max_cost.unwrap_or(req.cost);
+    let outcome = decide(&account, known, Some(price), req.now);
+    match (&outcome, req.max_cost) {
+        // Granted on a route priced by its upstream: a hold, not a debit.
+        (
+            Outcome::Counted {
+                verdict: Verdict::Debited { .. },
+                rate,
+                ..
+            },
+            Some(_),
+        ) => account::count(&mut tx, &account, rate.as_ref())?,
+        _ => account::apply(&mut tx, &sql, &account, &outcome, req.endpoint, req.now)?,
+    }
     let charged = match outcome {
         // Answered from the database: nothing forwarded, nothing charged,
         // not counted against the rate limit, nothing to commit.
@@ -176,15 +196,33 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
             if let Some(claim) = &key {
                 store::claim(&mut tx, account.id, claim)?;
             }
+            let hold = match req.max_cost {
+                // Expires a minute after the request's own deadline: if
+                // this instance dies before settling it, the expiry
+                // releases it (never charged for an answer not billed).
+                Some(max_cost) => Some(holds::place_for_route(
+                    &mut tx,
+                    &account,
+                    max_cost,
+                    req.in_flight_for.as_secs() as u32 + 60,
+                    req.endpoint,
+                )?),
+                None => None,
+            };
+            let (charged, low_credit) = match hold {
+                Some(_) => (0, None),
+                None => (cost, low_credit),
+            };
             Charged::Forward(Ticket {
                 user_id: account.id,
-                charged: cost,
+                charged,
                 credit_remaining,
                 rate,
                 low_credit,
                 day: req.now.date_naive(),
                 endpoint: req.endpoint.to_string(),
                 key,
+                hold,
             })
         }
     };
@@ -256,4 +294,85 @@ fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError
     }
     tx.commit().map_err(db::commit_failed)?;
     Ok(credit)
+}
+
+/// Captures a priced request's hold at `price` (the caller has capped it
+/// at the route's `max_cost`): charges it and frees the rest, in one
+/// transaction. The ticket then says what was charged and what remains.
+/// A hold settled before (expired: its instance was too slow) charges
+/// nothing more.
+pub fn capture(pool: &Pool, ticket: &mut Ticket, price: i64) -> Result<(), DbError> {
+    let Some(id) = ticket.hold else {
+        return Ok(());
+    };
+    let settled = pool.retrying(|| settle_hold(pool, id, Settle::Capture(price), None))?;
+    if let Settled::Done {
+        hold,
+        credit_remaining,
+        low_credit,
+    } = settled
+    {
+        ticket.charged = hold.captured.unwrap_or(0);
+        ticket.credit_remaining = credit_remaining;
+        ticket.low_credit = low_credit;
+    }
+    Ok(())
+}
+
+/// Releases a priced request's hold (the answer was not billable, or none
+/// came), with its key, in one transaction. Returns the credit after it.
+pub fn release(pool: &Pool, ticket: &Ticket) -> Result<i64, DbError> {
+    let Some(id) = ticket.hold else {
+        return Ok(ticket.credit_remaining);
+    };
+    let settled = pool.retrying(|| {
+        settle_hold(
+            pool,
+            id,
+            Settle::Release,
+            ticket.key.as_ref().map(|k| (ticket.user_id, k)),
+        )
+    })?;
+    Ok(match settled {
+        Settled::Done {
+            credit_remaining, ..
+        }
+        | Settled::Again {
+            credit_remaining, ..
+        } => credit_remaining,
+        _ => ticket.credit_remaining,
+    })
+}
+
+/// One settlement of a route's hold; `key`: a claim to give up with it.
+fn settle_hold(
+    pool: &Pool,
+    id: u64,
+    how: Settle,
+    key: Option<(u64, &Claim)>,
+) -> Result<Settled, DbError> {
+    let mut conn = pool.get()?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let settled = holds::settle_for_route(&mut tx, &sql, id, how, Utc::now())?;
+    if let Some((user_id, claim)) = key {
+        idempotency::store::release(&mut tx, user_id, claim)?;
+    }
+    tx.commit().map_err(db::commit_failed)?;
+    db::trust(&mut conn);
+    Ok(settled)
+}
+
+/// Whether a settlement that failed now can still be made: the hold is
+/// still open (not expired, not settled by an earlier try that committed
+/// after all).
+pub fn hold_open(pool: &Pool, ticket: &Ticket) -> Result<bool, DbError> {
+    let Some(id) = ticket.hold else {
+        return Ok(false);
+    };
+    let open: Option<bool> = pool.get()?.exec_first(
+        "SELECT state = 'open' AND expires_at > NOW(3) FROM holds WHERE id = ?",
+        (id,),
+    )?;
+    Ok(open.unwrap_or(false))
 }

@@ -202,6 +202,9 @@ pub fn authorize(
         fingerprint: &fingerprint,
         now: req.now,
         in_flight_for: KEY_IN_FLIGHT,
+        // The answer never passes here: a route priced by its upstream
+        // costs its fixed `cost` through forward-auth.
+        max_cost: None,
     };
     let user = req.credentials.username.clone();
     let mut ticket = match billing::charge(pool, &charge)? {

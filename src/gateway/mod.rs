@@ -92,6 +92,9 @@ pub struct Served {
     pub rate: Option<RateState>,
     /// The charge crossed the user's low-credit threshold.
     pub low_credit: Option<LowCredit>,
+    /// On a route priced by its upstream: what this answer was charged
+    /// (`X-Credit-Charged`).
+    pub charged: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -247,6 +250,7 @@ impl Gateway {
             fingerprint: &fingerprint,
             now: req.now,
             in_flight_for: timeout + Duration::from_secs(5),
+            max_cost: route.max_cost,
         };
         let ticket = match billing::charge(pool, &charge)? {
             Charged::Forward(ticket) => ticket,
@@ -277,6 +281,11 @@ impl Gateway {
         match sent {
             Ok(mut answer) => {
                 metrics.upstream(prefix, &answer.status.to_string(), started.elapsed());
+                // The upstream's price is for creditgate, not the client.
+                let stated = match route.max_cost {
+                    Some(_) => take_price(&mut answer.headers, &route.cost_header),
+                    None => None,
+                };
                 if !route.charge_on.billable(answer.status) {
                     let credit_remaining = refund(pool, metrics, &ticket, prefix, req.request_id).0;
                     // Refunded: the threshold was not crossed after all.
@@ -286,7 +295,12 @@ impl Gateway {
                         replayed: false,
                         rate: ticket.rate,
                         low_credit: None,
+                        charged: ticket.hold.map(|_| 0),
                     });
+                }
+                if let Some(max_cost) = route.max_cost {
+                    let price = priced(stated, route.cost, max_cost);
+                    capture(pool, &mut ticket, price, max_cost, req.request_id);
                 }
                 match billing::settle(pool, &mut ticket, timeout + Duration::from_secs(5)) {
                     Ok(()) if ticket.keyed() => {
@@ -307,7 +321,8 @@ impl Gateway {
                     credit_remaining: ticket.credit_remaining,
                     replayed: false,
                     rate: ticket.rate,
-                    low_credit: ticket.low_credit,
+                    low_credit: ticket.low_credit.clone(),
+                    charged: ticket.hold.map(|_| ticket.charged),
                 })
             }
             Err(e) => Err(self.unanswered(pool, metrics, req, &ticket, e, started)),
@@ -357,6 +372,75 @@ fn replayed(answer: StoredAnswer, credit_remaining: i64, rate: Option<RateState>
         replayed: true,
         rate,
         low_credit: None,
+        charged: None,
+    }
+}
+
+/// The price an answer states in `header` (removed from the headers the
+/// client gets, whatever it says): a whole number of credits, else none.
+fn take_price(headers: &mut Vec<(String, String)>, header: &str) -> Option<i64> {
+    let mut stated = None;
+    headers.retain(|(name, value)| {
+        if !name.eq_ignore_ascii_case(header) {
+            return true;
+        }
+        stated = stated.or_else(|| value.trim().parse::<i64>().ok().filter(|n| *n >= 0));
+        false
+    });
+    stated
+}
+
+/// What a priced answer costs: the price it states, or the route's `cost`
+/// when it states none, never more than the `max_cost` that was held.
+fn priced(stated: Option<i64>, cost: i64, max_cost: i64) -> i64 {
+    stated.unwrap_or(cost).clamp(0, max_cost)
+}
+
+/// Captures a priced request at `price`. A capture that cannot be written
+/// now is tried again on a thread until it is written or the hold expires
+/// (then the expiry releases it: an under-charge, never an over-charge):
+/// nothing owed lives only in this request's memory.
+fn capture(pool: &Pool, ticket: &mut Ticket, price: i64, held: i64, request_id: u64) {
+    match billing::capture(pool, ticket, price) {
+        Ok(()) => {}
+        Err(e) => {
+            log::warn!(
+                "req={request_id} capture of {price} credit(s) not written yet, retrying: {}",
+                error_chain(&e)
+            );
+            // Answered as the capture will be: the price, the balance
+            // before it (the hold's amount back, the price off).
+            ticket.charged = price;
+            ticket.credit_remaining += held - price;
+            settle_later(pool.clone(), ticket.clone(), Some(price), request_id);
+        }
+    }
+}
+
+/// Tries a hold's settlement (`Some(price)`: capture, `None`: release)
+/// again, with growing pauses, until it is written or the hold is no longer
+/// open.
+fn settle_later(pool: Pool, mut ticket: Ticket, price: Option<i64>, request_id: u64) {
+    let spawned = std::thread::Builder::new()
+        .name("settle".into())
+        .spawn(move || {
+            let mut pause = Duration::from_millis(500);
+            loop {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(30));
+                let done = match price {
+                    Some(p) => billing::capture(&pool, &mut ticket, p),
+                    None => billing::release(&pool, &ticket).map(|_| ()),
+                };
+                match done {
+                    Ok(()) => return log::info!("req={request_id} hold settled on a retry"),
+                    Err(_) if billing::hold_open(&pool, &ticket).unwrap_or(true) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("req={request_id} no thread to settle the hold later (its expiry will): {e}");
     }
 }
 
@@ -447,6 +531,23 @@ fn refund(
     prefix: &str,
     request_id: u64,
 ) -> (i64, bool) {
+    if ticket.hold.is_some() {
+        // A priced request: nothing was charged; its hold is released.
+        return match billing::release(pool, ticket) {
+            Ok(credit) => {
+                metrics.refund(prefix);
+                (credit, true)
+            }
+            Err(e) => {
+                log::warn!(
+                    "req={request_id} hold not released yet, retrying: {}",
+                    error_chain(&e)
+                );
+                settle_later(pool.clone(), ticket.clone(), None, request_id);
+                (ticket.credit_remaining, false)
+            }
+        };
+    }
     let mut tries = 0;
     loop {
         tries += 1;

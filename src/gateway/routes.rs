@@ -442,6 +442,11 @@ pub struct Route {
     /// The route's bulkhead on one instance; `None`: half the handler
     /// threads.
     pub max_in_flight: Option<u32>,
+    /// Priced by the upstream: what a request holds; `None`: the fixed
+    /// `cost`, charged before forwarding.
+    pub max_cost: Option<i64>,
+    /// The answer header (or trailer) that states the price.
+    pub cost_header: String,
     pub created_at: String,
 }
 
@@ -456,6 +461,8 @@ pub struct NewRoute {
     pub timeout_ms: u32,
     pub strip_prefix: bool,
     pub max_in_flight: Option<u32>,
+    pub max_cost: Option<i64>,
+    pub cost_header: String,
 }
 
 /// A route's fields as typed by an operator or read from a row; `None` takes
@@ -470,6 +477,8 @@ pub struct RawRoute {
     pub timeout_ms: Option<i64>,
     pub strip_prefix: bool,
     pub max_in_flight: Option<i64>,
+    pub max_cost: Option<i64>,
+    pub cost_header: Option<String>,
 }
 
 /// A route field that was refused; the admin API answers 400
@@ -538,6 +547,7 @@ impl NewRoute {
                 ))
             }
         };
+        let (max_cost, cost_header) = pricing(raw)?;
         Ok(NewRoute {
             prefix: Prefix::parse(&raw.prefix).map_err(invalid("prefix"))?,
             upstream: Upstream::parse(&raw.upstream).map_err(invalid("upstream"))?,
@@ -547,6 +557,8 @@ impl NewRoute {
             timeout_ms,
             strip_prefix: raw.strip_prefix,
             max_in_flight,
+            max_cost,
+            cost_header,
         })
     }
 
@@ -568,12 +580,16 @@ impl NewRoute {
             timeout_ms: self.timeout_ms,
             strip_prefix: self.strip_prefix,
             max_in_flight: self.max_in_flight,
+            max_cost: self.max_cost,
+            cost_header: self.cost_header,
             created_at,
         }
     }
 }
 
-const ROUTE_FIELDS: [&str; 8] = [
+const ROUTE_FIELDS: [&str; 10] = [
+    "max_cost",
+    "cost_header",
     "prefix",
     "upstream",
     "cost",
@@ -637,7 +653,41 @@ fn raw_from_json(body: &serde_json::Value) -> Result<RawRoute, InvalidRoute> {
         timeout_ms: integer("timeout_ms")?,
         strip_prefix,
         max_in_flight: integer("max_in_flight")?,
+        max_cost: integer("max_cost")?,
+        cost_header: match obj.get("cost_header") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(invalid_msg("cost_header", "cost_header is a string")),
+        },
     })
+}
+
+/// The header a route's upstream states its price in, by default.
+pub const DEFAULT_COST_HEADER: &str = "X-Credit-Cost";
+
+/// `max_cost` (at least 1; an answer that states no price costs `cost`,
+/// and no answer more than `max_cost`) and the price's header (a header
+/// name).
+fn pricing(raw: &RawRoute) -> Result<(Option<i64>, String), InvalidRoute> {
+    let max_cost = match raw.max_cost {
+        None => None,
+        Some(m) if m >= 1 => Some(m),
+        Some(m) => {
+            return Err(invalid_msg(
+                "max_cost",
+                format!("max_cost is a whole number of credits, 1 or more, not {m}"),
+            ))
+        }
+    };
+    let header = raw.cost_header.as_deref().unwrap_or(DEFAULT_COST_HEADER);
+    let ok = !header.is_empty() && header.len() <= 64 && header.bytes().all(is_tchar);
+    if !ok {
+        return Err(invalid_msg(
+            "cost_header",
+            format!("cost_header is a header name of 1 to 64 characters, not {header:?}"),
+        ));
+    }
+    Ok((max_cost, header.to_string()))
 }
 
 /// Whether a request path (without its query) belongs under `prefix`: the
@@ -947,6 +997,32 @@ mod tests {
         }))
         .unwrap();
         assert_eq!((ok.cost, ok.timeout_ms, ok.strip_prefix), (0, 5, true));
+        assert_eq!((ok.max_cost, ok.cost_header.as_str()), (None, "X-Credit-Cost"));
+    }
+
+    #[test]
+    fn a_priced_route_holds_at_least_one_and_names_a_header() {
+        use serde_json::json;
+        let priced = |fields: serde_json::Value| {
+            let mut body = json!({"prefix": "/w", "upstream": "http://h"});
+            for (k, v) in fields.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            NewRoute::from_json(&body)
+        };
+        let ok = priced(json!({"max_cost": 50, "cost_header": "X-Tokens"})).unwrap();
+        assert_eq!((ok.max_cost, ok.cost_header.as_str()), (Some(50), "X-Tokens"));
+        for (bad, field) in [
+            (json!({"max_cost": 0}), "max_cost"),
+            (json!({"max_cost": -5}), "max_cost"),
+            (json!({"max_cost": "5"}), "max_cost"),
+            (json!({"cost_header": ""}), "cost_header"),
+            (json!({"cost_header": "X Tokens"}), "cost_header"),
+            (json!({"cost_header": "x".repeat(65)}), "cost_header"),
+            (json!({"cost_header": 5}), "cost_header"),
+        ] {
+            assert_eq!(priced(bad.clone()).unwrap_err().field, field, "{bad}");
+        }
     }
 
     #[test]
@@ -959,7 +1035,8 @@ mod tests {
             serde_json::json!({
                 "id": 7, "prefix": "/weather", "upstream": "http://h:8080/v1", "cost": 1,
                 "methods": ["GET", "POST"], "charge_on": "2xx", "timeout_ms": 30000,
-                "strip_prefix": true, "max_in_flight": null, "created_at": "2026-01-01T00:00:00Z"
+                "strip_prefix": true, "max_in_flight": null, "max_cost": null,
+                "cost_header": "X-Credit-Cost", "created_at": "2026-01-01T00:00:00Z"
             })
         );
     }

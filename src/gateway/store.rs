@@ -55,7 +55,8 @@ impl From<InvalidRoute> for RouteError {
 const METHODS_COLUMN: usize = 512;
 
 const ROUTE_COLUMNS: &str = "id, prefix, upstream, cost, methods, charge_on, timeout_ms, \
-     strip_prefix, max_in_flight, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ')";
+     strip_prefix, max_in_flight, DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ'), max_cost, \
+     cost_header";
 
 type RouteRow = (
     u64,
@@ -68,6 +69,8 @@ type RouteRow = (
     bool,
     Option<i64>,
     String,
+    Option<i64>,
+    Option<String>,
 );
 
 /// A stored row as a route; `None` (and a warning) for a row that no longer
@@ -84,6 +87,8 @@ fn from_row(r: RouteRow) -> Option<Route> {
         strip_prefix,
         max_in_flight,
         created_at,
+        max_cost,
+        cost_header,
     ) = r;
     let raw = RawRoute {
         prefix,
@@ -94,6 +99,8 @@ fn from_row(r: RouteRow) -> Option<Route> {
         timeout_ms: Some(timeout_ms),
         strip_prefix,
         max_in_flight,
+        max_cost,
+        cost_header,
     };
     match NewRoute::from_raw(&raw) {
         Ok(new) => Some(new.into_route(id, created_at)),
@@ -115,7 +122,8 @@ pub fn add(pool: &Pool, new: NewRoute) -> Result<Route, RouteError> {
     let mut conn = pool.get().map_err(DbError::from)?;
     let inserted = conn.exec_drop(
         "INSERT INTO routes (prefix, upstream, cost, methods, charge_on, timeout_ms, \
-         strip_prefix, max_in_flight) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         strip_prefix, max_in_flight, max_cost, cost_header) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.prefix.as_str(),
             new.upstream.to_string(),
@@ -125,6 +133,8 @@ pub fn add(pool: &Pool, new: NewRoute) -> Result<Route, RouteError> {
             new.timeout_ms,
             new.strip_prefix,
             new.max_in_flight,
+            new.max_cost,
+            new.cost_header.as_str(),
         ),
     );
     match inserted.map_err(DbError::from) {

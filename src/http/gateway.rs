@@ -153,6 +153,9 @@ fn streamed(served: Served, permit: Permit) -> Response {
         "X-Credit-Remaining".into(),
         served.credit_remaining.to_string().into(),
     ));
+    if let Some(charged) = served.charged {
+        headers.push(("X-Credit-Charged".into(), charged.to_string().into()));
+    }
     if served.replayed {
         headers.push(("Idempotency-Replayed".into(), "true".into()));
     }

@@ -292,6 +292,9 @@ fn routes() -> Value {
                 "strip_prefix": { "type": "boolean" },
                 "max_in_flight": { "type": ["integer", "null"], "minimum": 1,
                                    "description": "Requests in flight at once on one instance; null = half the handler threads." },
+                "max_cost": { "type": ["integer", "null"], "minimum": 1,
+                              "description": "Priced by the upstream: what a request holds; null = the fixed cost." },
+                "cost_header": { "type": "string", "description": "The answer header that states the price." },
                 "created_at": { "type": "string" }
             }
         },
@@ -530,7 +533,13 @@ fn new_route() -> Value {
             "timeout_ms": { "type": ["integer", "null"], "minimum": 1, "maximum": 600_000 },
             "strip_prefix": { "type": ["boolean", "null"] },
             "max_in_flight": { "type": ["integer", "null"], "minimum": 1, "maximum": 100_000,
-                               "description": "Default (null): half the handler threads." }
+                               "description": "Default (null): half the handler threads." },
+            "max_cost": amount("Priced by the upstream: a request holds this much, is forwarded, \
+                and is charged the price its answer states in `cost_header` (at most this; \
+                `cost` when it states none), or nothing when not billable. Null (the default): \
+                the fixed `cost`, charged before forwarding.", 1, true),
+            "cost_header": { "type": ["string", "null"], "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$",
+                             "description": "The answer header that states the price; default X-Credit-Cost." }
         }
     })
 }

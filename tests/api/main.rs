@@ -29,6 +29,7 @@ mod lowcredit;
 mod mail;
 mod metrics;
 mod openapi;
+mod pricing;
 mod refill;
 mod routes;
 mod secrets;

@@ -145,7 +145,17 @@ fn handle(mut request: Request, seen: &Mutex<Vec<Seen>>) {
     };
     seen.lock().unwrap().push(record.clone());
     let path = record.url.split('?').next().unwrap_or("").to_string();
-    let _ = if let Some(code) = path.strip_prefix("/status/") {
+    let _ = if let Some(code) = path.strip_prefix("/priced/") {
+        // `/priced/<status>?cost=<n>` (and `&header=<name>`): an answer that
+        // states its price, as an LLM upstream states its tokens.
+        let code: u16 = code.parse().unwrap_or(200);
+        let mut response = json_response(code, r#"{"priced":true}"#.to_string());
+        if let Some(cost) = query_value(&record.url, "cost") {
+            let name = query_text(&record.url, "header").unwrap_or("X-Credit-Cost");
+            response = response.with_header(header(name, &cost.to_string()));
+        }
+        request.respond(response)
+    } else if let Some(code) = path.strip_prefix("/status/") {
         let code: u16 = code.parse().unwrap_or(400);
         let json = serde_json::json!({ "status": code }).to_string();
         request.respond(json_response(code, json))
@@ -189,6 +199,14 @@ fn handle(mut request: Request, seen: &Mutex<Vec<Seen>>) {
     } else {
         request.respond(echo(&record))
     };
+}
+
+/// A text in the query: `?header=X-Tokens` → `X-Tokens`.
+fn query_text<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+    let query = url.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// A number in the query: `?every=200` → 200.
