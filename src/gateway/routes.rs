@@ -997,7 +997,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!((ok.cost, ok.timeout_ms, ok.strip_prefix), (0, 5, true));
-        assert_eq!((ok.max_cost, ok.cost_header.as_str()), (None, "X-Credit-Cost"));
+        assert_eq!(
+            (ok.max_cost, ok.cost_header.as_str()),
+            (None, "X-Credit-Cost")
+        );
     }
 
     #[test]
@@ -1011,7 +1014,10 @@ mod tests {
             NewRoute::from_json(&body)
         };
         let ok = priced(json!({"max_cost": 50, "cost_header": "X-Tokens"})).unwrap();
-        assert_eq!((ok.max_cost, ok.cost_header.as_str()), (Some(50), "X-Tokens"));
+        assert_eq!(
+            (ok.max_cost, ok.cost_header.as_str()),
+            (Some(50), "X-Tokens")
+        );
         for (bad, field) in [
             (json!({"max_cost": 0}), "max_cost"),
             (json!({"max_cost": -5}), "max_cost"),

@@ -184,3 +184,227 @@ fn a_hold_left_by_a_dead_instance_expires_and_is_released() {
     assert_eq!(run.status, 200, "{}", run.body);
     assert_eq!(books(&app), (100, 0, 0));
 }
+
+#[test]
+fn an_instance_killed_with_40_priced_requests_in_flight_never_over_charges() {
+    // 40 requests to a 2 s upstream on 8 users, the instance SIGKILLed at
+    // 1 s: every hold was granted, none settled. After a restart and the
+    // holds' expiry (brought forward here instead of waited for), no user
+    // is charged anything, nothing is held, and the ledger closes.
+    use crate::support::daemon::Daemon;
+    use crate::support::helpers::TestDb;
+    let db = TestDb::new();
+    let tokens: Vec<String> = (0..8).map(|u| db.add_user(&format!("u{u}"), 100)).collect();
+    let upstream = Upstream::start();
+    let admin = "priced-kill-admin-token";
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("CREDITGATE_BIND", "127.0.0.1:0"),
+        ("CREDITGATE_ADMIN_TOKEN", admin),
+        // Room for all 40 at once (the route's bulkhead, below, too).
+        ("CREDITGATE_THREADS", "64"),
+    ];
+    let daemon = Daemon::start(&["serve"], &env);
+    let addr = daemon.addr();
+    let route = json!({"prefix": "/llm", "upstream": upstream.url(), "cost": 1,
+                       "max_cost": 10, "strip_prefix": true, "max_in_flight": 40});
+    let auth = format!("Bearer {admin}");
+    let r = request(
+        addr,
+        "POST",
+        "/admin/v1/routes",
+        &[("Authorization", &auth)],
+        Some(&route.to_string()),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tokens = Arc::new(tokens);
+    let clients = std::thread::spawn(move || {
+        in_parallel(40, move |i| {
+            let auth = format!("Bearer u{}:{}", i % 8, tokens[i % 8]);
+            // The connection dies with the instance: no answer is fine.
+            let raw = format!(
+                "GET /llm/sleep/2000 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+            );
+            crate::support::helpers::send_raw(addr, raw.as_bytes())
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    let open = db.scalar("SELECT COUNT(*) FROM holds WHERE state = 'open'");
+    daemon.signal(libc::SIGKILL);
+    drop(daemon);
+    let _ = clients.join();
+    assert!(
+        open == 40,
+        "the requests were in flight with their holds: {open}"
+    );
+    assert_eq!(
+        db.scalar("SELECT COALESCE(SUM(credits), 0) FROM usage_daily"),
+        0
+    );
+    // Restarted, past the holds' expiry: the job releases every one.
+    let restarted = Daemon::start(&["serve"], &env);
+    let addr = restarted.addr();
+    db.exec("UPDATE holds SET expires_at = NOW(3) - INTERVAL 1 SECOND WHERE state = 'open'");
+    let run = request(
+        addr,
+        "POST",
+        "/admin/v1/jobs/expire-holds/run",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(run.status, 200, "{}", run.body);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM holds WHERE state = 'open'"),
+        0
+    );
+    assert_eq!(db.scalar("SELECT SUM(held) FROM users"), 0);
+    assert_eq!(
+        db.scalar("SELECT SUM(credit) FROM users"),
+        800,
+        "nobody was charged"
+    );
+    assert_eq!(db.ledger_mismatches(), vec![]);
+}
+
+#[test]
+fn database_connections_killed_in_a_loop_never_charge_what_the_upstream_did_not_bill() {
+    // 12 clients on 4 users through a database proxy that kills every
+    // connection every 50 ms for 3 s, half of them keyed (and retrying a
+    // 503 with the same key), half the answers upstream 500s. Afterwards,
+    // once the settlements that failed were retried and the holds left
+    // open expired: nothing is held, no 500 was charged, no answer was
+    // charged more than the upstream stated, and the books close.
+    use crate::support::helpers::{TestDb, TestServer};
+    use crate::support::proxy::Proxy;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let db = TestDb::new();
+    let tokens: Vec<String> = (0..4)
+        .map(|u| db.add_user(&format!("u{u}"), 10_000))
+        .collect();
+    let upstream = Upstream::start();
+    let proxy = Proxy::to_test_server();
+    let server = TestServer::start(
+        &proxy.url(&db.name),
+        &[
+            ("CREDITGATE_DB_TIMEOUT_MS", "1000"),
+            ("CREDITGATE_THREADS", "16"),
+        ],
+    );
+    let r = server.add_route(
+        "/llm",
+        &upstream.url(),
+        json!({"cost": 1, "max_cost": 10, "strip_prefix": true}),
+    );
+    assert_eq!(r.status, 201);
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+                proxy.cut();
+                proxy.restore();
+            }
+            proxy
+        })
+    };
+    let addr = server.addr;
+    let tokens = Arc::new(tokens);
+    let until = Instant::now() + Duration::from_secs(3);
+    in_parallel(12, move |w| {
+        let mut n = 0;
+        while Instant::now() < until {
+            n += 1;
+            let u = (w + n) % 4;
+            let status = if n % 2 == 0 { 200 } else { 500 };
+            let path = format!("/llm/priced/{status}?cost={}", 1 + (w + n) % 9);
+            let auth = format!("Bearer u{u}:{}", tokens[u]);
+            let key = format!("w{w}-{n}");
+            for _ in 0..50 {
+                let mut headers = vec![("Authorization", auth.as_str())];
+                if w % 2 == 1 {
+                    headers.push(("Idempotency-Key", key.as_str()));
+                }
+                let r = request(addr, "GET", &path, &headers, None);
+                if r.status != 503 || w % 2 == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    let _proxy = killer.join().unwrap();
+    // The settlements that failed are retried within seconds; then every
+    // hold still open is past its expiry (brought forward) and released.
+    std::thread::sleep(Duration::from_secs(3));
+    db.exec("UPDATE holds SET expires_at = NOW(3) - INTERVAL 1 SECOND WHERE state = 'open'");
+    let run = server.admin("POST", "/admin/v1/jobs/expire-holds/run", None);
+    assert_eq!(run.status, 200, "{}", run.body);
+    // What the upstream answered billably, by its own log.
+    let billable: i64 = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.url.starts_with("/priced/200"))
+        .map(|s| s.url.rsplit('=').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    let charged = db.scalar("SELECT CAST(COALESCE(SUM(credits), 0) AS SIGNED) FROM usage_daily");
+    let captured = db.scalar("SELECT CAST(COALESCE(SUM(captured), 0) AS SIGNED) FROM holds");
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM holds WHERE state = 'open'"),
+        0
+    );
+    assert_eq!(db.scalar("SELECT SUM(held) FROM users"), 0);
+    assert_eq!(charged, captured, "usage is the captures");
+    assert!(
+        charged <= billable,
+        "charged {charged} of {billable} billed upstream"
+    );
+    assert!(charged > 0, "the load ran");
+    assert_eq!(db.scalar("SELECT SUM(credit) FROM users"), 40_000 - charged);
+    assert_eq!(db.ledger_mismatches(), vec![]);
+    eprintln!("billed upstream {billable}, charged {charged}");
+}
+
+#[test]
+fn a_release_blocked_by_a_locked_row_is_written_once_the_row_is_free() {
+    // While a request is at its upstream, another session locks the
+    // user's row for 12 s (past the 10 s lock wait); the answer is a 500,
+    // so the hold is due back. The client gets its answer after the lock
+    // wait; the release is retried and written once the row is free.
+    use mysql::prelude::Queryable;
+    use std::time::{Duration, Instant};
+    let (app, _up, token) = world(100, 10);
+    let addr = app.addr;
+    let call_thread =
+        std::thread::spawn(move || call(addr, &token, "/llm/priced/500?cost=5&sleep=1000"));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut locker = app.db.conn();
+    locker.query_drop("START TRANSACTION").unwrap();
+    locker
+        .query_drop("SELECT credit FROM users WHERE username = 'alice' FOR UPDATE")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(12));
+    locker.query_drop("COMMIT").unwrap();
+    let answer = call_thread.join().unwrap();
+    assert_eq!(
+        answer.status, 500,
+        "the upstream's answer, not a creditgate error"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app
+        .db
+        .scalar("SELECT held FROM users WHERE username = 'alice'")
+        != 0
+    {
+        assert!(Instant::now() < deadline, "the hold was never released");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(books(&app), (100, 0, 0));
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM holds WHERE state = 'released'"),
+        1
+    );
+}

@@ -146,9 +146,13 @@ fn handle(mut request: Request, seen: &Mutex<Vec<Seen>>) {
     seen.lock().unwrap().push(record.clone());
     let path = record.url.split('?').next().unwrap_or("").to_string();
     let _ = if let Some(code) = path.strip_prefix("/priced/") {
-        // `/priced/<status>?cost=<n>` (and `&header=<name>`): an answer that
-        // states its price, as an LLM upstream states its tokens.
+        // `/priced/<status>?cost=<n>` (and `&header=<name>`, `&sleep=<ms>`):
+        // an answer that states its price, as an LLM upstream states its
+        // tokens.
         let code: u16 = code.parse().unwrap_or(200);
+        if let Some(ms) = query_value(&record.url, "sleep") {
+            thread::sleep(Duration::from_millis(ms));
+        }
         let mut response = json_response(code, r#"{"priced":true}"#.to_string());
         if let Some(cost) = query_value(&record.url, "cost") {
             let name = query_text(&record.url, "header").unwrap_or("X-Credit-Cost");
