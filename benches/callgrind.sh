@@ -9,6 +9,8 @@
 #   CREDITGATE_COALESCE=on benches/callgrind.sh     # with coalescing on
 #   CALLGRIND_CALL=charge benches/callgrind.sh      # POST /v1/charge (cost 1)
 #   CALLGRIND_CALL=hold benches/callgrind.sh        # a hold of 2 and its capture at 1
+#   CALLGRIND_CALL=gateway benches/callgrind.sh     # a fixed-price gateway route (cost 1)
+#   CALLGRIND_CALL=priced benches/callgrind.sh      # the same route priced by its upstream (max_cost 2)
 #
 # Needs valgrind (apt-get install valgrind) and python3; uses the database
 # server of deploy/dev-db.sh, database cg_callgrind (dropped first), port 5077.
@@ -33,7 +35,11 @@ run() {
     "$bin" migrate >/dev/null 2>&1
     token=$("$bin" user add callgrind --credit 100000000 2>/dev/null)
     svc=-
-    if [ "$call" != bank ]; then svc=$("$bin" service add callgrind --scopes charge 2>/dev/null); fi
+    case "$call" in
+    charge|hold) svc=$("$bin" service add callgrind --scopes charge 2>/dev/null) ;;
+    gateway) "$bin" route add /up --upstream http://127.0.0.1:5078 --cost 1 --strip-prefix >/dev/null 2>&1 ;;
+    priced) "$bin" route add /up --upstream http://127.0.0.1:5078 --cost 1 --max-cost 2 --strip-prefix >/dev/null 2>&1 ;;
+    esac
     valgrind --tool=callgrind --callgrind-out-file="$out/bank-$n.out" "$bin" serve \
         >"$out/serve-$n.log" 2>&1 &
     pid=$!
@@ -55,6 +61,10 @@ c = http.client.HTTPConnection("127.0.0.1", 5077)
 for _ in range(n):
     if call == "charge":
         post(c, "/v1/charge", {"user": "callgrind", "cost": 1})
+    elif call in ("gateway", "priced"):
+        c.request("GET", "/up/", headers={"Authorization": "Bearer callgrind:" + token})
+        r = c.getresponse(); r.read()
+        assert r.status == 200, r.status
     elif call == "hold":
         hold = post(c, "/v1/holds", {"user": "callgrind", "amount": 2})
         post(c, "/v1/holds/%d/capture" % hold["hold"]["id"], {"amount": 1})
@@ -66,6 +76,12 @@ PY
     kill -TERM "$pid"; wait "$pid" || true
     callgrind_annotate "$out/bank-$n.out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'
 }
+if [ "$call" = gateway ] || [ "$call" = priced ]; then
+    # The upstream: a directory listing, in its own process (not counted).
+    python3 -m http.server 5078 --bind 127.0.0.1 --directory "$out" >/dev/null 2>&1 &
+    upstream=$!
+    trap 'kill $upstream 2>/dev/null' EXIT
+fi
 small=$(run 200)
 large=$(run 1200)
 echo "instructions per paid $call call: $(( (large - small) / 1000 ))  (200: $small, 1200: $large)"
