@@ -151,6 +151,9 @@ impl App {
         notifier.status("stopping: waiting for the running job");
         schedule.stop();
         let _ = routes.join();
+        // The requests answered during the grace: their billable answers'
+        // confirmations (a lost one would be refunded at its expiry).
+        self.gateway.confirm(&self.pool);
         if let Err(e) = cluster::leave(&self.pool, &self.me) {
             log::warn!("instance row not removed: {}", error_chain(&e));
         }
@@ -296,6 +299,20 @@ pub fn standard_jobs(
             ))
         }) as crate::ops::jobs::JobFn
     };
+    // A fixed-price gateway charge left unsettled past its expiry (its
+    // instance died, or its refund could not be written) is refunded.
+    let refund_unsettled = {
+        let pool = pool.clone();
+        let metrics = Arc::clone(metrics);
+        Box::new(move || {
+            let n = crate::gateway::billing::refund_unsettled(&pool)
+                .map_err(JobError::doing("refund"))?;
+            for _ in 0..n {
+                metrics.refund("unsettled");
+            }
+            Ok(format!("{n} unsettled charge(s) refunded"))
+        }) as crate::ops::jobs::JobFn
+    };
     // An open hold past its expiry still holds credit until it is
     // released: a service that never settles cannot keep it forever.
     let expire_holds = {
@@ -313,6 +330,11 @@ pub fn standard_jobs(
             Job::new("monthly-refill", Duration::from_secs(60), refill),
             Job::new("expire-idempotency-keys", Duration::from_secs(3600), expire),
             Job::new("expire-holds", Duration::from_secs(10), expire_holds),
+            Job::new(
+                "refund-unsettled",
+                Duration::from_secs(10),
+                refund_unsettled,
+            ),
         ],
         Arc::clone(metrics),
     )

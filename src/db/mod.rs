@@ -333,6 +333,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0022_add_routes_max_cost.sql",
         include_str!("../../sql/0022_add_routes_max_cost.sql"),
     ),
+    (
+        23,
+        "0023_create_route_charges.sql",
+        include_str!("../../sql/0023_create_route_charges.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {

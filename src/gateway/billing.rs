@@ -53,6 +53,9 @@ pub struct RouteCharge<'a> {
     /// A route priced by its upstream: hold this much (for `in_flight_for`
     /// and a margin) instead of charging `cost`.
     pub max_cost: Option<i64>,
+    /// A refund may follow (the gateway; not forward-auth, whose charge is
+    /// final): the charge is recorded as unsettled until the answer says.
+    pub refundable: bool,
 }
 
 /// What the charge decided.
@@ -91,6 +94,10 @@ pub struct Ticket {
     /// A route priced by its upstream: the credit hold placed for the
     /// request (`charged` is 0 until it is captured).
     pub hold: Option<u64>,
+    /// A fixed-price charge's `route_charges` row: deleted when the answer
+    /// was billable (`Confirmations`) or refunded; refunded by the
+    /// refund-unsettled job if it is still there at its expiry.
+    pub unsettled: Option<u64>,
 }
 
 impl Ticket {
@@ -213,6 +220,16 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
                 Some(_) => (0, None),
                 None => (cost, low_credit),
             };
+            let unsettled = match (hold, req.refundable && cost > 0) {
+                (None, true) => Some(record_unsettled(
+                    &mut tx,
+                    account.id,
+                    cost,
+                    req,
+                    key.as_ref(),
+                )?),
+                _ => None,
+            };
             Charged::Forward(Ticket {
                 user_id: account.id,
                 charged,
@@ -223,6 +240,7 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
                 endpoint: req.endpoint.to_string(),
                 key,
                 hold,
+                unsettled,
             })
         }
     };
@@ -289,6 +307,15 @@ fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError
         &ticket.endpoint,
         actor,
     )?;
+    // Under the user's row lock (taken by `give_back`), as the
+    // refund-unsettled job takes it: whichever comes second finds no row
+    // and gives nothing back.
+    if let Some(id) = ticket.unsettled {
+        tx.exec_drop("DELETE FROM route_charges WHERE id = ?", (id,))?;
+        if tx.affected_rows() != 1 {
+            return Ok(ticket.credit_remaining + ticket.charged);
+        }
+    }
     if let Some(claim) = &ticket.key {
         idempotency::store::release(&mut tx, ticket.user_id, claim)?;
     }
@@ -375,4 +402,125 @@ pub fn hold_open(pool: &Pool, ticket: &Ticket) -> Result<bool, DbError> {
         (id,),
     )?;
     Ok(open.unwrap_or(false))
+}
+
+/// A fixed-price charge's record, in the charge's transaction: until its
+/// answer settles it, the database knows a refund may be owed. It expires a
+/// minute after the request's own deadline.
+fn record_unsettled(
+    tx: &mut mysql::Transaction<'_>,
+    user_id: u64,
+    amount: i64,
+    req: &RouteCharge<'_>,
+    key: Option<&Claim>,
+) -> Result<u64, DbError> {
+    let ttl = req.in_flight_for.as_secs() + 60;
+    tx.exec_drop(
+        "INSERT INTO route_charges (user_id, amount, day, endpoint, idem_key, expires_at) \
+         VALUES (?, ?, ?, ?, ?, NOW(3) + INTERVAL ? SECOND)",
+        (
+            user_id,
+            amount,
+            req.now.date_naive().format("%Y-%m-%d").to_string(),
+            req.endpoint,
+            key.map(|k| k.key.as_str()),
+            ttl,
+        ),
+    )?;
+    Ok(tx.last_insert_id().unwrap_or(0))
+}
+
+/// The answers found billable: their `route_charges` rows, deleted in
+/// batches (one statement per batch, not one per request). A batch that
+/// cannot be written stays for the next; one lost in a crash leaves rows
+/// that the refund-unsettled job refunds: an under-charge, never more.
+#[derive(Default)]
+pub struct Confirmations {
+    due: std::sync::Mutex<Vec<u64>>,
+}
+
+impl Confirmations {
+    pub fn billed(&self, id: u64) {
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+    }
+
+    /// Writes what is due; on failure keeps it for the next time.
+    pub fn flush(&self, pool: &Pool) -> Result<usize, DbError> {
+        let batch: Vec<u64> =
+            std::mem::take(&mut *self.due.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = batch.iter().map(u64::to_string).collect();
+        let done = pool.get().map_err(DbError::from).and_then(|mut conn| {
+            conn.query_drop(format!(
+                "DELETE FROM route_charges WHERE id IN ({})",
+                ids.join(",")
+            ))
+            .map_err(DbError::from)
+        });
+        match done {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                self.due
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(batch);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Refunds every `route_charges` row past its expiry: one transaction per
+/// row, the user's row locked first and the record deleted under it, so a
+/// late refund by its request and several instances running this at once
+/// give back once. A pending Idempotency-Key claim of the request goes with
+/// it (a retry is then a new request). Returns how many were refunded.
+pub fn refund_unsettled(pool: &Pool) -> Result<u64, DbError> {
+    let due: Vec<u64> = pool.get()?.query(
+        "SELECT id FROM route_charges WHERE expires_at <= NOW(3) ORDER BY expires_at LIMIT 1000",
+    )?;
+    let mut refunded = 0;
+    for id in due {
+        if pool.retrying(|| refund_one_unsettled(pool, id))? {
+            refunded += 1;
+        }
+    }
+    Ok(refunded)
+}
+
+fn refund_one_unsettled(pool: &Pool, id: u64) -> Result<bool, DbError> {
+    let mut conn = pool.get()?;
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let row: Option<(u64, i64, String, String, Option<String>)> = tx.exec_first(
+        "SELECT user_id, amount, DATE_FORMAT(day, '%Y-%m-%d'), endpoint, idem_key \
+         FROM route_charges WHERE id = ?",
+        (id,),
+    )?;
+    let Some((user_id, amount, day, endpoint, idem_key)) = row else {
+        return Ok(false);
+    };
+    let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d").unwrap_or_default();
+    account::give_back(
+        &mut tx,
+        user_id,
+        amount,
+        day,
+        &endpoint,
+        "job:refund-unsettled",
+    )?;
+    tx.exec_drop("DELETE FROM route_charges WHERE id = ?", (id,))?;
+    if tx.affected_rows() != 1 {
+        return Ok(false); // settled by its request meanwhile: roll back
+    }
+    if let Some(key) = idem_key {
+        tx.exec_drop(
+            "DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ? \
+             AND outcome LIKE '{\"outcome\":\"route_pending\"%'",
+            (user_id, key),
+        )?;
+    }
+    tx.commit().map_err(db::commit_failed)?;
+    Ok(true)
 }

@@ -205,6 +205,8 @@ pub fn authorize(
         // The answer never passes here: a route priced by its upstream
         // costs its fixed `cost` through forward-auth.
         max_cost: None,
+        // Charged before the answer, and final: nothing to settle.
+        refundable: false,
     };
     let user = req.credentials.username.clone();
     let mut ticket = match billing::charge(pool, &charge)? {

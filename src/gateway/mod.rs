@@ -58,6 +58,8 @@ pub struct Gateway {
     client: Client,
     /// How many requests each route may have in flight here.
     pub bulkheads: Arc<Bulkheads>,
+    /// Billable answers whose unsettled-charge rows are to be deleted.
+    pub confirmations: Arc<billing::Confirmations>,
 }
 
 /// A request on a route, as the HTTP layer extracted it.
@@ -162,6 +164,7 @@ impl Gateway {
             routes: RwLock::new(Arc::new(Vec::new())),
             client: Client::new(threads),
             bulkheads: Arc::new(Bulkheads::new(threads)),
+            confirmations: Arc::default(),
         }
     }
 
@@ -200,6 +203,7 @@ impl Gateway {
                 let mut failing = false;
                 while !shutdown.is_triggered() {
                     std::thread::sleep(Duration::from_millis(100));
+                    gateway.confirm(&pool);
                     if last.elapsed() < REFRESH {
                         continue;
                     }
@@ -219,6 +223,17 @@ impl Gateway {
                 }
             })
             .expect("start the route refresh thread")
+    }
+
+    /// Writes the billable answers' confirmations (every 100 ms, and once
+    /// more when stopping): a failed batch stays for the next.
+    pub fn confirm(&self, pool: &Pool) {
+        if let Err(e) = self.confirmations.flush(pool) {
+            log::warn!(
+                "billable answers not confirmed yet, retrying: {}",
+                error_chain(&e)
+            );
+        }
     }
 
     /// Charges, forwards, and refunds when the answer is not billable; a
@@ -251,6 +266,7 @@ impl Gateway {
             now: req.now,
             in_flight_for: timeout + Duration::from_secs(5),
             max_cost: route.max_cost,
+            refundable: true,
         };
         let ticket = match billing::charge(pool, &charge)? {
             Charged::Forward(ticket) => ticket,
@@ -301,6 +317,9 @@ impl Gateway {
                 if let Some(max_cost) = route.max_cost {
                     let price = priced(stated, route.cost, max_cost);
                     capture(pool, &mut ticket, price, max_cost, req.request_id);
+                }
+                if let Some(id) = ticket.unsettled {
+                    self.confirmations.billed(id);
                 }
                 match billing::settle(pool, &mut ticket, timeout + Duration::from_secs(5)) {
                     Ok(()) if ticket.keyed() => {
@@ -560,11 +579,15 @@ fn refund(
                 metrics.db_error();
                 let in_doubt = matches!(e, DbError::CommitUnknown(_));
                 if in_doubt || tries >= REFUND_TRIES {
-                    log::error!(
-                        "req={request_id} refund of {} credit(s) to user id {} {}: {}",
+                    // Not lost: the charge's unsettled record stays, and
+                    // the refund-unsettled job refunds it at its expiry
+                    // (if this refund did commit, it took the record along).
+                    log::warn!(
+                        "req={request_id} refund of {} credit(s) to user id {} {} now; \
+                         its unsettled record refunds it at expiry: {}",
                         ticket.charged,
                         ticket.user_id,
-                        if in_doubt { "in doubt" } else { "failed" },
+                        if in_doubt { "in doubt" } else { "not written" },
                         error_chain(&e)
                     );
                     return (ticket.credit_remaining, false);

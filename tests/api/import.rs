@@ -12,7 +12,9 @@ use crate::support::helpers::{request, spawn_app, TestDb};
 pub fn legacy_db(table: &str, rows: &[(&str, Option<&str>, i64)]) -> TestDb {
     let db = TestDb::new();
     // TestDb comes migrated; the sample's database has none of our tables.
-    db.exec("DROP TABLE holds, api_keys, idempotency_keys, usage_daily, credit_events, users");
+    db.exec(
+        "DROP TABLE route_charges, holds, api_keys, idempotency_keys, usage_daily, credit_events, users",
+    );
     db.exec(&format!(
         "CREATE TABLE `{table}` (
             ID       INT AUTO_INCREMENT PRIMARY KEY,

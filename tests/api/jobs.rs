@@ -39,7 +39,8 @@ fn every_job_is_listed_with_its_schedule_and_state() {
             "heartbeat",
             "monthly-refill",
             "expire-idempotency-keys",
-            "expire-holds"
+            "expire-holds",
+            "refund-unsettled"
         ]
     );
     for j in &list {
@@ -61,6 +62,7 @@ fn every_job_is_listed_with_its_schedule_and_state() {
     assert_eq!(list[1]["schedule"], "every 60s");
     assert_eq!(list[2]["schedule"], "every 3600s");
     assert_eq!(list[3]["schedule"], "every 10s");
+    assert_eq!(list[4]["schedule"], "every 10s");
     // The refill runs at start, before the first request is served.
     assert!(list[1]["last_run"].is_string(), "{}", list[1]);
     assert_eq!(list[1]["last_result"], "ok: 0 user(s) refilled");

@@ -34,5 +34,6 @@ mod refill;
 mod routes;
 mod secrets;
 mod services;
+mod settlement;
 mod streaming;
 mod tls;
