@@ -464,7 +464,7 @@ fn refund_note(u: &Unanswered) -> &'static str {
     if u.refunded {
         "the charge was refunded"
     } else {
-        "the refund could not be made now; operators see it in the log"
+        "the refund could not be written now; it is made within minutes"
     }
 }
 

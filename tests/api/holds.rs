@@ -274,6 +274,10 @@ fn an_expired_hold_is_released_once_and_cannot_be_captured() {
     let app = spawn_app();
     app.db.add_user("alice", 100);
     let svc = service(&app.db, "llm", "charge");
+    // Only this test runs the job: the scheduler's own run (every 10 s)
+    // could otherwise come between the expiry and the capture.
+    let paused = app.admin("POST", "/admin/v1/jobs/expire-holds/pause", None);
+    assert_eq!(paused.status, 200, "{}", paused.body);
     let body = |ttl: i64| Some(json!({"user": "alice", "amount": 10, "ttl_secs": ttl}));
     let late = call(app.addr, &svc, "POST", "/v1/holds", body(1)).json()["hold"]["id"].clone();
     let left = call(app.addr, &svc, "POST", "/v1/holds", body(1)).json()["hold"]["id"].clone();
