@@ -588,6 +588,10 @@ fn route_table(list: &[Route]) -> String {
                 r.charge_on.as_str().into(),
                 r.timeout_ms.to_string(),
                 if r.strip_prefix { "yes" } else { "no" }.into(),
+                match r.max_cost {
+                    Some(m) => format!("{m} by {}", r.cost_header),
+                    None => "-".into(),
+                },
             ]
         })
         .collect();
@@ -601,6 +605,7 @@ fn route_table(list: &[Route]) -> String {
             "CHARGE_ON",
             "TIMEOUT_MS",
             "STRIP",
+            "MAX_COST",
         ],
         &rows,
     )
