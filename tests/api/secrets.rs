@@ -285,3 +285,86 @@ fn no_token_or_admin_token_reaches_the_log() {
     }
     assert!(log.contains(r"user=ali\r\nce"), "{log}");
 }
+
+#[test]
+fn no_service_token_or_credentials_sent_to_the_service_api_reach_the_log() {
+    // Arrange: a service made through the admin API (its token shown once).
+    let db = TestDb::new();
+    let alice = db.add_user("alice", 100);
+    let admin_token = creditgate::auth::token::generate();
+    let admin = format!("Bearer {admin_token}");
+    let daemon = start(&db.url, &admin_token);
+    let made = daemon.post(
+        "/admin/v1/services",
+        &admin,
+        r#"{"name": "billing", "scopes": ["charge"]}"#,
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let svc = made.json()["token"]
+        .as_str()
+        .expect("the token")
+        .to_string();
+    let bearer = format!("Bearer {svc}");
+    let wrong_svc = "cgs_wrongwrongwrongwrongwrongwrongwron";
+
+    // Act: the end user's credentials in bodies, keyed and not, a hold and
+    // its capture, a wrong service token, the revoke.
+    let creds = format!(r#"{{"credentials": "alice:{alice}", "cost": 2}}"#);
+    let mut statuses = vec![
+        daemon.post("/v1/charge", &bearer, &creds).status,
+        daemon
+            .post("/v1/charge", &format!("Bearer {wrong_svc}"), &creds)
+            .status,
+    ];
+    let hold = daemon.post(
+        "/v1/holds",
+        &bearer,
+        &format!(r#"{{"credentials": "alice:{alice}", "amount": 5}}"#),
+    );
+    statuses.push(hold.status);
+    let id = hold.json()["hold"]["id"].as_u64().expect("a hold id");
+    statuses.push(
+        daemon
+            .post(
+                &format!("/v1/holds/{id}/capture"),
+                &bearer,
+                r#"{"amount": 3}"#,
+            )
+            .status,
+    );
+    let revoke = request(
+        daemon.addr,
+        "DELETE",
+        "/admin/v1/services/billing",
+        &[("Authorization", &admin)],
+        None,
+    );
+    statuses.push(revoke.status);
+    statuses.push(daemon.post("/v1/charge", &bearer, &creds).status);
+    let stop = daemon.post("/stopServer", &admin, "");
+    let (code, log) = daemon.wait();
+
+    // Assert: as it should have gone...
+    assert_eq!(statuses, [200, 401, 201, 200, 200, 401], "{log}");
+    assert_eq!((stop.status, code), (202, Some(0)), "{log}");
+    // ...named in the log by the service's name, never by its token...
+    assert!(log.contains("user=service:billing"), "{log}");
+    for secret in [svc.as_str(), wrong_svc, alice.as_str()] {
+        let hidden = &secret[creditgate::auth::token::PREFIX_LEN..];
+        assert!(!log.contains(hidden), "{secret:?} is in the log:\n{log}");
+    }
+    // ...and stored only as hashes.
+    let mut conn = db.conn();
+    let tables: Vec<String> = conn
+        .query("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+        .unwrap();
+    let stored: String = tables
+        .iter()
+        .map(|t| crate::hostile::table_text(&mut **conn, t))
+        .collect();
+    for secret in [svc.as_str(), alice.as_str()] {
+        let hidden = &secret[creditgate::auth::token::PREFIX_LEN..];
+        assert!(!stored.contains(hidden), "{secret:?} is stored in clear");
+    }
+    assert!(stored.contains(&creditgate::auth::token::hash(&svc)));
+}
