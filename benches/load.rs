@@ -424,24 +424,7 @@ fn post(stream: &mut BufReader<TcpStream>, token: &str, path: &str, body: &str) 
         body.len()
     );
     stream.get_mut().write_all(req.as_bytes()).expect("send");
-    let mut line = String::new();
-    stream.read_line(&mut line).expect("status line");
-    let ok = line.split(' ').nth(1).is_some_and(|s| s.starts_with('2'));
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        stream.read_line(&mut line).expect("header");
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut answer = vec![0u8; length];
-    stream.read_exact(&mut answer).expect("body");
+    let (ok, answer) = read_answer(stream, &mut String::new());
     let valid = !answer.windows(15).any(|w| w == b"\"valid\":false");
     (ok && valid, String::from_utf8_lossy(&answer).into_owned())
 }
@@ -718,24 +701,30 @@ fn http_worker(addr: SocketAddr, users: Users, path: &'static str) -> Worker {
             "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer u{user}:{TOKEN}\r\n\r\n"
         );
         stream.get_mut().write_all(req.as_bytes()).expect("send");
+        read_answer(&mut stream, &mut line).0
+    })
+}
+
+/// One answer on a keep-alive connection (Content-Length framed): whether
+/// it was a 2xx, and its body. `line` is a buffer kept between calls.
+fn read_answer(stream: &mut BufReader<TcpStream>, line: &mut String) -> (bool, Vec<u8>) {
+    line.clear();
+    stream.read_line(line).expect("status line");
+    let ok = line.split(' ').nth(1).is_some_and(|s| s.starts_with('2'));
+    let mut length = 0usize;
+    loop {
         line.clear();
-        stream.read_line(&mut line).expect("status line");
-        let ok = line.split(' ').nth(1).is_some_and(|s| s.starts_with('2'));
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            stream.read_line(&mut line).expect("header");
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
+        stream.read_line(line).expect("header");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
             }
         }
-        let mut body = vec![0u8; length];
-        stream.read_exact(&mut body).expect("body");
-        ok
-    })
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("body");
+    (ok, body)
 }

@@ -169,14 +169,9 @@ fn hold_at(row: &mysql::Row, at: usize) -> Hold {
     }
 }
 
-fn read_hold(
-    conn: &mut impl Queryable,
-    id: u64,
-    for_update: bool,
-) -> Result<Option<Hold>, DbError> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
+fn read_hold(conn: &mut impl Queryable, id: u64) -> Result<Option<Hold>, DbError> {
     let row: Option<mysql::Row> =
-        conn.exec_first(format!("SELECT {HOLD_COLUMNS} WHERE h.id = ?{lock}"), (id,))?;
+        conn.exec_first(format!("SELECT {HOLD_COLUMNS} WHERE h.id = ?"), (id,))?;
     Ok(row.map(hold_from))
 }
 
@@ -433,13 +428,13 @@ fn settle_of(
     match (hold.state, how) {
         (HoldState::Open, _) if hold.past_expiry => {
             end_hold(tx, &account, &hold, HoldState::Expired)?;
-            let hold = read_hold(tx, id, false)?.unwrap_or(hold);
+            let hold = read_hold(tx, id)?.unwrap_or(hold);
             Ok(Settled::AlreadySettled(hold))
         }
         (HoldState::Open, Settle::Release) => {
             end_hold(tx, &account, &hold, HoldState::Released)?;
             let credit_remaining = account.available() + hold.amount;
-            let hold = read_hold(tx, id, false)?.unwrap_or(hold);
+            let hold = read_hold(tx, id)?.unwrap_or(hold);
             Ok(Settled::Done {
                 hold,
                 credit_remaining,
@@ -560,7 +555,7 @@ fn end_hold(
 
 /// Hold `id` as its service sees it; `None` for another service's.
 pub fn get(conn: &mut impl Queryable, service_id: u64, id: u64) -> Result<Option<Hold>, DbError> {
-    Ok(read_hold(conn, id, false)?.filter(|h| h.service_id == Some(service_id)))
+    Ok(read_hold(conn, id)?.filter(|h| h.service_id == Some(service_id)))
 }
 
 /// At most this many of a user's open holds are listed for operators.

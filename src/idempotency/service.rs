@@ -102,18 +102,7 @@ pub fn finish(
 
 /// Deletes keys older than their 24 h, in small batches. Returns how many.
 pub fn expire(conn: &mut mysql::Conn) -> Result<u64, DbError> {
-    let mut total = 0;
-    loop {
-        conn.query_drop(
-            "DELETE FROM service_idempotency_keys \
-             WHERE created_at < NOW(3) - INTERVAL 1 DAY LIMIT 1000",
-        )?;
-        let n = conn.affected_rows();
-        total += n;
-        if n < 1000 {
-            return Ok(total);
-        }
-    }
+    super::store::delete_expired(conn, "service_idempotency_keys")
 }
 
 #[cfg(test)]

@@ -166,11 +166,16 @@ pub fn release(tx: &mut impl Queryable, user_id: u64, claim: &Claim) -> Result<(
 /// no batch holds locks for long. Returns how many went.
 pub fn expire(pool: &Pool) -> Result<u64, DbError> {
     let mut conn = pool.get()?;
+    delete_expired(&mut conn, "idempotency_keys")
+}
+
+/// Deletes a key table's rows older than their 24 h, 1,000 at a time (so
+/// that no batch holds locks for long). Returns how many went.
+pub(crate) fn delete_expired(conn: &mut mysql::Conn, table: &'static str) -> Result<u64, DbError> {
+    let sql = format!("DELETE FROM {table} WHERE created_at < NOW(3) - INTERVAL 1 DAY LIMIT 1000");
     let mut total = 0;
     loop {
-        conn.query_drop(
-            "DELETE FROM idempotency_keys WHERE created_at < NOW(3) - INTERVAL 1 DAY LIMIT 1000",
-        )?;
+        conn.query_drop(&sql)?;
         let n = conn.affected_rows();
         total += n;
         if n < 1000 {
