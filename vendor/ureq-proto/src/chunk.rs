@@ -3,6 +3,43 @@ use core::str;
 use crate::Error;
 use crate::util::find_crlf;
 
+// PATCHED (PATCHES.md 1): the trailer of the chunked body this thread read
+// last, kept for the caller instead of discarded. ureq reads a body on the
+// thread that asked for it, so a thread-local ties the trailer to the body
+// without a new API through ureq. A new chunked body clears it.
+std::thread_local! {
+    static TRAILER: core::cell::RefCell<Vec<u8>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// PATCHED: the most trailer bytes kept; a longer trailer is still read
+/// (and skipped) as before, but only its first lines are kept.
+const MAX_TRAILER: usize = 8 * 1024;
+
+/// PATCHED (PATCHES.md 1): takes the trailer fields (name, value; trimmed,
+/// in order) of the chunked body this thread read last, leaving none. A
+/// caller that reads a body to its end takes them there; one that is about
+/// to send a request calls it first, so that a trailer left by an earlier
+/// answer (of another request on this thread) is never taken for this one.
+pub fn take_trailer() -> Vec<(String, String)> {
+    let raw = TRAILER.with(|t| core::mem::take(&mut *t.borrow_mut()));
+    raw.split(|b| *b == b'\n')
+        .filter_map(|line| str::from_utf8(line).ok())
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .filter(|(name, _)| !name.is_empty())
+        .collect()
+}
+
+fn keep_trailer_line(line: &[u8]) {
+    TRAILER.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.len() + line.len() < MAX_TRAILER {
+            t.extend_from_slice(line);
+            t.push(b'\n');
+        }
+    });
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dechunker {
     Size,
@@ -21,6 +58,8 @@ struct Pos {
 
 impl Dechunker {
     pub fn new() -> Self {
+        // PATCHED: a new body's trailer is its own.
+        TRAILER.with(|t| t.borrow_mut().clear());
         Dechunker::Size
     }
 
@@ -168,6 +207,8 @@ impl Dechunker {
             None => return Ok(false),
         };
         assert!(i > 0);
+        // PATCHED: kept, not discarded.
+        keep_trailer_line(&src[..i]);
 
         // advance the trailer, and 2 for the crlf.
         pos.index_in += i + 2;
@@ -180,6 +221,35 @@ impl Dechunker {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    // PATCHED: the trailer's fields are kept, and a new body starts without.
+    #[test]
+    fn test_dechunk_keeps_trailer() -> Result<(), Error> {
+        let mut d = Dechunker::new();
+        let mut b = [0; 1024];
+        let input = b"3\r\nabc\r\n0\r\nX-Credit-Cost: 7\r\nOther:  a b \r\n\r\n";
+        let (mut read, mut written) = (0, 0);
+        while !d.is_ended() {
+            let (r, w) = d.parse_input(&input[read..], &mut b[written..])?;
+            assert!(r > 0);
+            (read, written) = (read + r, written + w);
+        }
+        assert_eq!((read, written), (input.len(), 3));
+        let fields = take_trailer();
+        assert_eq!(
+            fields,
+            vec![
+                ("X-Credit-Cost".to_string(), "7".to_string()),
+                ("Other".to_string(), "a b".to_string())
+            ]
+        );
+        assert!(take_trailer().is_empty());
+        let mut d = Dechunker::new();
+        d.parse_input(b"0\r\nX-A: 1\r\n", &mut b)?;
+        let _ = Dechunker::new();
+        assert!(take_trailer().is_empty());
+        Ok(())
+    }
 
     #[test]
     fn test_dechunk_size() -> Result<(), Error> {

@@ -37,6 +37,8 @@ mod error;
 pub use error::Error;
 
 mod chunk;
+// PATCHED (PATCHES.md 1): the trailer of the last chunked body read.
+pub use chunk::take_trailer;
 mod ext;
 mod util;
 
