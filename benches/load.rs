@@ -19,7 +19,11 @@
 //! BENCH_USERS (default 1000), BENCH_GROWTH=1 (spread throughput at 1k, 100k
 //! and 1M users instead of the table), BENCH_BIN (another creditgate binary),
 //! BENCH_CREDITGATE_THREADS / BENCH_CREDITGATE_DB_POOL (server settings),
-//! BENCH_ONLY=spread|hot|gateway|service (only those rows).
+//! BENCH_ONLY=spread|hot|gateway|service|forward-auth (only those rows).
+//!
+//! The forward-auth rows (`/v1/forward-auth` behind a real nginx against the
+//! gateway route) run when nginx is installed (`apt-get install nginx`);
+//! otherwise they say so and are skipped.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -144,6 +148,12 @@ fn main() {
         let _ = creditgate::db::drop_database(&url);
         return;
     }
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "forward-auth") {
+        forward_auth_rows(&url, &pool, users, quick, warmup, run);
+        server.stop();
+        let _ = creditgate::db::drop_database(&url);
+        return;
+    }
     if only_gateway() {
         gateway_rows(&pool, &server, users, quick, warmup, run);
         server.stop();
@@ -194,6 +204,9 @@ fn main() {
     }
     if only.is_empty() {
         service_rows(&pool, &server, users, quick, warmup, run);
+    }
+    if only.is_empty() && !quick {
+        forward_auth_rows(&url, &pool, users, quick, warmup, run);
     }
     if only.is_empty() && !quick {
         coalesce_rows(&url, &server, users, warmup, run);
@@ -342,6 +355,175 @@ gateway route (to a trivial loopback upstream) against the bank route
             priced.rps() / gw.rps()
         );
         print_row(users, conns, "gateway, max_cost", &priced, &ratio);
+    }
+}
+
+/// nginx in front of a trivial upstream, metering through creditgate's
+/// `/v1/forward-auth` (`auth_request`, as the README configures it), against
+/// the same upstream behind a creditgate gateway route; plus nginx passing
+/// the requests to that gateway route, to tell nginx's own cost apart.
+fn forward_auth_rows(
+    url: &str,
+    pool: &creditgate::db::Pool,
+    users: u64,
+    quick: bool,
+    warmup: Duration,
+    run: Duration,
+) {
+    let Some(nginx_bin) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        println!(
+            "
+forward-auth rows skipped: nginx is not installed (apt-get install nginx)"
+        );
+        return;
+    };
+    let upstream = trivial_upstream();
+    let raw = creditgate::gateway::routes::RawRoute {
+        prefix: "/fa".into(),
+        upstream: format!("http://{upstream}"),
+        cost: Some(1),
+        ..Default::default()
+    };
+    let route = creditgate::gateway::routes::NewRoute::from_raw(&raw).unwrap();
+    creditgate::gateway::store::add(pool, route).expect("add the forward-auth bench route");
+    let secret = "bench-forward-auth-secret";
+    let mut server = start_server_with(
+        url,
+        &[
+            ("CREDITGATE_FORWARD_AUTH_SECRET", secret),
+            ("CREDITGATE_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    );
+    let mut nginx = Nginx::start(nginx_bin, server.addr, upstream, secret);
+    println!(
+        "
+/v1/forward-auth behind nginx against the gateway route (the same trivial upstream)
+"
+    );
+    print_header();
+    let conns_list: &[usize] = if quick { &[8] } else { &[8, 16] };
+    for &conns in conns_list {
+        let users = Users::Spread(users);
+        let gw = measure(warmup, run, conns, Some(server.pid), |_| {
+            http_worker(server.addr, users, "/fa/item")
+        });
+        let via_nginx = measure(warmup, run, conns, Some(server.pid), |_| {
+            http_worker(nginx.addr, users, "/gw/fa/item")
+        });
+        let fa = measure(warmup, run, conns, Some(server.pid), |_| {
+            http_worker(nginx.addr, users, "/fa/item")
+        });
+        print_row(users, conns, "gateway route", &gw, "");
+        let ratio = format!("{:.2}", via_nginx.rps() / gw.rps());
+        print_row(users, conns, "nginx → gateway route", &via_nginx, &ratio);
+        let ratio = format!(
+            "{:.2} (× nginx → gateway {:.2})",
+            fa.rps() / gw.rps(),
+            fa.rps() / via_nginx.rps()
+        );
+        print_row(users, conns, "nginx + /v1/forward-auth", &fa, &ratio);
+    }
+    nginx.stop();
+    server.stop();
+}
+
+/// A private nginx (its own config, pid and logs in a temp dir) on a free
+/// port: `/fa/` metered by `auth_request` to creditgate's
+/// `/v1/forward-auth` and passed to `upstream`, as the README's nginx block
+/// does; `/gw/` passed to creditgate's gateway route instead.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(bin: &str, creditgate: SocketAddr, upstream: SocketAddr, secret: &str) -> Nginx {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = std::env::temp_dir().join(format!("cg-bench-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        // keepalive_requests: the load's keep-alive connections are never
+        // closed under it (nginx closes after 1,000 by default).
+        let conf = format!(
+            r#"daemon off;
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{port};
+        location /fa/ {{
+            auth_request /_creditgate;
+            auth_request_set $creditgate_user $upstream_http_x_creditgate_user;
+            auth_request_set $credit_remaining $upstream_http_x_credit_remaining;
+            add_header X-Credit-Remaining $credit_remaining always;
+            proxy_set_header X-Creditgate-User $creditgate_user;
+            proxy_set_header Authorization "";
+            proxy_pass http://{upstream};
+        }}
+        location = /_creditgate {{
+            internal;
+            proxy_pass http://{creditgate}/v1/forward-auth;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Creditgate-Forward-Secret "{secret}";
+        }}
+        location /gw/ {{
+            proxy_pass http://{creditgate}/;
+        }}
+    }}
+}}
+"#
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nginx");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: see {d}/error.log"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { child, addr, dir }
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
