@@ -191,6 +191,17 @@ fn an_instance_killed_with_40_priced_requests_in_flight_never_over_charges() {
     // 1 s: every hold was granted, none settled. After a restart and the
     // holds' expiry (brought forward here instead of waited for), no user
     // is charged anything, nothing is held, and the ledger closes.
+    killed_with_40_in_flight("/llm/sleep/2000");
+}
+
+#[test]
+fn an_instance_killed_with_40_trailer_priced_answers_streaming_never_over_charges() {
+    // The same, killed while the answers stream (their heads sent, each
+    // hold open until its trailer's price at the end, 2 s on).
+    killed_with_40_in_flight("/llm/events/5?every=500&cost=7");
+}
+
+fn killed_with_40_in_flight(path: &str) {
     use crate::support::daemon::Daemon;
     let db = TestDb::new();
     let tokens: Vec<String> = (0..8).map(|u| db.add_user(&format!("u{u}"), 100)).collect();
@@ -217,12 +228,13 @@ fn an_instance_killed_with_40_priced_requests_in_flight_never_over_charges() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
     let tokens = Arc::new(tokens);
+    let path = path.to_string();
     let clients = std::thread::spawn(move || {
         in_parallel(40, move |i| {
             let auth = format!("Bearer u{}:{}", i % 8, tokens[i % 8]);
             // The connection dies with the instance: no answer is fine.
             let raw = format!(
-                "GET /llm/sleep/2000 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
             );
             crate::support::helpers::send_raw(addr, raw.as_bytes())
         })
