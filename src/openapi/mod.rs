@@ -617,7 +617,7 @@ fn forward_auth_operation() -> Value {
     json!({
         "tags": ["proxy"],
         "summary": "May this request pass? Charged as its gateway route charges, before the upstream answers.",
-        "description": "For nginx `auth_request` and Caddy `forward_auth` (README, \"Behind nginx or \
+        "description": "For nginx `auth_request` and Caddy `forward_auth` (docs/forward-auth.md, \"Behind nginx or \
             Caddy\"). The original request is named by `X-Original-Method`/`X-Original-URI` \
             or `X-Forwarded-Method`/`X-Forwarded-Uri` (both families may be sent only with the \
             same values); its path picks the gateway route (cost, methods, rate limit); the \
