@@ -342,6 +342,8 @@ impl Client {
     /// Sends one request and returns as soon as the answer's head is in;
     /// the body is read through `Answer::body`.
     pub fn send(&self, out: Outgoing) -> Result<Answer, ForwardError> {
+        // A trailer an earlier answer left on this thread is not this one's.
+        let _ = upstream_trailer();
         let client_failure = Arc::new(Mutex::new(None));
         let request = self.request(out, &client_failure)?;
         match self.agent.run(request) {
@@ -419,6 +421,15 @@ fn answer(response: http::Response<ureq::Body>) -> Answer {
         length: body.content_length(),
         body: Box::new(AnswerBody(body.into_reader())),
     }
+}
+
+/// The trailer fields (name, value) of the chunked answer body this thread
+/// has just read to its end, taken (a second call returns none); empty
+/// when it had none. Call it when `Answer::body` has returned its end, on
+/// the thread that read it: ureq does not pass trailers on, so the vendored
+/// ureq-proto keeps them per thread (vendor/ureq-proto/PATCHES.md).
+pub fn upstream_trailer() -> Vec<(String, String)> {
+    ureq_proto::take_trailer()
 }
 
 /// The upstream's body as read by the caller. ureq reports its deadline

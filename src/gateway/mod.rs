@@ -11,6 +11,7 @@
 //! No HTTP server type appears here: `http::gateway` turns a rouille request
 //! into an `Incoming` and a `Served` into a response.
 
+pub mod at_end;
 pub mod billing;
 pub mod bulkhead;
 pub mod forward;
@@ -36,6 +37,7 @@ use crate::idempotency::{self, Recorded, Recorder, StoredAnswer};
 use crate::model::IdempotencyKey;
 use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::Shutdown;
+use at_end::{LowCreditSink, PricedAtEnd, Settlement};
 use billing::{Charged, RouteCharge, Ticket};
 use bulkhead::Bulkheads;
 use forward::{Client, ForwardError, Outgoing, RequestBody};
@@ -83,6 +85,10 @@ pub struct Incoming<'a> {
     pub now: DateTime<Utc>,
     /// The largest answer stored for a keyed request's replays.
     pub store_answer_up_to: u64,
+    /// A priced answer settled at its end (`at_end`): where its low-credit
+    /// crossing goes, and how its trailer reaches the client.
+    pub on_low_credit: Option<LowCreditSink>,
+    pub answer_trailer: fn(Vec<(String, String)>),
 }
 
 /// The upstream's answer, to stream back.
@@ -97,6 +103,9 @@ pub struct Served {
     /// On a route priced by its upstream: what this answer was charged
     /// (`X-Credit-Charged`).
     pub charged: Option<i64>,
+    /// The price is settled when the body ends (`at_end`): the charge and
+    /// the final balance follow in the answer's trailer.
+    pub priced_at_end: bool,
 }
 
 #[derive(Debug)]
@@ -299,7 +308,7 @@ impl Gateway {
                 metrics.upstream(prefix, &answer.status.to_string(), started.elapsed());
                 // The upstream's price is for creditgate, not the client.
                 let stated = match route.max_cost {
-                    Some(_) => take_price(&mut answer.headers, &route.cost_header),
+                    Some(_) => stated_price(&mut answer.headers, &route.cost_header),
                     None => None,
                 };
                 if !route.charge_on.billable(answer.status) {
@@ -312,16 +321,42 @@ impl Gateway {
                         rate: ticket.rate,
                         low_credit: None,
                         charged: ticket.hold.map(|_| 0),
+                        priced_at_end: false,
                     });
                 }
-                if let Some(max_cost) = route.max_cost {
-                    let price = priced(stated, route.cost, max_cost);
-                    capture(pool, &mut ticket, price, max_cost, req.request_id);
-                }
+                let at_end = match route.max_cost {
+                    // No price in the head of a streamed answer: it may
+                    // come in the trailer; the hold stays open till then.
+                    Some(max_cost) if stated.is_none() && streams(&answer, req.method) => {
+                        Some(max_cost)
+                    }
+                    Some(max_cost) => {
+                        let price = priced(stated, route.cost, max_cost);
+                        capture(pool, &mut ticket, price, max_cost, req.request_id);
+                        None
+                    }
+                    None => None,
+                };
                 if let Some(id) = ticket.unsettled {
                     self.confirmations.billed(id);
                 }
-                match billing::settle(pool, &mut ticket, timeout + Duration::from_secs(5)) {
+                let settled = billing::settle(pool, &mut ticket, timeout + Duration::from_secs(5));
+                if let Some(max_cost) = at_end {
+                    answer.body = Box::new(PricedAtEnd::new(
+                        answer.body,
+                        Settlement {
+                            pool: pool.clone(),
+                            ticket: ticket.clone(),
+                            cost: route.cost,
+                            max_cost,
+                            cost_header: route.cost_header.clone(),
+                            request_id: req.request_id,
+                            on_low_credit: req.on_low_credit.clone(),
+                            answer_trailer: req.answer_trailer,
+                        },
+                    ));
+                }
+                match settled {
                     Ok(()) if ticket.keyed() => {
                         answer = recorded(pool.clone(), ticket.clone(), answer, req)
                     }
@@ -341,7 +376,11 @@ impl Gateway {
                     replayed: false,
                     rate: ticket.rate,
                     low_credit: ticket.low_credit.clone(),
-                    charged: ticket.hold.map(|_| ticket.charged),
+                    charged: ticket
+                        .hold
+                        .filter(|_| at_end.is_none())
+                        .map(|_| ticket.charged),
+                    priced_at_end: at_end.is_some(),
                 })
             }
             Err(e) => Err(self.unanswered(pool, metrics, req, &ticket, e, started)),
@@ -392,12 +431,13 @@ fn replayed(answer: StoredAnswer, credit_remaining: i64, rate: Option<RateState>
         rate,
         low_credit: None,
         charged: None,
+        priced_at_end: false,
     }
 }
 
 /// The price an answer states in `header` (removed from the headers the
 /// client gets, whatever it says): a whole number of credits, else none.
-fn take_price(headers: &mut Vec<(String, String)>, header: &str) -> Option<i64> {
+pub(crate) fn stated_price(headers: &mut Vec<(String, String)>, header: &str) -> Option<i64> {
     let mut stated = None;
     headers.retain(|(name, value)| {
         if !name.eq_ignore_ascii_case(header) {
@@ -409,9 +449,16 @@ fn take_price(headers: &mut Vec<(String, String)>, header: &str) -> Option<i64> 
     stated
 }
 
+/// An answer whose body is streamed to its end with no length known
+/// before: it may carry a trailer. One without a body (`HEAD`, 204, 304)
+/// or with a `Content-Length` cannot.
+fn streams(answer: &forward::Answer, method: &str) -> bool {
+    answer.length.is_none() && method != "HEAD" && !matches!(answer.status, 204 | 304)
+}
+
 /// What a priced answer costs: the price it states, or the route's `cost`
 /// when it states none, never more than the `max_cost` that was held.
-fn priced(stated: Option<i64>, cost: i64, max_cost: i64) -> i64 {
+pub(crate) fn priced(stated: Option<i64>, cost: i64, max_cost: i64) -> i64 {
     stated.unwrap_or(cost).clamp(0, max_cost)
 }
 
@@ -419,7 +466,7 @@ fn priced(stated: Option<i64>, cost: i64, max_cost: i64) -> i64 {
 /// now is tried again on a thread until it is written or the hold expires
 /// (then the expiry releases it: an under-charge, never an over-charge):
 /// nothing owed lives only in this request's memory.
-fn capture(pool: &Pool, ticket: &mut Ticket, price: i64, held: i64, request_id: u64) {
+pub(crate) fn capture(pool: &Pool, ticket: &mut Ticket, price: i64, held: i64, request_id: u64) {
     match billing::capture(pool, ticket, price) {
         Ok(()) => {}
         Err(e) => {

@@ -18,6 +18,7 @@ use crate::billing::bank::{self, Answer, AuthFailure, Charge, ChargeOutcome};
 use crate::billing::group;
 use crate::db;
 use crate::model::{BankCode, IdempotencyKey, ParseError};
+use crate::ops::mail::Mailer;
 
 pub fn banks_data(
     state: &AppState,
@@ -115,13 +116,18 @@ fn answer_response(
 /// The one mail of a low-credit notice: to the user and the alert list,
 /// queued for the mailer thread (the request does not wait for it).
 pub(super) fn notify_low_credit(state: &AppState, low: &LowCredit) {
+    notify_low_credit_by(&state.mailer, low);
+}
+
+/// The same, by `mailer` alone (a notice found after the handler returned).
+pub(super) fn notify_low_credit_by(mailer: &Mailer, low: &LowCredit) {
     log::info!(
         "user={} credit {} fell below the low-credit threshold {}",
         super::log_safe(&low.username),
         low.credit,
         low.threshold
     );
-    state.mailer.send_also_to(
+    mailer.send_also_to(
         low.email.as_deref(),
         &format!("low credit: {}", low.username),
         &format!(

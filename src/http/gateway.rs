@@ -4,16 +4,19 @@
 
 use std::borrow::Cow;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rouille::{Request, Response, ResponseBody};
 
-use super::api::{credentials, idempotency_key, notify_low_credit};
+use super::api::{credentials, idempotency_key, notify_low_credit, notify_low_credit_by};
 use super::extract::{bounded_body_by, BodyError};
 use super::{unauthorized, ApiError, Ctx};
 use crate::app::AppState;
+use crate::billing::account::LowCredit;
 use crate::billing::ratelimit;
+use crate::gateway::at_end::{self, LowCreditSink};
 use crate::gateway::billing;
 use crate::gateway::bulkhead::Permit;
 use crate::gateway::routes::{self, Route};
@@ -70,6 +73,8 @@ pub fn serve(
         request_id: ctx.id,
         now: Utc::now(),
         store_answer_up_to: state.config.edge.idempotent_answer_bytes,
+        on_low_credit: route.max_cost.map(|_| low_credit_sink(state)),
+        answer_trailer: send_trailer,
     };
     match state.gateway.serve(&state.pool, &state.metrics, incoming) {
         Ok(served) => {
@@ -156,6 +161,9 @@ fn streamed(served: Served, permit: Permit) -> Response {
     if let Some(charged) = served.charged {
         headers.push(("X-Credit-Charged".into(), charged.to_string().into()));
     }
+    if served.priced_at_end {
+        headers.push(("Trailer".into(), at_end::TRAILER_FIELDS.into()));
+    }
     if served.replayed {
         headers.push(("Idempotency-Replayed".into(), "true".into()));
     }
@@ -178,6 +186,23 @@ fn streamed(served: Served, permit: Permit) -> Response {
         data,
         upgrade: None,
     }
+}
+
+/// A priced answer's low-credit crossing, found when its body ends (after
+/// this handler has returned): mailed as the handler would have.
+fn low_credit_sink(state: &AppState) -> LowCreditSink {
+    let mailer = state.mailer.clone();
+    Arc::new(move |low: &LowCredit| notify_low_credit_by(&mailer, low))
+}
+
+/// Hands a priced answer's trailer to the vendored tiny_http writing the
+/// answer on this thread (its patch 17): it goes out in the last chunk.
+fn send_trailer(fields: Vec<(String, String)>) {
+    let headers = fields
+        .into_iter()
+        .filter_map(|(n, v)| tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()).ok())
+        .collect();
+    tiny_http::stage_trailer(headers);
 }
 
 /// A body that holds its route's bulkhead place until it is dropped.

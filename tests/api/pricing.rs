@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::support::helpers::{in_parallel, request, spawn_app, Resp, TestApp};
+use crate::support::helpers::{in_parallel, request, spawn_app, Resp, TestApp, TestDb, TestServer};
 use crate::support::upstream::Upstream;
 
 /// An app with `alice` (`credit`) and the route `/llm` to a real upstream,
@@ -192,7 +192,6 @@ fn an_instance_killed_with_40_priced_requests_in_flight_never_over_charges() {
     // holds' expiry (brought forward here instead of waited for), no user
     // is charged anything, nothing is held, and the ledger closes.
     use crate::support::daemon::Daemon;
-    use crate::support::helpers::TestDb;
     let db = TestDb::new();
     let tokens: Vec<String> = (0..8).map(|u| db.add_user(&format!("u{u}"), 100)).collect();
     let upstream = Upstream::start();
@@ -274,7 +273,6 @@ fn database_connections_killed_in_a_loop_never_charge_what_the_upstream_did_not_
     // once the settlements that failed were retried and the holds left
     // open expired: nothing is held, no 500 was charged, no answer was
     // charged more than the upstream stated, and the books close.
-    use crate::support::helpers::{TestDb, TestServer};
     use crate::support::proxy::Proxy;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
@@ -406,5 +404,187 @@ fn a_release_blocked_by_a_locked_row_is_written_once_the_row_is_free() {
         app.db
             .scalar("SELECT COUNT(*) FROM holds WHERE state = 'released'"),
         1
+    );
+}
+
+/// A chunked body's data and its trailer fields (names lower-case).
+fn dechunked(raw: &str) -> (String, Vec<(String, String)>) {
+    let (mut data, mut rest) = (String::new(), raw);
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
+        let n = usize::from_str_radix(size.trim(), 16).expect("a hex size");
+        if n == 0 {
+            let trailer = after
+                .split("\r\n")
+                .take_while(|l| !l.is_empty())
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            return (data, trailer);
+        }
+        data.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+}
+
+fn field<'a>(trailer: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    trailer
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn the_price_in_a_streamed_answers_trailer_is_charged_and_the_client_gets_it_in_its_own() {
+    let (app, _up, token) = world(100, 10);
+    let r = call(app.addr, &token, "/llm/events/3?every=20&cost=7");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The head is written while the hold is open: its balance, no charge.
+    assert_eq!(r.header("X-Credit-Remaining"), Some("90"));
+    assert_eq!(r.header("X-Credit-Charged"), None);
+    assert_eq!(
+        r.header("Trailer"),
+        Some("X-Credit-Charged, X-Credit-Remaining")
+    );
+    let (data, trailer) = dechunked(&r.body);
+    assert_eq!(data, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    assert_eq!(field(&trailer, "X-Credit-Charged"), Some("7"));
+    assert_eq!(field(&trailer, "X-Credit-Remaining"), Some("93"));
+    assert_eq!(
+        field(&trailer, "X-Credit-Cost"),
+        None,
+        "the upstream's price is not passed on"
+    );
+    assert_eq!(books(&app), (93, 0, 7));
+}
+
+#[test]
+fn a_streamed_answer_without_a_trailer_costs_the_route_cost_and_one_above_max_cost_max_cost() {
+    let (app, _up, token) = world(100, 10);
+    let plain = call(app.addr, &token, "/llm/events/2?every=10");
+    assert_eq!(
+        field(&dechunked(&plain.body).1, "X-Credit-Charged"),
+        Some("2")
+    );
+    let greedy = call(app.addr, &token, "/llm/events/2?every=10&cost=500");
+    let trailer = dechunked(&greedy.body).1;
+    assert_eq!(field(&trailer, "X-Credit-Charged"), Some("10"));
+    assert_eq!(field(&trailer, "X-Credit-Remaining"), Some("88"));
+    // A route naming its own header reads the trailer of that name.
+    let tokens = app.add_route(
+        "/tok",
+        &_up.url(),
+        json!({"cost": 1, "max_cost": 50, "cost_header": "X-Tokens", "strip_prefix": true}),
+    );
+    assert_eq!(tokens.status, 201);
+    let named = call(
+        app.addr,
+        &token,
+        "/tok/events/2?every=10&cost=33&header=X-Tokens",
+    );
+    let trailer = dechunked(&named.body).1;
+    assert_eq!(field(&trailer, "X-Credit-Charged"), Some("33"));
+    assert_eq!(field(&trailer, "X-Tokens"), None);
+    assert_eq!(books(&app), (55, 0, 45));
+}
+
+#[test]
+fn a_streamed_answer_cut_short_costs_the_route_cost_and_leaves_no_hold() {
+    // Billable by its status; it never reached a trailer.
+    let (app, _up, token) = world(100, 10);
+    let r = call(app.addr, &token, "/llm/cut/100000?chunked");
+    assert_eq!(r.status, 200);
+    assert!(!r.body.ends_with("0\r\n\r\n"), "the cut is visible");
+    // The capture happens when the server drops the body: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while books(&app).1 != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(books(&app), (98, 0, 2));
+}
+
+#[test]
+fn a_keyed_retry_of_a_trailer_priced_request_replays_and_charges_once() {
+    let (app, up, token) = world(100, 10);
+    let auth = format!("Bearer alice:{token}");
+    let send = || {
+        request(
+            app.addr,
+            "GET",
+            "/llm/events/2?every=10&cost=4",
+            &[("Authorization", &auth), ("Idempotency-Key", "k1")],
+            None,
+        )
+    };
+    let first = send();
+    assert_eq!(
+        field(&dechunked(&first.body).1, "X-Credit-Charged"),
+        Some("4")
+    );
+    let again = send();
+    assert_eq!(again.header("Idempotency-Replayed"), Some("true"));
+    assert!(again.body.contains("data: 1"), "{}", again.body);
+    assert_eq!(up.seen().len(), 1, "a retry is not forwarded again");
+    assert_eq!(books(&app), (96, 0, 4));
+}
+
+#[test]
+fn trailer_priced_requests_from_three_instances_close_the_books_on_what_clients_were_told() {
+    // 40 streamed requests, each holding 10 and stating a price of 1–9 in
+    // its trailer, over three instances on 150 credits: every request is
+    // either refused (402) or told its price in its trailer, and the books
+    // close exactly on the sum of those.
+    let db = TestDb::new();
+    let token = Arc::new(db.add_user("alice", 150));
+    let upstream = Upstream::start();
+    let servers: Vec<TestServer> = (0..3).map(|_| TestServer::start(&db.url, &[])).collect();
+    let route = json!({"prefix": "/llm", "upstream": upstream.url(), "cost": 2,
+                       "max_cost": 10, "strip_prefix": true});
+    let added = request(
+        servers[0].addr,
+        "POST",
+        "/admin/v1/routes",
+        &[(
+            "Authorization",
+            &format!("Bearer {}", servers[0].admin_token),
+        )],
+        Some(&route.to_string()),
+    );
+    assert_eq!(added.status, 201, "{}", added.body);
+    // Every instance sees a new route within its refresh (2 s).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let answers = in_parallel(40, move |i| {
+        let path = format!("/llm/events/3?every=30&cost={}", 1 + i % 9);
+        call(addrs[i % 3], &token, &path)
+    });
+    let mut told = 0;
+    for r in &answers {
+        match r.status {
+            200 => {
+                let trailer = dechunked(&r.body).1;
+                told += field(&trailer, "X-Credit-Charged")
+                    .expect("a charge in the trailer")
+                    .parse::<i64>()
+                    .unwrap();
+            }
+            402 => {}
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert!(told > 0);
+    assert_eq!(db.ledger_mismatches(), vec![], "the ledger invariant");
+    assert_eq!(db.credit("alice"), 150 - told);
+    assert_eq!(
+        db.scalar("SELECT held FROM users WHERE username = 'alice'"),
+        0
+    );
+    assert_eq!(
+        db.scalar("SELECT CAST(COALESCE(SUM(credits), 0) AS SIGNED) FROM usage_daily"),
+        told
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM holds WHERE state = 'open'"),
+        0
     );
 }

@@ -13,7 +13,9 @@
 //! - `/events/<n>?every=<ms>`: a `text/event-stream` of n events
 //!   `data: <i>\n\n`, one every `ms`, each written and flushed on its own
 //!   (chunked, one chunk per event; with `&length`, a known
-//!   `Content-Length` instead), the way LLM APIs answer;
+//!   `Content-Length` instead), the way LLM APIs answer; with `&cost=<n>`
+//!   (and `&header=<name>`) the last chunk carries the price in a trailer
+//!   `X-Credit-Cost: <n>`, the way an LLM upstream states its tokens;
 //! - anything else (`/echo…`): 200 with the request described as JSON, plus
 //!   `X-Upstream: yes` and the hop-by-hop `Keep-Alive: timeout=5` creditgate
 //!   must strip. tiny_http refuses to send a `Connection` header of a
@@ -184,7 +186,11 @@ fn handle(mut request: Request, seen: &Mutex<Vec<Seen>>) {
         let n: usize = n.parse().unwrap_or(10);
         let every = query_value(&record.url, "every").unwrap_or(200);
         let length = record.url.contains("&length");
-        events(request, n, Duration::from_millis(every), length);
+        let trailer = query_value(&record.url, "cost").map(|cost| {
+            let name = query_text(&record.url, "header").unwrap_or("X-Credit-Cost");
+            format!("{name}: {cost}\r\n")
+        });
+        events(request, n, Duration::from_millis(every), length, trailer);
         Ok(())
     } else if let Some(n) = path.strip_prefix("/bytes/") {
         let n: u64 = n.parse().unwrap_or(0);
@@ -225,7 +231,7 @@ fn query_value(url: &str, name: &str) -> Option<u64> {
 /// `/events/<n>`, written by hand on the raw connection: tiny_http's own
 /// answer writer is the code under test, so it must not frame these.
 /// Every event is one write and one flush (one chunk when chunked).
-fn events(request: Request, n: usize, every: Duration, length: bool) {
+fn events(request: Request, n: usize, every: Duration, length: bool, trailer: Option<String>) {
     let all: Vec<String> = (0..n).map(|i| format!("data: {i}\n\n")).collect();
     let framing = if length {
         let total: usize = all.iter().map(String::len).sum();
@@ -233,10 +239,14 @@ fn events(request: Request, n: usize, every: Duration, length: bool) {
     } else {
         "Transfer-Encoding: chunked".to_string()
     };
+    let announced = match &trailer {
+        Some(t) => format!("Trailer: {}\r\n", t.split(':').next().unwrap_or("")),
+        None => String::new(),
+    };
     let mut w = request.into_writer();
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-         {framing}\r\nConnection: close\r\n\r\n"
+         {framing}\r\n{announced}Connection: close\r\n\r\n"
     );
     let mut sent = w.write_all(head.as_bytes()).and_then(|()| w.flush());
     for (i, event) in all.iter().enumerate() {
@@ -254,7 +264,8 @@ fn events(request: Request, n: usize, every: Duration, length: bool) {
         sent = w.write_all(&bytes).and_then(|()| w.flush());
     }
     if !length && sent.is_ok() {
-        let _ = w.write_all(b"0\r\n\r\n").and_then(|()| w.flush());
+        let last = format!("0\r\n{}\r\n", trailer.unwrap_or_default());
+        let _ = w.write_all(last.as_bytes()).and_then(|()| w.flush());
     }
 }
 

@@ -224,8 +224,9 @@ where
         let header = header.into();
 
         // ignoring forbidden headers
+        // PATCHED (patch 17): `Trailer` is let through, to announce the
+        // fields `stage_trailer` sends in the last chunk.
         if header.field.equiv("Connection")
-            || header.field.equiv("Trailer")
             || header.field.equiv("Transfer-Encoding")
             || header.field.equiv("Upgrade")
         {
@@ -308,6 +309,9 @@ where
         do_not_send_body: bool,
         upgrade: Option<&str>,
     ) -> IoResult<()> {
+        // PATCHED (patch 17): a trailer staged for an earlier answer on
+        // this thread is not this one's.
+        let _ = take_trailer();
         let mut transfer_encoding = Some(choose_transfer_encoding(
             self.status_code,
             request_headers,
@@ -416,7 +420,9 @@ where
                     // follows a body read to its end, so an answer cut
                     // short does not look complete (patch 9).
                     copy_flushed(&mut reader, &mut writer, None, true)?;
-                    writer.write_all(b"0\r\n\r\n")?;
+                    // PATCHED (patch 17): the last chunk carries the
+                    // trailer the body staged before its end, if any.
+                    writer.write_all(&last_chunk(&take_trailer()))?;
                 }
 
                 Some(TransferEncoding::Identity) => {
@@ -573,6 +579,40 @@ pub const MAX_BUFFERED_ANSWER: usize = 1024 * 1024;
 /// PATCHED: the most of the body one read asks for.
 const READ_SIZE: usize = 16 * 1024;
 
+// PATCHED (patch 17): trailer fields for the chunked answer this thread is
+// writing. The body reader is read on the thread that writes the answer
+// (rouille hands it over as a boxed reader, with no way to pass anything
+// else), so a thread-local ties the two together.
+std::thread_local! {
+    static TRAILER: std::cell::RefCell<Vec<Header>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// PATCHED (patch 17): stages trailer fields for the answer being written on
+/// this thread; the answer's body calls it before it returns its end (a
+/// read of 0). They go out in the last chunk of a chunked answer, after the
+/// body; an answer written with a `Content-Length` (or to an HTTP/1.0
+/// client, or cut short) drops them. Announce them in a `Trailer` header.
+pub fn stage_trailer(fields: Vec<Header>) {
+    TRAILER.with(|t| *t.borrow_mut() = fields);
+}
+
+fn take_trailer() -> Vec<Header> {
+    TRAILER.with(|t| std::mem::take(&mut *t.borrow_mut()))
+}
+
+/// The last chunk, with `trailer`'s fields (RFC 9112 §7.1.2).
+fn last_chunk(trailer: &[Header]) -> Vec<u8> {
+    let mut out = b"0\r\n".to_vec();
+    for field in trailer {
+        out.extend_from_slice(field.field.as_str().as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(field.value.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// Room before the data for a chunk's size line (`ffffffff\r\n`).
 const CHUNK_HEAD: usize = 10;
 
@@ -670,7 +710,11 @@ mod tests {
         }
     }
 
-    fn print(reader: Pieces, length: Option<usize>, version: HTTPVersion) -> (IoResult<()>, Wire) {
+    fn print<R: Read>(
+        reader: R,
+        length: Option<usize>,
+        version: HTTPVersion,
+    ) -> (IoResult<()>, Wire) {
         let mut wire = Wire::default();
         let response = Response::new(StatusCode(200), vec![], reader, length, None)
             .with_chunked_threshold(usize::MAX);
@@ -733,5 +777,51 @@ mod tests {
         let (result, wire) = print(short, Some(5), HTTPVersion(1, 1));
         assert_eq!(result.unwrap_err().kind(), ErrorKind::UnexpectedEof);
         assert_eq!(body(&wire), b"abc");
+    }
+
+    /// Stages a trailer when its body ends, as a gateway body does.
+    struct Trailing(Pieces, &'static str);
+
+    impl Read for Trailing {
+        fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+            let n = self.0.read(buf)?;
+            if n == 0 {
+                stage_trailer(vec![Header::from_bytes(self.1, "7").unwrap()]);
+            }
+            Ok(n)
+        }
+    }
+
+    // PATCHED (patch 17)
+    #[test]
+    fn a_trailer_staged_at_the_end_goes_out_in_the_last_chunk_only() {
+        let reader = Trailing(
+            Pieces {
+                pieces: vec![b"abc"],
+                fail: false,
+            },
+            "X-Credit-Charged",
+        );
+        let (result, wire) = print(reader, None, HTTPVersion(1, 1));
+        result.unwrap();
+        assert_eq!(body(&wire), b"3\r\nabc\r\n0\r\nX-Credit-Charged: 7\r\n\r\n");
+        // The next answer on this thread has none of it.
+        let plain = Pieces {
+            pieces: vec![b"abc"],
+            fail: false,
+        };
+        let (result, wire) = print(plain, None, HTTPVersion(1, 1));
+        result.unwrap();
+        assert_eq!(body(&wire), b"3\r\nabc\r\n0\r\n\r\n");
+        // A staged trailer left over (its answer had a length) is dropped
+        // when the next answer starts.
+        stage_trailer(vec![Header::from_bytes("X-Stale", "1").unwrap()]);
+        let next = Pieces {
+            pieces: vec![b"abc"],
+            fail: false,
+        };
+        let (result, wire) = print(next, None, HTTPVersion(1, 1));
+        result.unwrap();
+        assert_eq!(body(&wire), b"3\r\nabc\r\n0\r\n\r\n");
     }
 }
