@@ -40,6 +40,7 @@ EXPECT = [
     (r'demo:\$TOKEN" \$CG/api/v1\.0/credit', [r'"credit":99\b', r'"username":"demo"']),
     (r"demo:wrong", [r'"error":"unauthorized"']),
     (r"http\.server", []),
+    (r"^until curl", []),
     (r"\$CG/files/ ", [r"^HTTP/1\.[01] 200", r"(?im)^x-credit-remaining: 98\r?$"]),
     (r"\$CG/files/missing", [r"^HTTP/1\.[01] 404", r"(?im)^x-credit-remaining: 98\r?$"]),
     (r"/v1/charge", [r'"valid":true', r'"credit_remaining":96\b']),
@@ -151,8 +152,11 @@ def run(commands, scratch):
     lines.append("for p in $(jobs -p); do kill \"$p\" 2>/dev/null; done; wait 2>/dev/null; true")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
     env.pop("DATABASE_URL", None)
-    subprocess.run(["bash", "-c", "\n".join(lines)], env=env, timeout=300)
     failures, expect = [], list(EXPECT)
+    try:
+        subprocess.run(["bash", "-c", "\n".join(lines)], env=env, timeout=300)
+    except subprocess.TimeoutExpired:
+        return ["the quick start did not finish in 300 s"]
     for i, cmd in enumerate(commands):
         one = " ".join(cmd.split())
         out = (scratch / f"out{i}").read_text()
