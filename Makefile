@@ -26,7 +26,7 @@ test: test-quickstart
 		charge:: ledger:: ratelimit:: conflicts:: lowcredit:: coalesce:: keys:: holds::
 
 ## The README's quick start, word for word, against a fresh server and
-## database (deploy/test-quickstart.py; about 10 s once built).
+## database (deploy/test-quickstart.py; a few seconds once built).
 test-quickstart: build
 	@deploy/test-quickstart.py $${CARGO_TARGET_DIR:-target}/debug/creditgate
 
