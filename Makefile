@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test test-schema test-cluster test-browser test-systemd test-proxies lint migrate bench bench-growth db db-stop build release
+.PHONY: run test test-quickstart check-links test-schema test-cluster test-browser test-systemd test-proxies lint migrate bench bench-growth db db-stop build release
 
 build:
 	$(CARGO) build
@@ -15,14 +15,24 @@ run: release
 	@server=$$(deploy/dev-db.sh) && \
 	DATABASE_URL=$${DATABASE_URL:-$$server/creditgate} deploy/run-demo.sh target/release/creditgate
 
-## Run every test against a real MariaDB (found or started).
-test:
+## Run every test against a real MariaDB (found or started), the README's
+## quick start first.
+test: test-quickstart
 	@server=$$(deploy/dev-db.sh) && \
 	$(CARGO) test -p tiny_http && \
 	CREDITGATE_TEST_DATABASE_URL=$$server $(CARGO) test && \
 	echo "again with CREDITGATE_COALESCE=on: charge, ledger, rate limits, conflicts, low credit, coalescing, keys, holds" >&2 && \
 	CREDITGATE_TEST_DATABASE_URL=$$server CREDITGATE_TEST_COALESCE=on $(CARGO) test --test api -- \
 		charge:: ledger:: ratelimit:: conflicts:: lowcredit:: coalesce:: keys:: holds::
+
+## The README's quick start, word for word, against a fresh server and
+## database (deploy/test-quickstart.py; a few seconds once built).
+test-quickstart: build
+	@deploy/test-quickstart.py $${CARGO_TARGET_DIR:-target}/debug/creditgate
+
+## Every relative link (and #anchor) in README.md and docs/ resolves.
+check-links:
+	@deploy/check-links.py
 
 ## The running server against its /openapi.json with schemathesis (and the
 ## document against the OpenAPI 3.1 schema); see deploy/test-schema.sh.
@@ -47,20 +57,21 @@ test-browser:
 	@CARGO="$(CARGO)" tests/browser/run.sh
 
 ## creditgate under a real systemd (PID 1 in a booted Debian 12 container):
-## the README's install steps, Type=notify, the journal, stop, restart; see
+## the install steps of docs/running-as-a-service.md, Type=notify, the journal, stop, restart; see
 ## deploy/test-systemd.sh. Needs root.
 test-systemd: build
 	@deploy/test-systemd.sh $${CARGO_TARGET_DIR:-target}/debug/creditgate
 
 ## /v1/forward-auth behind a real nginx and Caddy, configured with the
-## README's own blocks (nginx and caddy with apt when missing); see
+## blocks of docs/forward-auth.md (nginx and caddy with apt when missing); see
 ## deploy/test-proxies.sh. Installing needs root.
 test-proxies: build
 	@deploy/test-proxies.sh $${CARGO_TARGET_DIR:-target}/debug/creditgate
 
-## The layering (deploy/check-layers.sh), formatting, and clippy.
+## The layering (deploy/check-layers.sh), the docs' links, formatting, and clippy.
 lint:
 	deploy/check-layers.sh
+	deploy/check-links.py
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --test cluster -- -D warnings

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test-proxies`: /v1/forward-auth behind a real nginx and a real Caddy,
-# configured with the README's own blocks (between its "test-proxies: nginx"
+# configured with docs/forward-auth.md's own blocks (between its "test-proxies: nginx"
 # and "test-proxies: caddy" markers, ports and the secret substituted), so
 # that the documentation cannot drift from what works.
 #   1. nginx and caddy installed with apt-get when missing (root only; a
@@ -135,13 +135,13 @@ pids+=($!)
 wait_port creditgate "$cg_port" "${pids[-1]}"
 say "upstream :$up_port, creditgate :$cg_port on database $db"
 
-# The README's block between the markers, fences dropped, with this run's
+# The docs' block between the markers, fences dropped, with this run's
 # ports and secret.
 readme_block() { # name
     awk -v b="<!-- test-proxies: $1 begin" -v e="<!-- test-proxies: $1 end" '
         index($0, b) == 1 { on = 1; next }
         index($0, e) == 1 { on = 0 }
-        on && !/^```/ { print }' "$root_dir/README.md"
+        on && !/^```/ { print }' "$root_dir/docs/forward-auth.md"
 }
 substitute() { # proxy_port
     sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$1/g" \
@@ -221,7 +221,7 @@ $reached"
 mkdir -p "$tmp/nginx/temp"
 chmod 777 "$tmp/nginx/temp"
 readme_block nginx | substitute "$nginx_port" >"$tmp/nginx/site.conf"
-grep -q "listen 127.0.0.1:$nginx_port" "$tmp/nginx/site.conf" || fail "no nginx block in README.md"
+grep -q "listen 127.0.0.1:$nginx_port" "$tmp/nginx/site.conf" || fail "no nginx block in docs/forward-auth.md"
 cat >"$tmp/nginx/nginx.conf" <<CONF
 worker_processes 1;
 pid $tmp/nginx/nginx.pid;
@@ -250,7 +250,7 @@ mkdir -p "$tmp/caddy"
     printf '{\n\tadmin off\n\tauto_https off\n}\n\n'
     readme_block caddy | substitute "$caddy_port"
 } >"$tmp/caddy/Caddyfile"
-grep -q "127.0.0.1:$caddy_port" "$tmp/caddy/Caddyfile" || fail "no caddy block in README.md"
+grep -q "127.0.0.1:$caddy_port" "$tmp/caddy/Caddyfile" || fail "no caddy block in docs/forward-auth.md"
 HOME="$tmp/caddy" XDG_DATA_HOME="$tmp/caddy/data" XDG_CONFIG_HOME="$tmp/caddy/config" \
     caddy run --adapter caddyfile --config "$tmp/caddy/Caddyfile" 2>"$tmp/caddy/caddy.log" &
 pids+=($!)

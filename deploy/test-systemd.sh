@@ -3,7 +3,7 @@
 #
 # Boots a minimal Debian 12 tree (debootstrap, cached under
 # target/systemd-test/) with `systemd-nspawn -b` on the host network, runs
-# the README's install block word for word inside it (the `$EDITOR` line
+# the install block of docs/running-as-a-service.md word for word inside it (the `$EDITOR` line
 # writes this test's settings), then checks through `nsenter … systemctl`:
 #   a good start returns only once /health answers; the watchdog is pinged;
 #   priorities reach the journal and lines carry no second timestamp; no
@@ -108,7 +108,7 @@ cleanup() {
 
 in_ct() { nsenter -t "$leader" -a "$@"; }
 
-# The README's install block, its binary and deploy files, and an $EDITOR
+# The install block of docs/running-as-a-service.md, its binary and deploy files, and an $EDITOR
 # that writes this test's settings into the env file.
 stage() {
     local src="$tree/root/src"
@@ -116,8 +116,8 @@ stage() {
     cp "$bin" "$src/target/release/creditgate"
     cp "$root_dir/deploy/creditgate.service" "$root_dir/deploy/creditgate.env.example" "$src/deploy/"
     awk '/^## Running as a service/ {s=1} s && /^```sh/ {b=1; next} b && /^```/ {exit} b {print}' \
-        "$root_dir/README.md" >"$src/install.sh"
-    grep -q 'systemctl enable --now creditgate' "$src/install.sh" || die "no install block found in README.md"
+        "$root_dir/docs/running-as-a-service.md" >"$src/install.sh"
+    grep -q 'systemctl enable --now creditgate' "$src/install.sh" || die "no install block found in docs/running-as-a-service.md"
     admin_token="admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     db_url="mysql://$db_user:$db_pass@$db_host:$db_port/$db_name"
     cat >"$src/edit-env" <<EOF
@@ -181,12 +181,12 @@ ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 cg() { in_ct systemd-run --quiet --wait --pipe -p User=creditgate \
         -p EnvironmentFile=/etc/creditgate/creditgate.env /usr/local/bin/creditgate "$@"; }
 
-# The README's block, then /health at once: `enable --now` returned only
+# The docs' install block, then /health at once: `enable --now` returned only
 # when the service said READY=1.
 check_install_and_start() {
     local t0; t0=$(date +%s%N)
     if ! in_ct env EDITOR=/root/src/edit-env bash -c 'cd /root/src && bash -ex install.sh' >"$work/install.log" 2>&1; then
-        tail -n 30 "$work/install.log" >&2; fail "the README's install block failed (log: $work/install.log)"; return 1
+        tail -n 30 "$work/install.log" >&2; fail "the install block of docs/running-as-a-service.md failed (log: $work/install.log)"; return 1
     fi
     local code; code=$(health)
     [ "$code" = 200 ] && ok "install block + enable --now in $(ms_since "$t0") ms, /health 200 at once" \

@@ -77,7 +77,7 @@ pub struct Config {
     pub edge: Edge,
 }
 
-/// The HTTP edge's limits and trust (README, "Exposing creditgate").
+/// The HTTP edge's limits and trust (docs/guarantees.md, "Exposing creditgate").
 #[derive(Debug, Clone)]
 pub struct Edge {
     /// A request head must be complete this long after its first byte; a

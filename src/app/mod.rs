@@ -411,7 +411,7 @@ impl Heartbeat {
                             "Live creditgate instances write through {n} Galera nodes. Galera \
                              loses updates on a hot row written from several nodes: send every \
                              instance to one node (HAProxy with one active server and the \
-                             others as backups; see the README, \"HAProxy in front of Galera\")."
+                             others as backups; see docs/scaling.md, \"HAProxy in front of Galera\")."
                         ),
                     );
                 }

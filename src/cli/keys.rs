@@ -15,6 +15,7 @@ use crate::users::{self, User};
 pub enum KeyCommand {
     /// Give a user another key; prints its token alone on stdout.
     Add {
+        /// The username.
         name: String,
         /// A name for the key, up to 64 characters.
         #[arg(long)]
@@ -28,12 +29,19 @@ pub enum KeyCommand {
     },
     /// List a user's keys (not the revoked ones).
     List {
+        /// The username.
         name: String,
+        /// Print {"keys":[…]} as the admin API does, not a table.
         #[arg(long)]
         json: bool,
     },
     /// Revoke one key: it stops working at once.
-    Revoke { name: String, key_id: u64 },
+    Revoke {
+        /// The username.
+        name: String,
+        /// The key's id, as `key list` shows it.
+        key_id: u64,
+    },
 }
 
 pub fn run(pool: &Pool, cmd: KeyCommand) -> Result<(), CliError> {

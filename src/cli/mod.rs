@@ -18,7 +18,7 @@ pub use services::ServiceCommand;
 
 use crate::banks::{self, BankError, NewBank};
 use crate::billing::bank;
-use crate::billing::ledger::Reason;
+use crate::billing::ledger::{self, Reason};
 use crate::billing::usage::{self, Filter};
 use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError, Pool};
@@ -68,6 +68,9 @@ pub enum Command {
     },
     /// Print daily usage.
     Usage(UsageArgs),
+    /// Print a user's credit ledger (every change that is not a request
+    /// charge), newest first, a page at a time.
+    Ledger(LedgerArgs),
     /// Move users over from the Flask sample's table (USERNAME, TOKEN, CREDIT).
     ImportLegacy {
         /// The sample's database, mysql://user[:pass]@host:port/dbname
@@ -83,6 +86,7 @@ pub enum Command {
 pub enum UserCommand {
     /// Create a user; prints its token (alone) on stdout.
     Add {
+        /// The username: 1-64 of A-Z a-z 0-9 . _ - (case-sensitive).
         name: String,
         /// Starting credit (default: --monthly, else 0).
         // Negative numbers reach Credit::parse, which says what is accepted;
@@ -95,6 +99,7 @@ pub enum UserCommand {
         /// Day of the month (1-31) the allowance is restored; past a month's end, its last day.
         #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         refill_day: i64,
+        /// The user's e-mail (a@b or "Name <a@b>"), for low-credit notices.
         #[arg(long)]
         email: Option<String>,
         /// Import an existing token instead of generating one.
@@ -109,18 +114,23 @@ pub enum UserCommand {
     },
     /// List users.
     List {
+        /// Print {"users":[…]} as the admin API does, not a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one user.
     Show {
+        /// The username.
         name: String,
+        /// Print the user JSON as the admin API does, not a table.
         #[arg(long)]
         json: bool,
     },
     /// Add to (--add, may be negative) or set (--set) a user's credit.
     Credit {
+        /// The username.
         name: String,
+        /// Credits to add; negative takes away (never below 0 or what is held).
         #[arg(
             long,
             allow_hyphen_values = true,
@@ -128,11 +138,13 @@ pub enum UserCommand {
             required_unless_present = "set"
         )]
         add: Option<String>,
+        /// The new balance (0 or more; not below what open holds keep).
         #[arg(long, allow_negative_numbers = true)]
         set: Option<String>,
     },
     /// Give a user a new key (its token alone on stdout); the others expire after --grace.
     Rotate {
+        /// The username.
         name: String,
         /// How long the other keys keep working (45s, 90m, 12h, 30d); default 0: at once.
         #[arg(long, default_value = "0s")]
@@ -140,20 +152,30 @@ pub enum UserCommand {
     },
     /// Set (--rate 600/min) or remove (--rate off) a user's rate limit.
     Limit {
+        /// The username.
         name: String,
+        /// N/s, N/min or N/h (GCRA, burst = N), or off.
         #[arg(long)]
         rate: String,
     },
     /// Set (--low-credit N) or remove (--low-credit off) the low-credit notice.
     Notify {
+        /// The username.
         name: String,
+        /// Mail once when a charge takes the credit below N; off removes it.
         #[arg(long, allow_negative_numbers = true)]
         low_credit: String,
     },
     /// Refuse a user's requests until enabled again.
-    Disable { name: String },
+    Disable {
+        /// The username.
+        name: String,
+    },
     /// Accept a disabled user's requests again.
-    Enable { name: String },
+    Enable {
+        /// The username.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,11 +184,13 @@ pub enum BankCommand {
     Add {
         /// 1-16 letters and digits; case-insensitive.
         code: String,
+        /// The bank's display name.
         #[arg(long)]
         name: String,
         /// Two-letter country code.
         #[arg(long)]
         country: Option<String>,
+        /// The bank's BIC (SWIFT code).
         #[arg(long)]
         bic: Option<String>,
         /// Credits per request (0 = free).
@@ -216,11 +240,15 @@ pub enum RouteCommand {
     },
     /// List routes.
     List {
+        /// Print {"routes":[…]} as the admin API does, not a table.
         #[arg(long)]
         json: bool,
     },
     /// Remove the route with this prefix.
-    Remove { prefix: String },
+    Remove {
+        /// The route's prefix, e.g. /weather.
+        prefix: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +261,22 @@ pub struct UsageArgs {
     /// Last day, YYYY-MM-DD.
     #[arg(long)]
     pub to: Option<String>,
+    /// Print {"rows":[…]} as the admin API does, not a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LedgerArgs {
+    /// The username.
+    pub name: String,
+    /// Rows per page, 1 to 1000.
+    #[arg(long, default_value_t = ledger::DEFAULT_PAGE, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Only rows older than this row id (the previous page's next_before).
+    #[arg(long)]
+    pub before: Option<u64>,
+    /// Print {"username","rows":[…],"next_before"} as the admin API does.
     #[arg(long)]
     pub json: bool,
 }
@@ -385,6 +429,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Usage(args) => usage_report(&connect(&config)?, args),
+        Command::Ledger(args) => ledger_report(&connect(&config)?, args),
         Command::ImportLegacy { from, table } => import_legacy(&connect(&config)?, &from, &table),
     }
 }
@@ -732,6 +777,48 @@ fn user_table(list: &[User]) -> String {
     )
 }
 
+/// `ledger NAME`: one page, newest first; the id of the next page's
+/// `--before` on stderr when there is one.
+fn ledger_report(pool: &Pool, args: LedgerArgs) -> Result<(), CliError> {
+    let name = Username::parse(&args.name)?;
+    let Some(page) = ledger::page(pool, &name, args.limit, args.before)? else {
+        return Err(UserError::Unknown(name.as_str().to_string()).into());
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&page).expect("a ledger page serialises")
+        );
+        return Ok(());
+    }
+    let cells: Vec<Vec<String>> = page
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.at.clone(),
+                format!("{:+}", r.delta),
+                r.balance_after.to_string(),
+                r.reason.clone(),
+                r.period.clone().unwrap_or_else(|| "-".into()),
+                r.actor.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["ID", "TIME", "DELTA", "BALANCE", "REASON", "PERIOD", "ACTOR"],
+            &cells
+        )
+    );
+    if let Some(next) = page.next_before {
+        eprintln!("more: creditgate ledger {name} --before {next}");
+    }
+    Ok(())
+}
+
 fn usage_report(pool: &Pool, args: UsageArgs) -> Result<(), CliError> {
     let day = |flag: &str, v: Option<String>| {
         v.map(|v| Day::parse(&v).map_err(|e| CliError::flag(flag, e)))
@@ -776,6 +863,32 @@ fn usage_report(pool: &Pool, args: UsageArgs) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // See: #24 (`user credit --help` listed --add and --set without a word).
+    #[test]
+    fn every_argument_of_every_command_says_what_it_is_in_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "creditgate", &mut missing);
+        assert!(missing.is_empty(), "without a description: {missing:#?}");
+    }
 
     #[test]
     fn tables_align_their_columns() {

@@ -20,11 +20,15 @@ pub enum ServiceCommand {
     },
     /// List services, revoked ones included.
     List {
+        /// Print {"services":[…]} as the admin API does, not a table.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a service: its token stops working at once.
-    Revoke { name: String },
+    Revoke {
+        /// The service's name.
+        name: String,
+    },
 }
 
 pub fn run(pool: &Pool, cmd: ServiceCommand) -> Result<(), CliError> {

@@ -12,12 +12,15 @@ use super::session::{self, Current, Flash};
 use super::views::{self, Target};
 use super::{logged_out, ACTOR};
 use crate::app::AppState;
+use crate::billing::ledger::Reason;
 use crate::gateway::routes::{NewRoute, RawRoute};
 use crate::gateway::store;
 use crate::http::Ctx;
-use crate::model::{parse_delta, parse_label, Credit, RateLimit, Span, Username};
+use crate::model::{
+    parse_delta, parse_label, Credit, Email, ParseError, RateLimit, RefillDay, Span, Username,
+};
 use crate::users::keys::{self, NewKey};
-use crate::users::{self, CreditChange};
+use crate::users::{self, CreditChange, NewUser};
 
 /// What a successful action leads to.
 enum Done {
@@ -34,12 +37,17 @@ pub fn post(
     ctx: &Ctx,
 ) -> Response {
     let target = target_of(rest);
-    let done = form::read(req).and_then(|form| {
-        if !session::csrf_matches(session, form.get("csrf")) {
-            return Err(ConsoleError::Csrf);
+    let (form, done) = match form::read(req) {
+        Ok(form) => {
+            let done = if session::csrf_matches(session, form.get("csrf")) {
+                act(state, rest, &form)
+            } else {
+                Err(ConsoleError::Csrf)
+            };
+            (Some(form), done)
         }
-        act(state, rest, &form)
-    });
+        Err(e) => (None, Err(e)),
+    };
     match done {
         Ok(Done::Flash(flash)) => {
             state.console.push_flash(&session.id, flash);
@@ -56,6 +64,9 @@ pub fn post(
                 &target,
                 vec![Flash::error(e.to_string())],
                 status,
+                // A form that never reached its action (a forged one) is
+                // not shown back.
+                form.as_ref().filter(|_| !matches!(e, ConsoleError::Csrf)),
                 ctx,
             )
         }
@@ -68,6 +79,7 @@ fn target_of(rest: &[&str]) -> Target {
         ["users", name, ..] => Username::parse(name)
             .map(Target::User)
             .unwrap_or(Target::Users(String::new())),
+        ["users"] => Target::Users(String::new()),
         ["routes", ..] => Target::Routes,
         ["jobs", ..] => Target::Jobs,
         _ => Target::Overview,
@@ -92,6 +104,8 @@ fn act(state: &AppState, rest: &[&str], form: &Form) -> Result<Done, ConsoleErro
             ))
         }
         ["users", name, "limit"] => set_rate_limit(state, &username(name)?, form)?,
+        ["users", name, "notify"] => set_low_credit(state, &username(name)?, form)?,
+        ["users"] => add_user(state, form)?,
         ["users", name, action @ ("disable" | "enable")] => {
             let disable = *action == "disable";
             let user = users::set_disabled(&state.pool, &username(name)?, disable)?;
@@ -180,6 +194,63 @@ fn set_rate_limit(state: &AppState, name: &Username, form: &Form) -> Result<Flas
     }))
 }
 
+/// `low_credit`: a whole number, or `off` / blank to remove the notice.
+fn set_low_credit(state: &AppState, name: &Username, form: &Form) -> Result<Flash, ConsoleError> {
+    let threshold = match form.text("low_credit") {
+        None | Some("off") => None,
+        Some(n) => Some(field(Credit::parse(n), "low-credit notice")?),
+    };
+    let user = users::set_low_credit(&state.pool, name, threshold)?;
+    Ok(Flash::ok(match user.low_credit {
+        Some(n) => format!("{name} gets a low-credit notice when the credit falls below {n}."),
+        None => format!("{name} gets no low-credit notice."),
+    }))
+}
+
+/// The form of `user add`; the new token is shown once, in the message.
+fn add_user(state: &AppState, form: &Form) -> Result<Flash, ConsoleError> {
+    let credit = |f: &str, what: &str| {
+        form.text(f)
+            .map(|v| field(Credit::parse(v), what))
+            .transpose()
+    };
+    let refill_day = match number(form, "refill_day")? {
+        Some(d) => field(RefillDay::parse(d), "refill day")?,
+        None => RefillDay::default(),
+    };
+    let new = NewUser {
+        username: field(
+            Username::parse(form.text("username").unwrap_or("")),
+            "username",
+        )?,
+        credit: credit("credit", "credit")?,
+        monthly_credit: credit("monthly", "monthly allowance")?,
+        refill_day,
+        email: form
+            .text("email")
+            .map(|e| field(Email::parse(e), "e-mail"))
+            .transpose()?,
+        token: None,
+        rate_limit: form
+            .text("rate")
+            .filter(|r| *r != "off")
+            .map(|r| field(RateLimit::parse(r), "rate limit"))
+            .transpose()?,
+        low_credit: credit("low_credit", "low-credit notice")?,
+    };
+    let (user, token) = users::create(&state.pool, new, Reason::Create, ACTOR, Utc::now())?;
+    Ok(Flash::ok(format!(
+        "Created {} with {} credit(s); its token is shown this once:",
+        user.username, user.credit
+    ))
+    .with_secret(token))
+}
+
+/// A field's parse error, named for the operator.
+fn field<T>(parsed: Result<T, ParseError>, what: &str) -> Result<T, ConsoleError> {
+    parsed.map_err(|e| ConsoleError::BadInput(format!("{what}: {e}")))
+}
+
 /// A whole number field, or `None` when left blank (the default applies).
 fn number(form: &Form, field: &str) -> Result<Option<i64>, ConsoleError> {
     form.text(field)
@@ -247,6 +318,7 @@ mod tests {
             target_of(&["users", "a b", "credit"]),
             Target::Users(String::new())
         );
+        assert_eq!(target_of(&["users"]), Target::Users(String::new()));
         assert_eq!(target_of(&["routes", "3", "remove"]), Target::Routes);
         assert_eq!(target_of(&["jobs", "heartbeat", "pause"]), Target::Jobs);
         assert_eq!(target_of(&["logout"]), Target::Overview);

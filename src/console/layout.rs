@@ -9,6 +9,7 @@ use base64::Engine;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest, Sha256};
 
+use super::form::Form;
 use super::session::Flash;
 
 /// The whole style sheet, inline: the console loads nothing from anywhere.
@@ -106,6 +107,15 @@ pub enum Nav {
 pub struct Frame<'a> {
     pub csrf: &'a str,
     pub flashes: &'a [Flash],
+    /// The refused form being shown again: its fields keep what was typed.
+    pub refill: Option<&'a Form>,
+}
+
+impl Frame<'_> {
+    /// What the refused form held in this field, for its `value`.
+    pub fn typed(&self, field: &str) -> Option<&str> {
+        self.refill.and_then(|f| f.get(field))
+    }
 }
 
 /// A full signed-in page.
@@ -192,6 +202,7 @@ mod tests {
     fn user_text_in_a_page_is_escaped() {
         let flashes = [Flash::error("<script>alert(1)</script>")];
         let frame = Frame {
+            refill: None,
             csrf: "\"><x>",
             flashes: &flashes,
         };
@@ -215,6 +226,7 @@ mod tests {
     #[test]
     fn every_signed_in_page_has_a_logout_form_with_the_csrf_token() {
         let frame = Frame {
+            refill: None,
             csrf: "tok",
             flashes: &[],
         };

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use maud::{html, Markup};
 
 use super::chart;
@@ -41,6 +41,8 @@ pub struct UserDetail {
     pub keys: Vec<Key>,
     /// Newest first, at most `holds::OPEN_LISTED`.
     pub holds: Vec<Hold>,
+    /// When the page was read: which keys have expired.
+    pub now: DateTime<Utc>,
 }
 
 pub fn login(error: Option<&str>) -> Markup {
@@ -109,8 +111,7 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
             }
         }
         section.card #usage { (charts(&o.days)) }
-        div.grid.two {
-            section.card #low-credit {
+        section.card #low-credit {
                 h2 { "Below 10 % of their monthly allowance" }
                 @if o.low.is_empty() {
                     p.muted { "Nobody." }
@@ -124,19 +125,20 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
                         } } }
                     } }
                 }
-            }
-            section.card #jobs {
-                h2 { "Jobs" }
-                div.scroll { table {
-                    thead { tr { th { "Job" } th { "State" } th { "Last run (UTC)" } th { "Last result" } } }
-                    tbody { @for j in &o.jobs { tr {
-                        td { (j.id) }
-                        td { (job_state(j)) }
-                        td { (when(j.last_run.as_deref(), "never")) }
-                        td.wrap { (j.last_result.as_deref().unwrap_or("—")) }
-                    } } }
-                } }
-            }
+        }
+        // The whole width: a last result is a sentence, and half a page
+        // clipped it at 1280 px (#24).
+        section.card #jobs {
+            h2 { "Jobs" }
+            div.scroll { table {
+                thead { tr { th { "Job" } th { "State" } th { "Last run (UTC)" } th { "Last result" } } }
+                tbody { @for j in &o.jobs { tr {
+                    td { (j.id) }
+                    td { (job_state(j)) }
+                    td { (when(j.last_run.as_deref(), "never")) }
+                    td.wrap { (j.last_result.as_deref().unwrap_or("—")) }
+                } } }
+            } }
         }
     };
     page("Overview", Some(Nav::Overview), frame, body)
@@ -176,8 +178,31 @@ pub fn users(frame: &Frame<'_>, list: &UserList) -> Markup {
                 }
             }
         }
+        (new_user_form(frame))
     };
     page("Users", Some(Nav::Users), frame, body)
+}
+
+/// `user add`: the token is shown once, in the message after it.
+fn new_user_form(frame: &Frame<'_>) -> Markup {
+    let typed = |f: &str| frame.typed(f).unwrap_or("").to_string();
+    html! {
+        section.card #new-user {
+            h2 { "Add a user" }
+            form.stack method="post" action="/console/users" {
+                (csrf_field(frame.csrf))
+                label { "Username" input name="username" required size="16" placeholder="alice"
+                    pattern="[A-Za-z0-9._-]{1,64}" value=(typed("username")); }
+                label { "Credit" input name="credit" inputmode="numeric" size="8" placeholder="= monthly, or 0" value=(typed("credit")); }
+                label { "Monthly allowance" input name="monthly" inputmode="numeric" size="8" placeholder="none" value=(typed("monthly")); }
+                label { "Refill day" input name="refill_day" inputmode="numeric" size="3" placeholder="1" value=(typed("refill_day")); }
+                label { "E-mail" input name="email" size="20" placeholder="optional" value=(typed("email")); }
+                label { "Rate limit" input name="rate" size="10" placeholder="none, or 600/min" value=(typed("rate")); }
+                label { "Low-credit notice below" input name="low_credit" inputmode="numeric" size="8" placeholder="none" value=(typed("low_credit")); }
+                button type="submit" { "Add user" }
+            }
+        }
+    }
 }
 
 pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
@@ -194,6 +219,7 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
                 div { dt { "Refill day" } dd { (u.refill_day) } }
                 div { dt { "Last refill" } dd { (u.credit_period.as_deref().unwrap_or("—")) } }
                 div { dt { "Rate limit" } dd #rate-limit { (rate(u)) } }
+                div { dt { "Low-credit notice" } dd #low-credit-at { (low_credit(u)) } }
                 div { dt { "Last used" } dd { (d.last_used.map_or("never".to_string(), |d| d.to_string())) } }
             }
             p.muted {
@@ -204,7 +230,7 @@ pub fn user(frame: &Frame<'_>, d: &UserDetail) -> Markup {
         }
         (user_actions(frame, u))
         (hold_table(u, &d.holds))
-        (key_table(frame, u, &d.keys))
+        (key_table(frame, u, &d.keys, d.now))
         section.card #usage { (charts(&d.days)) }
         (ledger_table(&d.ledger))
     };
@@ -247,6 +273,18 @@ fn user_actions(frame: &Frame<'_>, u: &User) -> Markup {
                 }
             }
             section {
+                h2 { "Low-credit notice" }
+                form.stack method="post" action={ (base) "/notify" } {
+                    (csrf_field(frame.csrf))
+                    label { "Mail when the credit falls below"
+                        input name="low_credit" inputmode="numeric" placeholder="50, or off" size="10"
+                            value=(frame.typed("low_credit").map(str::to_string)
+                                .unwrap_or_else(|| u.low_credit.map(|n| n.to_string()).unwrap_or_default()));
+                    }
+                    button.quiet type="submit" { "Set" }
+                }
+            }
+            section {
                 h2 { "Access" }
                 @if u.disabled {
                     (button(frame.csrf, &format!("{base}/enable"), "Enable", "quiet"))
@@ -258,9 +296,10 @@ fn user_actions(frame: &Frame<'_>, u: &User) -> Markup {
     }
 }
 
-/// The user's keys that are not revoked, each with a revoke button, and the
-/// form that adds one.
-fn key_table(frame: &Frame<'_>, u: &User, keys: &[Key]) -> Markup {
+/// The user's keys that are not revoked, each with a revoke button (an
+/// expired key is marked so, and has nothing left to revoke), and the form
+/// that adds one.
+fn key_table(frame: &Frame<'_>, u: &User, keys: &[Key], now: DateTime<Utc>) -> Markup {
     let base = format!("/console/users/{}/keys", u.username);
     html! {
         section.card #keys {
@@ -270,15 +309,23 @@ fn key_table(frame: &Frame<'_>, u: &User, keys: &[Key]) -> Markup {
                     th { "Id" } th { "Label" } th { "Prefix" } th { "Created (UTC)" }
                     th { "Expires (UTC)" } th { "Last used (UTC)" } th {}
                 } }
-                tbody { @for k in keys { tr data-key=(k.id) {
-                    td { (k.id) }
-                    td { (k.label.as_deref().unwrap_or("—")) }
-                    td { code { (k.prefix) "…" } }
-                    td { (when(Some(&k.created_at), "")) }
-                    td { (when(k.expires_at.as_deref(), "never")) }
-                    td { (when(k.last_used_at.as_deref(), "never")) }
-                    td { (button(frame.csrf, &format!("{base}/{}/revoke", k.id), "Revoke", "danger")) }
-                } } }
+                tbody { @for k in keys {
+                    @let expired = has_expired(k, now);
+                    tr data-key=(k.id) data-expired[expired] {
+                        td { (k.id) }
+                        td { (k.label.as_deref().unwrap_or("—")) }
+                        td { code { (k.prefix) "…" } }
+                        td { (when(Some(&k.created_at), "")) }
+                        td {
+                            (when(k.expires_at.as_deref(), "never"))
+                            @if expired { " " span.tag.off { "expired" } }
+                        }
+                        td { (when(k.last_used_at.as_deref(), "never")) }
+                        td { @if !expired {
+                            (button(frame.csrf, &format!("{base}/{}/revoke", k.id), "Revoke", "danger"))
+                        } }
+                    }
+                } }
             } }
             form.stack method="post" action=(base) {
                 (csrf_field(frame.csrf))
@@ -324,6 +371,15 @@ fn hold_table(u: &User, open: &[Hold]) -> Markup {
             }
         }
     }
+}
+
+/// A key whose expiry has passed no longer authenticates (a time that does
+/// not parse counts as not expired: the key then still offers Revoke).
+fn has_expired(k: &Key, now: DateTime<Utc>) -> bool {
+    k.expires_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t <= now)
 }
 
 fn ledger_table(ledger: &[LedgerRow]) -> Markup {
@@ -377,22 +433,24 @@ pub fn routes(frame: &Frame<'_>, routes: &[Route]) -> Markup {
             h2 { "Add a route" }
             form.stack method="post" action="/console/routes" {
                 (csrf_field(frame.csrf))
-                label { "Prefix" input name="prefix" placeholder="/weather" required; }
-                label { "Upstream" input name="upstream" placeholder="http://127.0.0.1:8080" required size="28"; }
-                label { "Cost" input name="cost" inputmode="numeric" placeholder="1" size="5"; }
-                label { "Methods" input name="methods" placeholder="any, or GET,POST" size="12"; }
+                @let typed = |f: &str| frame.typed(f).unwrap_or("").to_string();
+                @let charge_on = frame.typed("charge_on").unwrap_or(ChargeOn::default().as_str());
+                label { "Prefix" input name="prefix" placeholder="/weather" required value=(typed("prefix")); }
+                label { "Upstream" input name="upstream" placeholder="http://127.0.0.1:8080" required size="28" value=(typed("upstream")); }
+                label { "Cost" input name="cost" inputmode="numeric" placeholder="1" size="5" value=(typed("cost")); }
+                label { "Methods" input name="methods" placeholder="any, or GET,POST" size="12" value=(typed("methods")); }
                 label { "Charge on"
                     select name="charge_on" {
                         @for c in ["2xx", "non-5xx", "always"] {
-                            option value=(c) selected[c == ChargeOn::default().as_str()] { (c) }
+                            option value=(c) selected[c == charge_on] { (c) }
                         }
                     }
                 }
-                label { "Timeout (ms)" input name="timeout_ms" inputmode="numeric" placeholder="30000" size="7"; }
-                label { "Max in flight" input name="max_in_flight" inputmode="numeric" placeholder="default" size="7"; }
-                label { "Max cost (priced by the upstream)" input name="max_cost" inputmode="numeric" placeholder="fixed cost" size="7"; }
-                label { "Cost header" input name="cost_header" placeholder="X-Credit-Cost" size="14"; }
-                label.check { input type="checkbox" name="strip_prefix" value="on"; "Strip prefix" }
+                label { "Timeout (ms)" input name="timeout_ms" inputmode="numeric" placeholder="30000" size="7" value=(typed("timeout_ms")); }
+                label { "Max in flight" input name="max_in_flight" inputmode="numeric" placeholder="default" size="7" value=(typed("max_in_flight")); }
+                label { "Max cost (priced by the upstream)" input name="max_cost" inputmode="numeric" placeholder="fixed cost" size="7" value=(typed("max_cost")); }
+                label { "Cost header" input name="cost_header" placeholder="X-Credit-Cost" size="14" value=(typed("cost_header")); }
+                label.check { input type="checkbox" name="strip_prefix" value="on" checked[frame.typed("strip_prefix").is_some()]; "Strip prefix" }
                 button type="submit" { "Add route" }
             }
         }
@@ -456,6 +514,11 @@ fn credit(u: &User) -> Markup {
     }
 }
 
+fn low_credit(u: &User) -> String {
+    u.low_credit
+        .map_or("off".to_string(), |n| format!("below {n}"))
+}
+
 fn rate(u: &User) -> String {
     u.rate_limit.map_or("none".to_string(), |l| l.to_string())
 }
@@ -497,12 +560,14 @@ fn signed(v: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::form;
     use super::*;
 
     fn frame() -> Frame<'static> {
         Frame {
             csrf: "c",
             flashes: &[],
+            refill: None,
         }
     }
 
@@ -532,6 +597,7 @@ mod tests {
             last_used: None,
             keys: vec![],
             holds: vec![],
+            now: Utc::now(),
         };
         let html = super::user(&frame(), &d).into_string();
         let posts = html.matches("method=\"post\"").count();
@@ -548,6 +614,7 @@ mod tests {
             last_used: None,
             keys: vec![],
             holds,
+            now: Utc::now(),
         }
     }
 
@@ -652,5 +719,68 @@ mod tests {
         assert!(html.contains("method=\"get\" action=\"/console/users\""));
         assert!(html.contains("value=\"al&quot;ice\""));
         assert!(html.contains("href=\"/console/users/alice\""));
+    }
+
+    fn key(id: u64, expires_at: Option<&str>) -> Key {
+        Key {
+            id,
+            label: None,
+            prefix: "cg_k".into(),
+            created_at: "2026-12-01T00:00:00Z".into(),
+            expires_at: expires_at.map(str::to_string),
+            last_used_at: None,
+        }
+    }
+
+    // See: #24 (an expired key looked like a working one and offered Revoke).
+    #[test]
+    fn an_expired_key_is_marked_and_offers_no_revoke() {
+        let mut d = detail(user("alice"), vec![]);
+        d.now = "2026-12-07T12:00:00Z".parse().unwrap();
+        d.keys = vec![
+            key(1, Some("2026-12-07T11:59:59Z")),
+            key(2, Some("2026-12-08T00:00:00Z")),
+            key(3, None),
+        ];
+        let html = super::user(&frame(), &d).into_string();
+        let row = |id: u64| {
+            let start = html.find(&format!("data-key=\"{id}\"")).unwrap();
+            let end = html[start..].find("</tr>").unwrap() + start;
+            html[start..end].to_string()
+        };
+        assert!(row(1).contains(">expired<"), "{}", row(1));
+        assert!(!row(1).contains("Revoke"), "{}", row(1));
+        for id in [2, 3] {
+            assert!(!row(id).contains("expired"), "{}", row(id));
+            assert!(row(id).contains("Revoke"), "{}", row(id));
+        }
+    }
+
+    // See: #24 (a refused route form came back empty).
+    #[test]
+    fn a_refused_route_form_comes_back_with_what_was_typed() {
+        let typed = form::parse(
+            "prefix=%2Fapi&upstream=http%3A%2F%2Fx%3A1&cost=3&charge_on=always&strip_prefix=on",
+        );
+        let f = Frame {
+            csrf: "c",
+            flashes: &[],
+            refill: Some(&typed),
+        };
+        let html = routes(&f, &[]).into_string();
+        assert!(
+            html.contains("name=\"prefix\" placeholder=\"/weather\" required value=\"/api\""),
+            "{html}"
+        );
+        assert!(html.contains("value=\"http://x:1\""), "{html}");
+        assert!(html.contains("value=\"3\""), "{html}");
+        assert!(html.contains("value=\"always\" selected"), "{html}");
+        assert!(
+            html.contains("name=\"strip_prefix\" value=\"on\" checked"),
+            "{html}"
+        );
+        let fresh = routes(&frame(), &[]).into_string();
+        assert!(fresh.contains("value=\"2xx\" selected"), "{fresh}");
+        assert!(!fresh.contains("checked"), "{fresh}");
     }
 }

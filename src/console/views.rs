@@ -7,6 +7,7 @@ use maud::Markup;
 use rouille::{Request, Response};
 
 use super::error::ConsoleError;
+use super::form::Form;
 use super::layout::Frame;
 use super::session::{Current, Flash};
 use super::{chart, html, pages};
@@ -80,24 +81,26 @@ pub fn get(
     // Messages are taken once: a new token in one is never shown again.
     let flashes = state.console.take_flashes(&session.id);
     match target(req, rest) {
-        Ok(t) => render(state, session, &t, flashes, 200, ctx),
+        Ok(t) => render(state, session, &t, flashes, 200, None, ctx),
         Err(e) => problem(state, session, e, flashes, ctx),
     }
 }
 
 /// Draws a page with these messages and status (200, or the status of the
-/// error a form just got).
+/// error a form just got, with that form so its fields keep their values).
 pub fn render(
     state: &AppState,
     session: &Current,
     target: &Target,
     flashes: Vec<Flash>,
     status: u16,
+    refill: Option<&Form>,
     ctx: &Ctx,
 ) -> Response {
     let frame = Frame {
         csrf: &session.csrf,
         flashes: &flashes,
+        refill,
     };
     match read(state, target, &frame) {
         Ok(markup) => html(status, markup),
@@ -117,6 +120,7 @@ fn problem(
     let frame = Frame {
         csrf: &session.csrf,
         flashes: &flashes,
+        refill: None,
     };
     let title = match e.status() {
         404 => "Not found",
@@ -191,6 +195,7 @@ fn read(state: &AppState, target: &Target, frame: &Frame<'_>) -> Result<Markup, 
                     last_used: last_used.get(name.as_str()).copied(),
                     keys: keys::list(pool, name)?,
                     holds: holds::open_of_user(pool, name)?,
+                    now: Utc::now(),
                 },
             )
         }

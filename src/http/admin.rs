@@ -14,7 +14,7 @@ use super::{
 };
 use crate::app::AppState;
 use crate::auth::token;
-use crate::billing::ledger::Reason;
+use crate::billing::ledger::{self, Reason};
 use crate::billing::usage::{self, Filter};
 use crate::gateway::routes::{InvalidRoute, NewRoute};
 use crate::gateway::store::{self, RouteError};
@@ -39,12 +39,11 @@ fn check_admin(state: &AppState, req: &Request, ctx: &mut Ctx) -> Result<(), Api
             ctx.user = Some("admin".into());
             Ok(())
         }
-        _ => Err(unauthorized(
-            state,
-            req,
-            ctx,
-            &"wrong or missing admin token",
-        )),
+        _ => {
+            // Counted like every failure; the body names the admin form.
+            let _ = unauthorized(state, req, ctx, &"wrong or missing admin token");
+            Err(ApiError::AdminUnauthorized)
+        }
     }
 }
 
@@ -79,6 +78,10 @@ pub fn route(
         (_, ["users", name]) => {
             allow(method, &["GET"])?;
             Ok(Response::json(&users::show(&state.pool, &username(name)?)?))
+        }
+        (_, ["users", name, "ledger"]) => {
+            allow(method, &["GET"])?;
+            ledger_page(state, req, name)
         }
         (_, ["users", name, "credit"]) => {
             allow(method, &["POST"])?;
@@ -309,6 +312,33 @@ fn credit_change(body: Map<String, Value>) -> Result<CreditChange, ApiError> {
         _ => Err(ApiError::InvalidBody(
             "send exactly one of {\"add\": N} or {\"set\": N}".into(),
         )),
+    }
+}
+
+/// `?limit=1..1000` (100) and `?before=<id>` (the previous page's
+/// `next_before`): one page of the user's ledger, newest first.
+fn ledger_page(state: &AppState, req: &Request, name: &str) -> Result<Response, ApiError> {
+    let name = username(name)?;
+    let number = |field: &str, max: u64| -> Result<Option<u64>, ApiError> {
+        let Some(v) = query_values(req.raw_query_string(), field)
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        match v.parse::<u64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError::InvalidBody(format!(
+                "{field}: a whole number from 1 to {max}, not {v:?}"
+            ))),
+        }
+    };
+    let limit =
+        number("limit", ledger::MAX_PAGE.into())?.map_or(ledger::DEFAULT_PAGE, |n| n as u32);
+    let before = number("before", i64::MAX as u64)?;
+    match ledger::page(&state.pool, &name, limit, before)? {
+        Some(page) => Ok(Response::json(&page)),
+        None => Err(users::UserError::Unknown(name.as_str().to_string()).into()),
     }
 }
 

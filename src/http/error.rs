@@ -22,6 +22,9 @@ use crate::users::UserError;
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
+    /// A wrong or missing admin token: the same 401 body as `Unauthorized`,
+    /// with a message naming the admin form.
+    AdminUnauthorized,
     /// No, a wrong or a revoked service token on a `/v1/` route: the same
     /// 401 body as `Unauthorized`, with a message about service tokens.
     ServiceUnauthorized,
@@ -186,7 +189,9 @@ impl From<UserError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::Unauthorized | ApiError::ServiceUnauthorized => 401,
+            ApiError::Unauthorized
+            | ApiError::AdminUnauthorized
+            | ApiError::ServiceUnauthorized => 401,
             ApiError::AmbiguousCredentials
             | ApiError::Service(ServiceError::Invalid(_))
             | ApiError::InvalidBank(_)
@@ -242,7 +247,9 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized | ApiError::ServiceUnauthorized => "unauthorized",
+            ApiError::Unauthorized
+            | ApiError::AdminUnauthorized
+            | ApiError::ServiceUnauthorized => "unauthorized",
             ApiError::ScopeDenied(_) => "scope_denied",
             ApiError::Service(ServiceError::Invalid(_)) => "invalid_service",
             ApiError::Service(ServiceError::Exists(_)) => "service_exists",
@@ -302,6 +309,11 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => {
                 "missing or invalid credentials; send Authorization: Bearer <username>:<token>"
+                    .into()
+            }
+            ApiError::AdminUnauthorized => {
+                "missing or invalid admin token; send Authorization: Bearer <admin token> \
+                 (the value of CREDITGATE_ADMIN_TOKEN)"
                     .into()
             }
             ApiError::ServiceUnauthorized => {
@@ -418,7 +430,9 @@ impl ApiError {
     pub fn response(&self) -> Response {
         let mut r = Response::json(&self.body()).with_status_code(self.status());
         match self {
-            ApiError::Unauthorized | ApiError::ServiceUnauthorized => {
+            ApiError::Unauthorized
+            | ApiError::AdminUnauthorized
+            | ApiError::ServiceUnauthorized => {
                 r = r.with_additional_header("WWW-Authenticate", "Bearer realm=\"creditgate\"");
             }
             ApiError::InsufficientCredit {

@@ -320,6 +320,21 @@ fn admin_user_paths() -> Value {
                 ("404", error("No such user.", &["unknown_user"])),
             ])
         },
+        "/admin/v1/users/{name}/ledger": {
+            "parameters": [ { "$ref": "#/components/parameters/Username" } ],
+            "get": admin_op("userLedger", "The user's credit ledger (every change that is not a request charge), newest first, a page at a time.", &admin, vec![
+                json!({ "name": "limit", "in": "query", "required": false,
+                        "description": "Rows per page (default 100).",
+                        "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
+                json!({ "name": "before", "in": "query", "required": false,
+                        "description": "Only rows older than this row id: the previous page's `next_before`.",
+                        "schema": { "type": "integer", "minimum": 1, "maximum": i64::MAX } }),
+            ], None, vec![
+                ("200", ok("One page of rows.", json!({ "$ref": "#/components/schemas/LedgerPage" }))),
+                ("400", error("A malformed username, limit or before.", &["invalid_username", "invalid_body"])),
+                ("404", error("No such user.", &["unknown_user"])),
+            ])
+        },
         "/admin/v1/users/{name}/credit": {
             "parameters": [ { "$ref": "#/components/parameters/Username" } ],
             "post": admin_op("changeCredit", "Add to or set the balance (a ledger row).", &admin, vec![],
@@ -602,7 +617,7 @@ fn forward_auth_operation() -> Value {
     json!({
         "tags": ["proxy"],
         "summary": "May this request pass? Charged as its gateway route charges, before the upstream answers.",
-        "description": "For nginx `auth_request` and Caddy `forward_auth` (README, \"Behind nginx or \
+        "description": "For nginx `auth_request` and Caddy `forward_auth` (docs/forward-auth.md, \"Behind nginx or \
             Caddy\"). The original request is named by `X-Original-Method`/`X-Original-URI` \
             or `X-Forwarded-Method`/`X-Forwarded-Uri` (both families may be sent only with the \
             same values); its path picks the gateway route (cost, methods, rate limit); the \

@@ -256,6 +256,29 @@ fn reports() -> Value {
                 }
             } } }
         },
+        "LedgerPage": {
+            "type": "object", "required": ["username", "rows", "next_before"],
+            "properties": {
+                "username": { "type": "string" },
+                "rows": { "type": "array", "items": {
+                    "type": "object",
+                    "required": ["id", "at", "delta", "balance_after", "reason", "period", "actor"],
+                    "properties": {
+                        "id": { "type": "integer", "minimum": 1 },
+                        "at": { "type": "string", "description": "RFC 3339 UTC, to the second" },
+                        "delta": { "type": "integer" },
+                        "balance_after": { "type": "integer", "minimum": 0 },
+                        "reason": { "type": "string", "enum": ["create", "top-up", "set", "monthly-refill", "import", "refund"] },
+                        "period": { "type": ["string", "null"], "description": "YYYY-MM of a monthly refill" },
+                        "actor": { "type": "string", "description": "cli:<os user>, admin-api, console, gateway, job:…, service:<name>" }
+                    }
+                } },
+                "next_before": {
+                    "type": ["integer", "null"], "minimum": 1,
+                    "description": "Pass as `before` for the older rows; null on the last page."
+                }
+            }
+        },
         "Job": {
             "type": "object",
             "required": ["id", "schedule", "paused", "last_run", "last_result", "next_run"],

@@ -2,7 +2,7 @@
 //! Galera node it writes through in the `instances` table, and counts the
 //! distinct writer nodes of the live instances. More than one is the
 //! multi-writer topology, which Galera cannot keep exact on a hot row (see
-//! README, "Scaling out"): `Watch` turns the counts into one alert when it
+//! docs/scaling.md, "Scaling out"): `Watch` turns the counts into one alert when it
 //! starts and one note when it ends. Off Galera there is nothing to count.
 
 use std::time::Duration;

@@ -188,3 +188,120 @@ fn a_change_whose_ledger_row_cannot_be_written_does_not_happen() {
     assert_eq!(app.db.scalar("SELECT COUNT(*) FROM users"), 1);
     assert_eq!(app.db.ledger_mismatches(), vec![]);
 }
+
+// See: #24 (the ledger could be read only in the console or in SQL).
+#[test]
+fn the_ledger_is_read_a_page_at_a_time_over_http_and_from_the_cli() {
+    // Arrange: a user with 1 create row and 5 top-ups.
+    let app = spawn_app();
+    let created = app.admin(
+        "POST",
+        "/admin/v1/users",
+        Some(r#"{"username":"dora","credit":10}"#),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    for n in 1..=5 {
+        let body = format!(r#"{{"add": {n}}}"#);
+        let r = app.admin("POST", "/admin/v1/users/dora/credit", Some(&body));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    // Act: pages of 4 over HTTP.
+    let first = app.admin("GET", "/admin/v1/users/dora/ledger?limit=4", None);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first = first.json();
+    let next = first["next_before"].as_u64().expect("a second page");
+    let second = app
+        .admin(
+            "GET",
+            &format!("/admin/v1/users/dora/ledger?limit=4&before={next}"),
+            None,
+        )
+        .json();
+
+    // Assert: newest first, every row once, the balances as they went.
+    assert_eq!(first["username"], "dora");
+    let rows: Vec<&serde_json::Value> = first["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["rows"].as_array().unwrap())
+        .collect();
+    assert_eq!(first["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(rows.len(), 6, "{first} {second}");
+    assert!(second["next_before"].is_null(), "{second}");
+    let deltas: Vec<i64> = rows.iter().map(|r| r["delta"].as_i64().unwrap()).collect();
+    assert_eq!(deltas, [5, 4, 3, 2, 1, 10]);
+    let balances: Vec<i64> = rows
+        .iter()
+        .map(|r| r["balance_after"].as_i64().unwrap())
+        .collect();
+    assert_eq!(balances, [25, 20, 16, 13, 11, 10]);
+    assert_eq!(rows[0]["reason"], "top-up");
+    assert_eq!(rows[5]["reason"], "create");
+    assert_eq!(rows[0]["actor"], "admin-api");
+    let ids: Vec<u64> = rows.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+
+    // The CLI reads the same rows: a table, and the admin API's JSON.
+    let table = creditgate(&app.db.url, &["ledger", "dora", "--limit", "2"]);
+    table.ok();
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two rows: {table:#?}");
+    assert!(lines[0].starts_with("ID"), "{table:#?}");
+    assert!(
+        lines[1].contains("+5") && lines[1].contains("25"),
+        "{table:#?}"
+    );
+    assert!(
+        table.stderr.contains(&format!("--before {}", ids[1])),
+        "{table:#?}"
+    );
+    let json = creditgate(
+        &app.db.url,
+        &["ledger", "dora", "--json", "--before", &ids[1].to_string()],
+    );
+    json.ok();
+    let page: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(page["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(page["rows"][0]["id"].as_u64(), Some(ids[2]));
+}
+
+#[test]
+fn a_bad_ledger_request_is_refused_and_names_the_problem() {
+    let app = spawn_app();
+    let r = app.admin("GET", "/admin/v1/users/nobody/ledger", None);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (404, Some("unknown_user"))
+    );
+    for q in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "before=-1",
+        "before=0",
+        "limit=",
+    ] {
+        let r = app.admin("GET", &format!("/admin/v1/users/nobody/ledger?{q}"), None);
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert_eq!(r.json()["error"], "invalid_body", "{q}");
+    }
+    let r = app.admin("POST", "/admin/v1/users/nobody/ledger", None);
+    assert_eq!(r.status, 405);
+    let r = app.get("/admin/v1/users/nobody/ledger", &[]);
+    assert_eq!(r.status, 401);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer <admin token>"),
+        "{}",
+        r.body
+    );
+    // The CLI: one line naming the user, non-zero.
+    let out = creditgate(&app.db.url, &["ledger", "nobody"]);
+    assert!(out.failed().contains("nobody"), "{out:#?}");
+    let out = creditgate(&app.db.url, &["ledger", "nobody", "--limit", "0"]);
+    assert!(out.failed().contains("--limit"), "{out:#?}");
+}

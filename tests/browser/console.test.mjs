@@ -282,6 +282,128 @@ test('a forged POST without the CSRF token changes nothing', async () => {
   assert.equal(await credit('bob'), before);
 });
 
+// See: #24 (the jobs' last results were cut off in half a page).
+test("the overview's jobs table fits its card at 1280 px", async () => {
+  await login();
+  // A job with a result, so the table has its widest rows.
+  const run = await fetch(`${BASE}/admin/v1/jobs/monthly-refill/run`, {
+    method: 'POST', headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
+  assert.equal(run.status, 200);
+  await page.reload();
+  const box = page.locator('#jobs .scroll');
+  const { scroll, client, card } = await box.evaluate((el) => ({
+    scroll: el.scrollWidth, client: el.clientWidth,
+    card: el.closest('section').getBoundingClientRect().width,
+  }));
+  assert.ok(scroll <= client, `the table is ${scroll} px in a ${client} px box`);
+  assert.ok(card > 900, `the jobs card is ${card} px wide`);
+  assert.match(await page.locator('#jobs').innerText(), /monthly-refill/);
+  await shot('overview-jobs-1280x800');
+});
+
+test('an expired key is marked expired and offers no Revoke', async () => {
+  await login();
+  await page.goto(`${BASE}/console/users/bob`);
+  const stale = page.locator('#keys tbody tr', { hasText: 'stale' });
+  assert.equal(await stale.count(), 1);
+  assert.match(await stale.innerText(), /expired/);
+  assert.equal(await stale.locator('text=Revoke').count(), 0);
+  // bob's first key still works and still offers Revoke.
+  const working = page.locator('#keys tbody tr:not([data-expired])');
+  assert.equal(await working.count(), 1);
+  assert.equal(await working.locator('text=Revoke').count(), 1);
+  assert.doesNotMatch(await working.innerText(), /expired/);
+});
+
+test('a refused route form keeps what was typed', async () => {
+  await login();
+  await page.goto(`${BASE}/console/routes`);
+  await page.fill('input[name=prefix]', '/admin/x');
+  await page.fill('input[name=upstream]', 'http://127.0.0.1:9/base');
+  await page.fill('input[name=cost]', '4');
+  await page.fill('input[name=methods]', 'GET,POST');
+  await page.selectOption('select[name=charge_on]', 'non-5xx');
+  await page.check('input[name=strip_prefix]');
+  await submit(page.locator('text=Add route'));
+  assert.match(await flashText(), /prefix/);
+  assert.equal(await page.inputValue('input[name=prefix]'), '/admin/x');
+  assert.equal(await page.inputValue('input[name=upstream]'), 'http://127.0.0.1:9/base');
+  assert.equal(await page.inputValue('input[name=cost]'), '4');
+  assert.equal(await page.inputValue('input[name=methods]'), 'GET,POST');
+  assert.equal(await page.inputValue('select[name=charge_on]'), 'non-5xx');
+  assert.equal(await page.isChecked('input[name=strip_prefix]'), true);
+  assert.equal(await page.locator('#routes').count(), 0);
+  await shot('routes-refused');
+  // Fixed, the same form adds the route.
+  await page.fill('input[name=prefix]', '/x');
+  await submit(page.locator('text=Add route'));
+  assert.match(await flashText(), /Route \/x/);
+  assert.equal(await page.inputValue('input[name=prefix]'), '');
+  await submit(page.locator('#routes >> text=Remove'));
+});
+
+test('adding a user shows its token once, and the token works', async () => {
+  await login();
+  await page.goto(`${BASE}/console/users`);
+  const form = page.locator('#new-user');
+  await form.locator('input[name=username]').fill('dave');
+  await form.locator('input[name=monthly]').fill('300');
+  await form.locator('input[name=email]').fill('dave@example.org');
+  await form.locator('input[name=low_credit]').fill('20');
+  await submit(form.locator('button[type=submit]'));
+  assert.match(await flashText(), /Created dave with 300 credit/);
+  const token = (await page.locator('[data-secret]').innerText()).trim();
+  assert.match(token, /^cg_/);
+  const me = await fetch(`${BASE}/api/v1.0/credit`, {
+    headers: { Authorization: `Bearer dave:${token}` },
+  });
+  assert.equal(me.status, 200);
+  assert.equal((await me.json()).credit, 300);
+  const admin = await (await fetch(`${BASE}/admin/v1/users/dave`, {
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+  })).json();
+  assert.equal(admin.monthly_credit, 300);
+  assert.equal(admin.low_credit, 20);
+  assert.equal(admin.email, 'dave@example.org');
+  assert.match(await page.locator('#users').innerText(), /dave/);
+  await page.reload();
+  assert.equal(await page.locator('[data-secret]').count(), 0);
+  // A second dave is refused; the form keeps what was typed.
+  await form.locator('input[name=username]').fill('dave');
+  await form.locator('input[name=credit]').fill('5');
+  await submit(form.locator('button[type=submit]'));
+  assert.match(await flashText(), /dave/);
+  assert.equal(await page.locator('[data-secret]').count(), 0);
+  assert.equal(await form.locator('input[name=username]').inputValue(), 'dave');
+  assert.equal(await form.locator('input[name=credit]').inputValue(), '5');
+  assert.equal(await credit('dave'), 300);
+  await shot('users-add');
+});
+
+test("setting a user's low-credit notice", async () => {
+  await login();
+  await page.goto(`${BASE}/console/users/bob`);
+  const lowCredit = async () => (await (await fetch(`${BASE}/admin/v1/users/bob`, {
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+  })).json()).low_credit;
+  const form = page.locator('form[action$="/notify"]');
+  await form.locator('input[name=low_credit]').fill('40');
+  await submit(form.locator('button'));
+  assert.match(await flashText(), /below 40/);
+  assert.equal(await page.locator('#low-credit-at').innerText(), 'below 40');
+  assert.equal(await lowCredit(), 40);
+  await form.locator('input[name=low_credit]').fill('lots');
+  await submit(form.locator('button'));
+  assert.match(await flashText(), /low-credit notice/);
+  assert.equal(await form.locator('input[name=low_credit]').inputValue(), 'lots');
+  assert.equal(await lowCredit(), 40);
+  await form.locator('input[name=low_credit]').fill('off');
+  await submit(form.locator('button'));
+  assert.equal(await page.locator('#low-credit-at').innerText(), 'off');
+  assert.equal(await lowCredit(), null);
+});
+
 test('logging out and pressing Back shows no data', async () => {
   await login();
   await page.goto(`${BASE}/console/users/bob`);

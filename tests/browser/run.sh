@@ -57,6 +57,8 @@ alice=$("$bin" user add alice --credit 50 --monthly 1000 --email alice@example.o
 "$bin" user add bob --credit 500 >/dev/null
 "$bin" user add carol --credit 5 >/dev/null
 "$bin" user disable carol >&2
+# A key of bob's that expires at once: the user page marks it expired.
+"$bin" key add bob --label stale --ttl 1s >/dev/null
 # Usage on two earlier days, as the request path would have written it
 # (usage and balance together, so the ledger still adds up).
 for days_ago in 3 12; do
