@@ -175,40 +175,58 @@ const PIECE: usize = 16 * 1024;
 /// Pieces in the channel at most: what the export may hold in memory.
 const PIECES_IN_FLIGHT: usize = 4;
 
-/// Starts the export: takes a connection now (so that an unavailable
-/// database is an error here, before anything is answered), then streams
-/// from a thread. The key's name is its label (empty without one).
+/// Starts the export: takes a connection and starts the query before
+/// returning (so that an unavailable database or a failing query is an
+/// error here, before anything is answered), then streams from a thread.
+/// The key's name is its label (empty without one).
 pub fn stream(pool: &Pool, range: Range, format: Format) -> Result<Export, DbError> {
     let conn = pool.get()?;
     let (tx, rx) = mpsc::sync_channel(PIECES_IN_FLIGHT);
+    let (started, start) = mpsc::sync_channel(1);
     let head = match format {
         Format::Csv => CSV_HEADER.as_bytes().to_vec(),
         Format::Json => Vec::new(),
     };
     thread::Builder::new()
         .name("usage-export".into())
-        .spawn(move || produce(conn, range, format, head, &tx))
+        .spawn(move || produce(conn, range, format, head, &started, &tx))
         .map_err(|e| DbError::failed(&format!("cannot start the export's thread: {e}")))?;
-    Ok(Export {
-        pieces: rx,
-        piece: Vec::new(),
-        at: 0,
-    })
+    match start.recv() {
+        Ok(Ok(())) => Ok(Export {
+            pieces: rx,
+            piece: Vec::new(),
+            at: 0,
+        }),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(DbError::failed(
+            "the export's thread ended before its query",
+        )),
+    }
 }
 
-/// The producer: rows to pieces to the channel. Stops at the first send
-/// that finds the reader gone.
+/// The producer: starts the query (and says so on `started`), then rows to
+/// pieces to the channel. Stops at the first send that finds the reader
+/// gone.
 fn produce(
     mut conn: Conn,
     range: Range,
     format: Format,
     mut piece: Vec<u8>,
+    started: &SyncSender<Result<(), mysql::Error>>,
     tx: &SyncSender<io::Result<Vec<u8>>>,
 ) {
     let params = (range.from.to_string(), range.to.to_string());
+    let result = match conn.exec_iter(EXPORT_QUERY, params) {
+        Ok(result) => result,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let _ = started.send(Ok(()));
     let mut rows = 0u64;
-    let result = (|| -> Result<bool, mysql::Error> {
-        for row in conn.exec_iter(EXPORT_QUERY, params)? {
+    let outcome = (|| -> Result<bool, mysql::Error> {
+        for row in result {
             let row = to_row(row?);
             match format {
                 Format::Csv => csv_row(&mut piece, &row),
@@ -221,7 +239,7 @@ fn produce(
         }
         Ok(true)
     })();
-    match result {
+    match outcome {
         Ok(true) => {
             piece.extend_from_slice(trailer(format, rows));
             let _ = tx.send(Ok(piece));

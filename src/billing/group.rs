@@ -220,7 +220,6 @@ struct Book {
     start: Option<Running>,
     now: Option<Running>,
     taken: i64,
-    /// (endpoint, day) → (calls, credits)
     /// Calls and credits by (endpoint, day, the key that authenticated).
     usage: BTreeMap<(String, chrono::NaiveDate, u64), (u64, i64)>,
     remembered: HashMap<String, Remembered>,

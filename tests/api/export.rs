@@ -566,3 +566,59 @@ fn three_hundred_thousand_rows_stream_out_with_little_memory() {
     let lines = cli.ok().stdout.matches("\r\n").count();
     assert_eq!(lines, 300_001);
 }
+
+#[test]
+fn an_export_whose_query_fails_at_the_start_is_a_503_not_a_broken_200() {
+    let (app, _) = seeded();
+    app.db.exec("RENAME TABLE usage_daily TO usage_daily_gone");
+    let path = export_path("2026-01-01", "2026-01-31", "csv");
+    let (status, _, body) = get(app.addr, &path, Some(&app.admin_token));
+    app.db.exec("RENAME TABLE usage_daily_gone TO usage_daily");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "unavailable"
+    );
+    let (status, _, _) = get(app.addr, &path, Some(&app.admin_token));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_coalesced_batch_counts_each_request_under_its_own_key() {
+    let app = spawn_app_with(&[("CREDITGATE_COALESCE", "on")]);
+    let first = app.db.add_user("alice", 1_000);
+    let first_id = app.db.scalar("SELECT id FROM api_keys") as u64;
+    let (second_id, second) = add_key(&app.db, "alice", "second");
+    let addr = app.addr;
+    // 16 clients at once on one user: the batches mix both keys.
+    in_parallel(16, move |i| {
+        let token = if i % 2 == 0 { &first } else { &second };
+        for _ in 0..10 {
+            let r = request(
+                addr,
+                "GET",
+                "/api/v1.0/banks_data/BOFA/",
+                &[("Authorization", &format!("Bearer alice:{token}"))],
+                None,
+            );
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    });
+    let want: Books = [
+        (("alice".into(), first_id, "banks_data".into()), (80, 80)),
+        (("alice".into(), second_id, "banks_data".into()), (80, 80)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(books(&app.db), want);
+    assert_eq!(app.db.credit("alice"), 1_000 - 160);
+    assert_eq!(app.db.ledger_mismatches(), vec![]);
+    let metric = |name: &str| -> i64 {
+        let text = app.get("/metrics", &[]).body;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in {text}"))
+    };
+    let batches = metric("creditgate_coalesced_batches_total");
+    assert!(batches < 160, "nothing was coalesced: {batches} batches");
+}
