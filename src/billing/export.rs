@@ -8,7 +8,8 @@
 //! the producer's next send fails and it stops.
 //!
 //! Rows come in the primary key's order (user id, day, endpoint, key), so
-//! the database streams them without sorting. An error after the first
+//! the database can stream them from the key without sorting (for a narrow
+//! range it may sort on its side instead; creditgate holds no more either way). An error after the first
 //! row cuts the stream short (the HTTP answer ends without its last chunk,
 //! so a client sees a broken transfer, never a short file that looks whole).
 
