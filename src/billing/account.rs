@@ -477,7 +477,8 @@ pub fn note_key_use(conn: &mut impl Queryable, key_id: u64) -> Result<(), DbErro
 }
 
 /// Gives `amount` back to the user's row, locked for it, and takes it back
-/// out of the `endpoint`'s usage on `day` (the call itself stays counted),
+/// out of the usage of `key_id` at `endpoint` on `day` (the row the charge
+/// was counted in; the call itself stays counted),
 /// with a `refund` ledger row of delta 0 and the balance after: the credit
 /// returns through usage, so that
 /// `credit = Σ credit_events.delta − Σ usage_daily.credits` holds. Returns
@@ -485,6 +486,7 @@ pub fn note_key_use(conn: &mut impl Queryable, key_id: u64) -> Result<(), DbErro
 pub fn give_back(
     tx: &mut mysql::Transaction<'_>,
     user_id: u64,
+    key_id: u64,
     amount: i64,
     day: NaiveDate,
     endpoint: &str,
@@ -503,10 +505,11 @@ pub fn give_back(
         )?;
         tx.exec_drop(
             "UPDATE usage_daily SET credits = credits - ? \
-             WHERE user_id = ? AND day = ? AND endpoint = ?",
+             WHERE user_id = ? AND key_id = ? AND day = ? AND endpoint = ?",
             (
                 amount,
                 user_id,
+                key_id,
                 day.format("%Y-%m-%d").to_string(),
                 endpoint,
             ),
@@ -551,7 +554,8 @@ pub fn apply<R>(
             if *cost > 0 || tat.is_some() {
                 take(tx, sql, account.id, *cost, tat, low_credit.is_some())?;
             }
-            usage::record(tx, sql, account.id, now.date_naive(), endpoint, *cost)
+            let day = now.date_naive();
+            usage::record(tx, sql, account.id, account.key_id, day, endpoint, *cost)
         }
     }
 }

@@ -220,8 +220,8 @@ struct Book {
     start: Option<Running>,
     now: Option<Running>,
     taken: i64,
-    /// (endpoint, day) → (calls, credits)
-    usage: BTreeMap<(String, chrono::NaiveDate), (u64, i64)>,
+    /// Calls and credits by (endpoint, day, the key that authenticated).
+    usage: BTreeMap<(String, chrono::NaiveDate, u64), (u64, i64)>,
     remembered: HashMap<String, Remembered>,
     to_remember: Vec<(IdempotencyKey, BankCode, Answer)>,
     touched: BTreeSet<u64>,
@@ -317,7 +317,11 @@ fn decide_one(
             book.taken += cost;
             let usage = book
                 .usage
-                .entry((bank::BANKS_ENDPOINT.to_string(), req.now.date_naive()))
+                .entry((
+                    bank::BANKS_ENDPOINT.to_string(),
+                    req.now.date_naive(),
+                    account.key().0,
+                ))
                 .or_insert((0, 0));
             usage.0 += 1;
             usage.1 += cost;
@@ -344,8 +348,9 @@ fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Book) -> Resul
     if book.taken > 0 || end != start {
         account::write_batch(tx, sql, book.user_id, book.taken, end)?;
     }
-    for ((endpoint, day), (calls, credits)) in &book.usage {
-        usage::record_many(tx, sql, book.user_id, *day, endpoint, *calls, *credits)?;
+    for ((endpoint, day, key_id), (calls, credits)) in &book.usage {
+        let user_id = book.user_id;
+        usage::record_many(tx, sql, user_id, *key_id, *day, endpoint, *calls, *credits)?;
     }
     for (key, bank_code, answer) in &book.to_remember {
         bank::remember(tx, book.user_id, key, bank_code, answer)?;

@@ -85,6 +85,10 @@ pub struct Hold {
     /// Past `expires_at` by the database's clock.
     #[serde(skip)]
     past_expiry: bool,
+    /// The key that authenticated the request that placed it (0: none):
+    /// its capture is counted in that key's usage.
+    #[serde(skip)]
+    key_id: u64,
 }
 
 /// A hold's columns, in `hold_at`'s order.
@@ -94,7 +98,7 @@ macro_rules! hold_fields {
          DATE_FORMAT(h.created_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
          DATE_FORMAT(h.expires_at, '%Y-%m-%dT%H:%i:%s.%fZ'), \
          h.captured, h.uncollected, h.credit_after, h.user_id, h.service_id, \
-         h.expires_at <= NOW(3)"
+         h.expires_at <= NOW(3), h.key_id"
     };
 }
 
@@ -166,6 +170,7 @@ fn hold_at(row: &mysql::Row, at: usize) -> Hold {
         user_id: row.get(at + 10).unwrap_or(0),
         service_id: row.get(at + 11).flatten(),
         past_expiry: row.get(at + 12).unwrap_or(false),
+        key_id: row.get(at + 13).unwrap_or(0),
     }
 }
 
@@ -260,6 +265,7 @@ pub fn place(
         user_id: account.id,
         service_id: Some(req.service_id),
         past_expiry: false,
+        key_id: account.key().0,
     };
     Ok(Placed::Granted {
         hold,
@@ -293,11 +299,12 @@ fn insert(
     let created = Stamp::at_us(account.now_us());
     let expires = Stamp::at_us(account.now_us() + i64::from(ttl_secs) * 1_000_000);
     tx.exec_drop(
-        "INSERT INTO holds (user_id, service_id, endpoint, amount, created_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO holds (user_id, service_id, key_id, endpoint, amount, created_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             account.id,
             service_id,
+            account.key().0,
             endpoint,
             amount,
             &created.sql,
@@ -502,6 +509,7 @@ fn capture(
         tx,
         sql,
         account.id,
+        hold.key_id,
         now.date_naive(),
         &hold.endpoint,
         captured,

@@ -13,11 +13,13 @@
 //! - `holds`: reserve credit first, capture the real price after
 //! - `keyed`: a service call's transaction with its Idempotency-Key
 //! - `ratelimit`: GCRA, pure; `usage` and `ledger`: the books beside the credit
+//! - `export`: usage per user, key, day and endpoint, streamed as CSV or JSON
 
 pub mod account;
 pub mod bank;
 pub mod charge;
 pub mod decide;
+pub mod export;
 pub mod group;
 pub mod holds;
 pub mod keyed;

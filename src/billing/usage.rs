@@ -1,6 +1,8 @@
-//! Daily usage per user and endpoint: written inside the request transaction
-//! (so it always agrees with the credit), read back as a report and as daily
-//! totals for the console's charts.
+//! Daily usage per user, API key and endpoint: written inside the request
+//! transaction (so it always agrees with the credit), read back as a report,
+//! as daily totals for the console's charts, and as the export (`export`).
+//! The key is the one that authenticated the call; 0 stands for no key (a
+//! user named by a service, and rows from before keys were counted).
 
 use std::collections::HashMap;
 
@@ -14,13 +16,14 @@ use crate::model::{Day, Username};
 /// Counts one paid call. Must run inside the charge's transaction.
 /// A paid call counted (`record`).
 pub const RECORD: &str =
-    "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, 1, ?) \
+    "INSERT INTO usage_daily (user_id, key_id, day, endpoint, calls, credits) VALUES (?, ?, ?, ?, 1, ?) \
      ON DUPLICATE KEY UPDATE calls = calls + 1, credits = credits + VALUES(credits)";
 
 pub fn record(
     tx: &mut impl Queryable,
     sql: &Statements,
     user_id: u64,
+    key_id: u64,
     day: NaiveDate,
     endpoint: &str,
     credits: i64,
@@ -29,6 +32,7 @@ pub fn record(
         sql.get(RECORD),
         (
             user_id,
+            key_id,
             day.format("%Y-%m-%d").to_string(),
             endpoint,
             credits,
@@ -40,13 +44,16 @@ pub fn record(
 /// the charge's transaction.
 /// `calls` paid calls counted at once (`record_many`).
 pub const RECORD_MANY: &str =
-    "INSERT INTO usage_daily (user_id, day, endpoint, calls, credits) VALUES (?, ?, ?, ?, ?) \
+    "INSERT INTO usage_daily (user_id, key_id, day, endpoint, calls, credits) VALUES (?, ?, ?, ?, ?, ?) \
      ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), credits = credits + VALUES(credits)";
 
+// One argument per column of the row: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn record_many(
     tx: &mut impl Queryable,
     sql: &Statements,
     user_id: u64,
+    key_id: u64,
     day: NaiveDate,
     endpoint: &str,
     calls: u64,
@@ -56,6 +63,7 @@ pub fn record_many(
         sql.get(RECORD_MANY),
         (
             user_id,
+            key_id,
             day.format("%Y-%m-%d").to_string(),
             endpoint,
             calls,
@@ -83,9 +91,13 @@ pub struct Filter {
 /// Usage rows in the filter's range (both ends included), by day then user.
 pub fn report(pool: &Pool, filter: &Filter) -> Result<Vec<UsageRow>, DbError> {
     let rows: Vec<(String, String, String, u64, u64)> = pool.get()?.exec(
-        "SELECT u.username, DATE_FORMAT(d.day, '%Y-%m-%d'), d.endpoint, d.calls, d.credits \
+        // Summed over keys: the report is per user, day and endpoint (the
+        // export has the keys).
+        "SELECT u.username, DATE_FORMAT(d.day, '%Y-%m-%d'), d.endpoint, \
+                CAST(SUM(d.calls) AS UNSIGNED), CAST(SUM(d.credits) AS UNSIGNED) \
          FROM usage_daily d JOIN users u ON u.id = d.user_id \
          WHERE (? IS NULL OR u.username = ?) AND (? IS NULL OR d.day >= ?) AND (? IS NULL OR d.day <= ?) \
+         GROUP BY d.day, u.username, d.endpoint \
          ORDER BY d.day, u.username, d.endpoint",
         {
             let user = filter.user.as_ref().map(|u| u.as_str().to_string());

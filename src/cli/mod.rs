@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
+mod export;
 mod keys;
 mod services;
 
@@ -66,7 +67,7 @@ pub enum Command {
         #[arg(long)]
         period: Option<String>,
     },
-    /// Print daily usage.
+    /// Print daily usage, or export it per key (`usage export`).
     Usage(UsageArgs),
     /// Print a user's credit ledger (every change that is not a request
     /// charge), newest first, a page at a time.
@@ -252,7 +253,10 @@ pub enum RouteCommand {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct UsageArgs {
+    #[command(subcommand)]
+    pub export: Option<UsageCommand>,
     /// Only this user.
     pub name: Option<String>,
     /// First day, YYYY-MM-DD.
@@ -279,6 +283,13 @@ pub struct LedgerArgs {
     /// Print {"username","rows":[…],"next_before"} as the admin API does.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsageCommand {
+    /// Stream usage per user, API key, day and endpoint to stdout, as CSV
+    /// (RFC 4180) or JSON: for invoicing.
+    Export(export::ExportArgs),
 }
 
 /// Why a command exits non-zero; printed as one line.
@@ -338,7 +349,8 @@ cli_error_from!(
     ImportError,
     ConfigError,
     crate::app::StartError,
-    crate::model::ParseError
+    crate::model::ParseError,
+    std::io::Error
 );
 
 /// Turns clap's answer to a bad command line into a one-line reason and
@@ -427,6 +439,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let n = bank::refill(&connect(&config)?, period, now, &actor())?;
             eprintln!("{n} user(s) refilled for {period}");
             Ok(())
+        }
+        Command::Usage(UsageArgs {
+            export: Some(UsageCommand::Export(args)),
+            ..
+        }) => {
+            let request = export::parse(&args)?;
+            export::run(&connect(&config)?, request)
         }
         Command::Usage(args) => usage_report(&connect(&config)?, args),
         Command::Ledger(args) => ledger_report(&connect(&config)?, args),

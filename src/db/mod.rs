@@ -338,6 +338,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0023_create_route_charges.sql",
         include_str!("../../sql/0023_create_route_charges.sql"),
     ),
+    (
+        24,
+        "0024_add_usage_key.sql",
+        include_str!("../../sql/0024_add_usage_key.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {
@@ -642,8 +647,12 @@ fn apply_missing(conn: &mut Conn) -> Result<Vec<&'static str>, DbError> {
     let have = schema_version(&mut ***conn)?;
     let mut applied = Vec::new();
     for &(version, file, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
-        conn.query_drop(sql)
-            .map_err(|source| DbError::Migration { file, source })?;
+        // One statement at a time: a multi-statement query's later errors
+        // are lost when its result is dropped.
+        for statement in statements(sql) {
+            conn.query_drop(statement)
+                .map_err(|source| DbError::Migration { file, source })?;
+        }
         conn.exec_drop(
             "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
             (version, file),
@@ -653,9 +662,55 @@ fn apply_missing(conn: &mut Conn) -> Result<Vec<&'static str>, DbError> {
     Ok(applied)
 }
 
+/// A migration file's statements: split after each line that ends in `;`
+/// (no file has one inside a string), leaving out pieces of comments only.
+fn statements(file: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in file.split_inclusive('\n') {
+        at += line.len();
+        if line.trim_end().ends_with(';') {
+            pieces.push(&file[start..at]);
+            start = at;
+        }
+    }
+    pieces.push(&file[start..]);
+    pieces
+        .into_iter()
+        .filter(|piece| {
+            piece
+                .lines()
+                .map(str::trim)
+                .any(|l| !l.is_empty() && !l.starts_with("--"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_migration_file_splits_after_each_line_ending_in_a_semicolon() {
+        let file = "-- why; and how\nALTER TABLE a\n  ADD x INT;\n-- next\nALTER TABLE b ADD y INT;\n-- done\n";
+        assert_eq!(
+            statements(file),
+            [
+                "-- why; and how\nALTER TABLE a\n  ADD x INT;\n",
+                "-- next\nALTER TABLE b ADD y INT;\n"
+            ]
+        );
+        assert_eq!(statements("SELECT 1"), ["SELECT 1"]);
+    }
+
+    #[test]
+    fn every_shipped_migration_but_0024_is_one_statement() {
+        for (version, file, sql) in MIGRATIONS {
+            let want = if *version == 24 { 3 } else { 1 };
+            assert_eq!(statements(sql).len(), want, "{file}");
+        }
+    }
 
     #[test]
     fn a_statement_not_prepared_on_the_connection_runs_as_text() {

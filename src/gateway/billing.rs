@@ -80,6 +80,9 @@ pub enum Charged {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
     pub user_id: u64,
+    /// The key that authenticated the request: a refund comes out of its
+    /// usage row.
+    key_id: u64,
     /// What was taken.
     pub charged: i64,
     pub credit_remaining: i64,
@@ -224,6 +227,7 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
                 (None, true) => Some(record_unsettled(
                     &mut tx,
                     account.id,
+                    account.key().0,
                     cost,
                     req,
                     key.as_ref(),
@@ -232,6 +236,7 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
             };
             Charged::Forward(Ticket {
                 user_id: account.id,
+                key_id: account.key().0,
                 charged,
                 credit_remaining,
                 rate,
@@ -302,6 +307,7 @@ fn refund_once(pool: &Pool, ticket: &Ticket, actor: &str) -> Result<i64, DbError
     let credit = account::give_back(
         &mut tx,
         ticket.user_id,
+        ticket.key_id,
         ticket.charged,
         ticket.day,
         &ticket.endpoint,
@@ -410,16 +416,18 @@ pub fn hold_open(pool: &Pool, ticket: &Ticket) -> Result<bool, DbError> {
 fn record_unsettled(
     tx: &mut mysql::Transaction<'_>,
     user_id: u64,
+    key_id: u64,
     amount: i64,
     req: &RouteCharge<'_>,
     key: Option<&Claim>,
 ) -> Result<u64, DbError> {
     let ttl = req.in_flight_for.as_secs() + 60;
     tx.exec_drop(
-        "INSERT INTO route_charges (user_id, amount, day, endpoint, idem_key, expires_at) \
-         VALUES (?, ?, ?, ?, ?, NOW(3) + INTERVAL ? SECOND)",
+        "INSERT INTO route_charges (user_id, key_id, amount, day, endpoint, idem_key, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, NOW(3) + INTERVAL ? SECOND)",
         (
             user_id,
+            key_id,
             amount,
             req.now.date_naive().format("%Y-%m-%d").to_string(),
             req.endpoint,
@@ -493,18 +501,19 @@ pub fn refund_unsettled(pool: &Pool) -> Result<u64, DbError> {
 fn refund_one_unsettled(pool: &Pool, id: u64) -> Result<bool, DbError> {
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let row: Option<(u64, i64, String, String, Option<String>)> = tx.exec_first(
-        "SELECT user_id, amount, DATE_FORMAT(day, '%Y-%m-%d'), endpoint, idem_key \
+    let row: Option<(u64, u64, i64, String, String, Option<String>)> = tx.exec_first(
+        "SELECT user_id, key_id, amount, DATE_FORMAT(day, '%Y-%m-%d'), endpoint, idem_key \
          FROM route_charges WHERE id = ?",
         (id,),
     )?;
-    let Some((user_id, amount, day, endpoint, idem_key)) = row else {
+    let Some((user_id, key_id, amount, day, endpoint, idem_key)) = row else {
         return Ok(false);
     };
     let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d").unwrap_or_default();
     account::give_back(
         &mut tx,
         user_id,
+        key_id,
         amount,
         day,
         &endpoint,

@@ -9,17 +9,18 @@ use super::admin_body::{
     credit_amount, credit_number, optional_string, read_object, refuse_unknown_fields, username,
 };
 use super::{
-    admin_keys, allow, authorization_headers, query_values, refuse_if_throttled, unauthorized,
-    ApiError, Ctx,
+    admin_keys, allow, authorization_headers, query_values, refuse_if_throttled, service_auth,
+    unauthorized, ApiError, Ctx,
 };
 use crate::app::AppState;
 use crate::auth::token;
+use crate::billing::export;
 use crate::billing::ledger::{self, Reason};
 use crate::billing::usage::{self, Filter};
 use crate::gateway::routes::{InvalidRoute, NewRoute};
 use crate::gateway::store::{self, RouteError};
 use crate::model::{whole_number, Day, Email, ImportedToken, RefillDay};
-use crate::services::{self, Scopes, ServiceError};
+use crate::services::{self, Scope, Scopes, ServiceError};
 use crate::users::{self, CreditChange, NewUser};
 
 /// The actor written to the ledger for changes made here.
@@ -65,6 +66,10 @@ pub fn route(
     rest: &[&str],
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
+    if rest == ["usage", "export"] {
+        // The one admin route a `read` service token may call too.
+        return usage_export(state, req, method, ctx);
+    }
     check_admin(state, req, ctx)?;
     match (method, rest) {
         (_, ["users"]) => {
@@ -340,6 +345,40 @@ fn ledger_page(state: &AppState, req: &Request, name: &str) -> Result<Response, 
         Some(page) => Ok(Response::json(&page)),
         None => Err(users::UserError::Unknown(name.as_str().to_string()).into()),
     }
+}
+
+/// `GET /admin/v1/usage/export?from=&to=&format=`: the admin token, or a
+/// service token with the `read` scope; the rows streamed as they are read.
+fn usage_export(
+    state: &AppState,
+    req: &Request,
+    method: &str,
+    ctx: &mut Ctx,
+) -> Result<Response, ApiError> {
+    let service_token = match authorization_headers(req).as_slice() {
+        [v] => token::bearer(v).is_some_and(|t| t.starts_with(services::TOKEN_KIND)),
+        _ => false,
+    };
+    if service_token {
+        service_auth::service(state, req, ctx, Scope::Read)?;
+    } else {
+        check_admin(state, req, ctx)?;
+    }
+    allow(method, &["GET"])?;
+    let one = |name: &str| {
+        query_values(req.raw_query_string(), name)
+            .into_iter()
+            .next()
+    };
+    let range = export::Range::parse(one("from").as_deref(), one("to").as_deref())?;
+    let format = export::Format::parse(one("format").as_deref())?;
+    let body = export::stream(&state.pool, range, format)?;
+    Ok(Response {
+        status_code: 200,
+        headers: vec![("Content-Type".into(), format.content_type().into())],
+        data: rouille::ResponseBody::from_reader(body),
+        upgrade: None,
+    })
 }
 
 fn usage_filter(req: &Request) -> Result<Filter, ApiError> {

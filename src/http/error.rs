@@ -8,6 +8,7 @@ use rouille::Response;
 use serde_json::json;
 
 use crate::billing::account::RateState;
+use crate::billing::export::ExportError;
 use crate::billing::ratelimit;
 use crate::billing::Insufficient;
 use crate::db::DbError;
@@ -65,6 +66,9 @@ pub enum ApiError {
     InvalidUsername(ParseError),
     InvalidCredit(String),
     InvalidBody(String),
+    /// A usage export's days or format: 400 `invalid_range` or
+    /// `invalid_format`.
+    Export(ExportError),
     UnknownJob(String),
     Route(RouteError),
     /// A gateway request body over `CREDITGATE_MAX_BODY_BYTES`.
@@ -162,6 +166,12 @@ impl From<RouteError> for ApiError {
     }
 }
 
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> ApiError {
+        ApiError::Export(e)
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         ApiError::Database(e)
@@ -206,7 +216,8 @@ impl ApiError {
             | ApiError::InvalidPath(_)
             | ApiError::TooManyHolds
             | ApiError::InvalidOriginal(_)
-            | ApiError::InvalidBody(_) => 400,
+            | ApiError::InvalidBody(_)
+            | ApiError::Export(_) => 400,
             ApiError::InsufficientCredit { .. } => 402,
             ApiError::AdminDisabled
             | ApiError::ScopeDenied(_)
@@ -282,6 +293,8 @@ impl ApiError {
                 "invalid_credit"
             }
             ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::Export(ExportError::UnknownFormat(_)) => "invalid_format",
+            ApiError::Export(_) => "invalid_range",
             ApiError::UnknownJob(_) => "unknown_job",
             ApiError::Route(RouteError::Invalid(_)) => "invalid_route",
             ApiError::Route(RouteError::Exists(_)) => "route_exists",
@@ -363,6 +376,7 @@ impl ApiError {
             ApiError::User(e) => e.to_string(),
             ApiError::Service(e) => e.to_string(),
             ApiError::InvalidCredit(m) | ApiError::InvalidBody(m) => m.clone(),
+            ApiError::Export(e) => e.to_string(),
             ApiError::UnknownJob(j) => format!("no job {j:?}"),
             ApiError::Route(e) => e.to_string(),
             ApiError::BodyTooLarge { limit } => {

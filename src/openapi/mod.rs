@@ -43,6 +43,8 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_username",
     "invalid_credit",
     "invalid_body",
+    "invalid_range",
+    "invalid_format",
     "unknown_job",
     "invalid_route",
     "route_exists",
@@ -436,6 +438,7 @@ fn admin_other_paths() -> Value {
                 ("400", error("A malformed user or day.", &["invalid_username", "invalid_body"])),
             ])
         },
+        "/admin/v1/usage/export": usage_export_path(),
         "/admin/v1/jobs": {
             "get": admin_op("listJobs", "The scheduled jobs.", &admin, vec![], None, vec![
                 ("200", ok("The jobs.", json!({ "$ref": "#/components/schemas/JobList" }))),
@@ -863,6 +866,61 @@ fn admin_op(
         op["requestBody"] = b;
     }
     op
+}
+
+/// The usage export: the one admin route a `read` service token may call,
+/// answering CSV or JSON, streamed.
+fn usage_export_path() -> Value {
+    let day = |name: &str, what: &str| {
+        json!({ "name": name, "in": "query", "required": true,
+                "description": format!("{what} day, YYYY-MM-DD (UTC), included."),
+                "schema": { "type": "string", "format": "date" } })
+    };
+    let mut op = admin_op(
+        "exportUsage",
+        "Usage per user, API key, day and endpoint, streamed: RFC 4180 CSV with a header row \
+         (default) or a JSON array. `key_id`/`key_name` are empty (null) for usage without a key.",
+        &admin_security(),
+        vec![
+            day("from", "First"),
+            day("to", "Last"),
+            json!({ "name": "format", "in": "query", "required": false,
+                    "description": "`csv` (default) or `json`.",
+                    "schema": { "type": "string", "enum": ["csv", "json"] } }),
+        ],
+        None,
+        vec![
+            (
+                "200",
+                json!({
+                    "description": "The rows, in the order of user, day, endpoint and key.",
+                    "content": {
+                        "text/csv": { "schema": { "type": "string" } },
+                        "application/json": { "schema": { "type": "array",
+                            "items": { "$ref": "#/components/schemas/UsageExportRow" } } }
+                    }
+                }),
+            ),
+            (
+                "400",
+                error(
+                    "A missing or malformed day, `from` after `to`, or an unknown format.",
+                    &["invalid_range", "invalid_format"],
+                ),
+            ),
+        ],
+    );
+    op["security"] = json!([{ "bearerAuth": [] }, { "serviceToken": ["read"] }]);
+    op["responses"]["401"] = json!({
+        "description": "No, a wrong admin token, or a wrong or revoked service token.",
+        "headers": { "WWW-Authenticate": { "$ref": "#/components/headers/WWW-Authenticate" } },
+        "content": json_content(error_schema(&["unauthorized"]))
+    });
+    op["responses"]["403"] = error(
+        "The admin API is off (no `CREDITGATE_ADMIN_TOKEN`), or a service token without `read`.",
+        &["admin_disabled", "scope_denied"],
+    );
+    json!({ "get": op })
 }
 
 fn user_answers() -> Vec<(&'static str, Value)> {

@@ -279,6 +279,20 @@ fn reports() -> Value {
                 }
             }
         },
+        "UsageExportRow": {
+            "type": "object",
+            "required": ["username", "key_id", "key_name", "day", "endpoint", "calls", "credits"],
+            "properties": {
+                "username": { "type": "string" },
+                "key_id": { "type": ["integer", "null"], "minimum": 1,
+                            "description": "The API key that authenticated the calls; null: no key." },
+                "key_name": { "type": ["string", "null"], "description": "The key's label." },
+                "day": { "type": "string", "description": "YYYY-MM-DD" },
+                "endpoint": { "type": "string" },
+                "calls": { "type": "integer", "minimum": 0 },
+                "credits": { "type": "integer", "minimum": 0 }
+            }
+        },
         "Job": {
             "type": "object",
             "required": ["id", "schedule", "paused", "last_run", "last_result", "next_run"],

@@ -14,6 +14,7 @@ mod coalesce;
 mod conflicts;
 mod console;
 mod edge;
+mod export;
 mod faults;
 mod forward_auth;
 mod gateway;
