@@ -34,6 +34,8 @@ pub struct AppState {
     pub coalescer: Option<Coalescer>,
     /// Requests inside `handle`; a stop waits for them.
     pub in_flight: AtomicUsize,
+    /// Usage exports running here (each holds a pooled connection).
+    pub exports: crate::billing::export::Running,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
             mailer,
             coalescer,
             in_flight: AtomicUsize::new(0),
+            exports: Default::default(),
         }
     }
 }

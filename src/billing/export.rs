@@ -14,7 +14,9 @@
 //! so a client sees a broken transfer, never a short file that looks whole).
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread;
 
 use mysql::prelude::Queryable;
@@ -176,11 +178,43 @@ const PIECE: usize = 16 * 1024;
 /// Pieces in the channel at most: what the export may hold in memory.
 const PIECES_IN_FLIGHT: usize = 4;
 
+/// Exports running at once on one instance, at most. Each holds a pooled
+/// connection for as long as its reader reads, and the pool is what paid
+/// requests need: a holder of a `read` token must not be able to take it
+/// all by opening exports.
+pub const MAX_RUNNING: usize = 2;
+
+/// The exports running on one instance (`AppState` has one).
+#[derive(Debug, Default)]
+pub struct Running(Arc<AtomicUsize>);
+
+/// One of the `MAX_RUNNING` places, given back when dropped (the producer
+/// thread holds it, so it is free again once the connection is).
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Running {
+    /// A free place, or None when `MAX_RUNNING` exports are running.
+    pub fn take(&self) -> Option<Slot> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_RUNNING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(&self.0)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Starts the export: takes a connection and starts the query before
 /// returning (so that an unavailable database or a failing query is an
 /// error here, before anything is answered), then streams from a thread.
 /// The key's name is its label (empty without one).
-pub fn stream(pool: &Pool, range: Range, format: Format) -> Result<Export, DbError> {
+pub fn stream(pool: &Pool, range: Range, format: Format, slot: Slot) -> Result<Export, DbError> {
     let conn = pool.get()?;
     let (tx, rx) = mpsc::sync_channel(PIECES_IN_FLIGHT);
     let (started, start) = mpsc::sync_channel(1);
@@ -190,7 +224,10 @@ pub fn stream(pool: &Pool, range: Range, format: Format) -> Result<Export, DbErr
     };
     thread::Builder::new()
         .name("usage-export".into())
-        .spawn(move || produce(conn, range, format, head, &started, &tx))
+        .spawn(move || {
+            let _slot = slot;
+            produce(conn, range, format, head, &started, &tx)
+        })
         .map_err(|e| DbError::failed(&format!("cannot start the export's thread: {e}")))?;
     match start.recv() {
         Ok(Ok(())) => Ok(Export {
@@ -307,6 +344,16 @@ mod tests {
             calls: 3,
             credits: 30,
         }
+    }
+
+    #[test]
+    fn at_most_max_running_slots_are_out_and_a_dropped_one_is_free_again() {
+        let running = Running::default();
+        let taken: Vec<Slot> = std::iter::from_fn(|| running.take()).take(10).collect();
+        assert_eq!(taken.len(), MAX_RUNNING);
+        assert!(running.take().is_none());
+        drop(taken);
+        assert!(running.take().is_some());
     }
 
     #[test]

@@ -372,7 +372,8 @@ fn usage_export(
     };
     let range = export::Range::parse(one("from").as_deref(), one("to").as_deref())?;
     let format = export::Format::parse(one("format").as_deref())?;
-    let body = export::stream(&state.pool, range, format)?;
+    let slot = state.exports.take().ok_or(ApiError::ExportsBusy)?;
+    let body = export::stream(&state.pool, range, format, slot)?;
     Ok(Response {
         status_code: 200,
         headers: vec![("Content-Type".into(), format.content_type().into())],

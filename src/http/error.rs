@@ -83,6 +83,8 @@ pub enum ApiError {
     UpstreamTimeout(Unanswered),
     /// The route's bulkhead is full: nothing charged or forwarded.
     RouteBusy,
+    /// `export::MAX_RUNNING` usage exports are running on this instance.
+    ExportsBusy,
     /// A body on GET, HEAD, OPTIONS or DELETE to a gateway route.
     BodyNotAllowed,
     /// A gateway path an upstream could read another way (`;`, `%25`,
@@ -248,6 +250,7 @@ impl ApiError {
             ApiError::UpstreamTimeout(_) => 504,
             ApiError::Unavailable
             | ApiError::RouteBusy
+            | ApiError::ExportsBusy
             | ApiError::Database(_)
             | ApiError::User(UserError::Db(_))
             | ApiError::Route(RouteError::Db(_))
@@ -304,6 +307,7 @@ impl ApiError {
             ApiError::UpstreamUnavailable(_) => "upstream_unavailable",
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
             ApiError::RouteBusy => "route_busy",
+            ApiError::ExportsBusy => "exports_busy",
             ApiError::BodyNotAllowed => "body_not_allowed",
             ApiError::InvalidPath(_) => "invalid_path",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
@@ -391,6 +395,10 @@ impl ApiError {
             ApiError::UpstreamTimeout(u) => {
                 format!("the upstream did not answer in time; {}", refund_note(u))
             }
+            ApiError::ExportsBusy => format!(
+                "{} usage exports are running on this instance, as many as may; retry in a second",
+                crate::billing::export::MAX_RUNNING
+            ),
             ApiError::RouteBusy => {
                 "this route has as many requests in flight as it may; nothing was charged, \
                  retry in a second"
@@ -474,7 +482,7 @@ impl ApiError {
             ApiError::TooManyFailures { retry_after } => {
                 r = r.with_additional_header("Retry-After", retry_after.to_string());
             }
-            ApiError::IdempotencyInProgress | ApiError::RouteBusy => {
+            ApiError::IdempotencyInProgress | ApiError::RouteBusy | ApiError::ExportsBusy => {
                 r = r.with_additional_header("Retry-After", "1")
             }
             ApiError::UpstreamUnavailable(u) | ApiError::UpstreamTimeout(u) => {

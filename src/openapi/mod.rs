@@ -54,6 +54,7 @@ pub const ERROR_CODES: &[&str] = &[
     "upstream_unavailable",
     "upstream_timeout",
     "route_busy",
+    "exports_busy",
     "body_not_allowed",
     "invalid_path",
     "idempotency_key_reused",
@@ -907,6 +908,15 @@ fn usage_export_path() -> Value {
                     "A missing or malformed day, `from` after `to`, or an unknown format.",
                     &["invalid_range", "invalid_format"],
                 ),
+            ),
+            (
+                "503",
+                json!({
+                    "description": "The database is unavailable, or this instance already runs \
+                        as many exports as it may (2; each holds a database connection); retry.",
+                    "headers": { "Retry-After": { "$ref": "#/components/headers/Retry-After" } },
+                    "content": json_content(error_schema(&["unavailable", "exports_busy"]))
+                }),
             ),
         ],
     );

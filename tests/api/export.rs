@@ -622,3 +622,64 @@ fn a_coalesced_batch_counts_each_request_under_its_own_key() {
     let batches = metric("creditgate_coalesced_batches_total");
     assert!(batches < 160, "nothing was coalesced: {batches} batches");
 }
+
+/// Opens an export and reads only its head, leaving the rest unread: the
+/// producer blocks (socket buffers full) holding its connection and place.
+fn open_unread(addr: SocketAddr, path: &str, bearer: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head[..], b"HTTP/1.1 200", "the export did not start");
+    s
+}
+
+#[test]
+fn exports_left_unread_cannot_take_the_pool_from_paid_requests() {
+    let app = spawn_app();
+    let alice = app.db.add_user("alice", 100);
+    // ~34 MB of CSV: far more than the socket buffers between a client
+    // that stops reading and the server, so the export stays running.
+    app.db.exec(
+        "INSERT INTO usage_daily (user_id, key_id, day, endpoint, calls, credits) \
+         WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < 499) \
+         SELECT u.id, 0, '2026-11-01' + INTERVAL (a.n MOD 30) DAY, \
+                CONCAT(REPEAT('e', 120), '-', a.n, '-', b.n), 1, 1 \
+         FROM s a JOIN s b JOIN users u WHERE a.n * 500 + b.n < 200000",
+    );
+    let path = export_path("2026-11-01", "2026-11-30", "csv");
+    let held: Vec<TcpStream> = (0..export_limit())
+        .map(|_| open_unread(app.addr, &path, &app.admin_token))
+        .collect();
+    // One more is refused at once, and says when to come back.
+    let (status, head, body) = get(app.addr, &path, Some(&app.admin_token));
+    assert_eq!(status, 503, "{body}");
+    assert!(head.contains("Retry-After: 1"), "{head}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"], "exports_busy", "{body}");
+    // Paid requests are answered while the exports hang.
+    for _ in 0..20 {
+        assert_eq!(app.bank("alice", &alice, "BOFA").status, 200);
+    }
+    // A client that goes away gives its place back.
+    drop(held);
+    let free = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        get(
+            app.addr,
+            &export_path("2026-11-01", "2026-11-01", "csv"),
+            Some(&app.admin_token),
+        )
+        .0 == 200
+    });
+    assert!(free, "the places of closed exports were not given back");
+}
+
+fn export_limit() -> usize {
+    creditgate::billing::export::MAX_RUNNING
+}
