@@ -20,6 +20,7 @@ use crate::billing::ratelimit::{self, Decision};
 use crate::billing::usage;
 use crate::db::{DbError, Statements};
 use crate::model::{next_refill, Period, RateLimit, RefillDay, Username};
+use crate::webhooks::outbox;
 
 /// Why authentication failed: for the log only; clients all get one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +321,12 @@ impl Account {
         Some(next_refill(now, day, period))
     }
 
+    /// The refill period (`YYYY-MM`) the credit belongs to; `None` before
+    /// the first refill.
+    pub fn credit_period(&self) -> Option<&str> {
+        self.credit_period.as_deref()
+    }
+
     pub fn rate_limit(&self) -> Option<RateLimit> {
         self.rate
     }
@@ -547,7 +554,7 @@ pub fn apply<R>(
     touch_key(tx, account)?;
     let tat = rate.map(|r| r.decision.new_tat);
     match verdict {
-        Verdict::Unpriced | Verdict::Insufficient(_) => save_rate(tx, account, tat),
+        Verdict::Unpriced | Verdict::Insufficient(_) => save_rate(tx, account, tat)?,
         Verdict::Debited {
             cost, low_credit, ..
         } => {
@@ -555,9 +562,11 @@ pub fn apply<R>(
                 take(tx, sql, account.id, *cost, tat, low_credit.is_some())?;
             }
             let day = now.date_naive();
-            usage::record(tx, sql, account.id, account.key_id, day, endpoint, *cost)
+            usage::record(tx, sql, account.id, account.key_id, day, endpoint, *cost)?;
         }
     }
+    // In the same transaction: an event exists exactly when its cause does.
+    outbox::after_decision(tx, account, verdict)
 }
 
 /// Counts a request that reserves instead of debiting (a gateway route
@@ -605,9 +614,10 @@ pub(crate) fn crossed_low_credit(account: &Account, before: i64, after: i64) -> 
 /// SQL for an UPDATE that raised the available credit: re-arms the notice
 /// once it is back at or above the threshold (assignments run left to
 /// right, so `credit` and `held` are already the new ones when this comes
-/// last).
+/// last), and re-arms `credit.exhausted` (the credit came back).
 pub const REARM_LOW_CREDIT: &str = "low_credit_notified = \
-     IF(low_credit IS NOT NULL AND credit - held >= low_credit, FALSE, low_credit_notified)";
+     IF(low_credit IS NOT NULL AND credit - held >= low_credit, FALSE, low_credit_notified), \
+     credit_exhausted = FALSE";
 
 #[cfg(test)]
 impl Account {
