@@ -15,6 +15,7 @@ use crate::gateway::routes::{ChargeOn, Route};
 use crate::ops::jobs::JobView;
 use crate::users::keys::{Key, KeySummary};
 use crate::users::User;
+use crate::webhooks::outbox::Counts;
 
 /// What the overview shows.
 pub struct Overview {
@@ -22,6 +23,8 @@ pub struct Overview {
     pub days: Vec<DayTotal>,
     pub low: Vec<User>,
     pub jobs: Vec<JobView>,
+    /// Webhook deliveries by state, over all instances.
+    pub webhooks: Counts,
 }
 
 pub struct UserList {
@@ -125,6 +128,14 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
                         } } }
                     } }
                 }
+        }
+        section.card #webhooks {
+            h2 { "Webhook deliveries" }
+            dl.stats {
+                div { dt { "Pending" } dd #webhooks-pending { (o.webhooks.pending) } }
+                div { dt { "Delivered" } dd #webhooks-delivered { (o.webhooks.delivered) } }
+                div { dt { "Failed" } dd #webhooks-failed { (o.webhooks.failed) } }
+            }
         }
         // The whole width: a last result is a sentence, and half a page
         // clipped it at 1280 px (#24).

@@ -161,6 +161,7 @@ fn read(state: &AppState, target: &Target, frame: &Frame<'_>) -> Result<Markup, 
                 days: days(None)?,
                 low: users::below_allowance(pool, LOW_PERCENT)?,
                 jobs: state.jobs.list(),
+                webhooks: crate::webhooks::outbox::counts_of(pool)?,
             },
         ),
         Target::Users(query) => {

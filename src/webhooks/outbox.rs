@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::events::{envelope, thresholds_crossed, EventType};
 use crate::billing::account::{Account, LowCredit};
 use crate::billing::decide::{Insufficient, Verdict};
-use crate::db::DbError;
+use crate::db::{DbError, Pool};
 
 /// Writes one event for each endpoint subscribed to `kind`, in the
 /// caller's transaction.
@@ -121,6 +121,11 @@ pub struct Counts {
     pub pending: u64,
     pub delivered: u64,
     pub failed: u64,
+}
+
+/// `counts` on a pooled connection.
+pub fn counts_of(pool: &Pool) -> Result<Counts, DbError> {
+    counts(&mut **pool.get()?)
 }
 
 pub fn counts(conn: &mut impl Queryable) -> Result<Counts, DbError> {
