@@ -478,6 +478,9 @@ fn each_usage_threshold_fires_once_per_period() {
     );
     let service = add_service(&app);
     app.db.add_user_with("alice", Some(100), Some(100), None);
+    // Last month's allowance: the refill below starts this month's period.
+    app.db
+        .exec("UPDATE users SET credit_period = '2000-01' WHERE username = 'alice'");
     let crossed = |db: &TestDb| db.scalar("SELECT COUNT(*) FROM usage_thresholds");
 
     // Act and assert: 49 % crosses nothing, 50 % crosses one...
@@ -510,8 +513,6 @@ fn each_usage_threshold_fires_once_per_period() {
     assert!(!charge(app.addr, &service, "alice", 2));
     assert_eq!(outbox_types(&app.db)["credit.exhausted"], 2);
     // ...and a new period starts them again.
-    app.db
-        .exec("UPDATE users SET credit_period = '2000-01' WHERE username = 'alice'");
     run_job(&app, "monthly-refill");
     assert!(charge(app.addr, &service, "alice", 100));
     assert_eq!(crossed(&app.db), 6);
