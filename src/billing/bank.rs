@@ -352,12 +352,15 @@ pub fn refill(
     Ok(refilled)
 }
 
+/// credit, held, monthly_credit, credit_period, username.
+type RefillRow = (i64, i64, Option<i64>, Option<String>, String);
+
 /// Refills one user in one transaction, re-checked under the row lock;
 /// false when there was nothing to do (another instance was first).
 fn refill_one(pool: &Pool, user_id: u64, p: &str, actor: &str) -> Result<bool, DbError> {
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let row: Option<(i64, i64, Option<i64>, Option<String>, String)> = tx.exec_first(
+    let row: Option<RefillRow> = tx.exec_first(
         "SELECT credit, held, monthly_credit, credit_period, username FROM users \
          WHERE id = ? FOR UPDATE",
         (user_id,),

@@ -145,7 +145,7 @@ impl Worker {
             if shutdown.is_triggered() {
                 break;
             }
-            if !outbox::claim(&mut **conn, d.id, &self.owner, lease).map_err(|e| error_chain(&e))? {
+            if !outbox::claim(&mut conn, d.id, &self.owner, lease).map_err(|e| error_chain(&e))? {
                 continue; // another instance took it, or it is no longer due
             }
             let result = self.send(&d);
