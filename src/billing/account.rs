@@ -80,6 +80,8 @@ pub struct Account {
     rate_tat: Option<i64>,
     low_credit: Option<i64>,
     low_credit_notified: bool,
+    /// `credit.exhausted` was sent and the credit has not come back since.
+    credit_exhausted: bool,
     key_id: u64,
     key_use_due: bool,
     /// The database's clock, µs since the epoch: every instance agrees.
@@ -108,7 +110,7 @@ macro_rules! user_columns {
         "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
          u.disabled, u.email, u.rate_quota, u.rate_window_secs, u.rate_tat, u.low_credit, \
          u.low_credit_notified, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED), \
-         u.held, u.username"
+         u.held, u.username, u.credit_exhausted"
     };
 }
 pub(crate) use user_columns;
@@ -259,7 +261,7 @@ fn authenticate(
 }
 
 /// Where the key's columns start in an account query's row.
-const KEY_COLUMN: usize = 15;
+const KEY_COLUMN: usize = 16;
 
 /// The account of a row read without a key (`ACCOUNT_BY_NAME`,
 /// `ACCOUNT_BY_ID`): only a disabled user is refused.
@@ -296,6 +298,7 @@ fn account(row: &mysql::Row, name: &str) -> Account {
         rate_tat: row.get(9).flatten(),
         low_credit: row.get(10).flatten(),
         low_credit_notified: row.get(11).unwrap_or(false),
+        credit_exhausted: row.get(15).unwrap_or(false),
         key_id: row.get::<Option<u64>, _>(KEY_COLUMN).flatten().unwrap_or(0),
         key_use_due: row
             .get::<Option<bool>, _>(KEY_COLUMN + 3)
@@ -319,6 +322,12 @@ impl Account {
             .as_deref()
             .and_then(|p| Period::parse(p).ok());
         Some(next_refill(now, day, period))
+    }
+
+    /// `credit.exhausted` was sent and the credit has not come back since
+    /// (as the row was read).
+    pub fn credit_exhausted(&self) -> bool {
+        self.credit_exhausted
     }
 
     /// The refill period (`YYYY-MM`) the credit belongs to; `None` before
@@ -637,6 +646,7 @@ impl Account {
             rate_tat: None,
             low_credit: None,
             low_credit_notified: false,
+            credit_exhausted: false,
             key_id: 1,
             key_use_due: false,
             now_us: 1_000_000_000_000,

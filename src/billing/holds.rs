@@ -123,7 +123,7 @@ pub const SETTLE_LOCK: &str = concat!(
 );
 
 /// Where the hold's columns start in a `SETTLE_LOCK` row.
-const SETTLE_HOLD_AT: usize = 19;
+const SETTLE_HOLD_AT: usize = 20;
 
 /// Locks hold `id` of `service` and its user; `None`: no such hold.
 fn lock_settlement(

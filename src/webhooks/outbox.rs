@@ -92,13 +92,17 @@ pub fn after_debit(
 
 /// A charge or a hold refused for credit: `credit.exhausted`, once until
 /// the credit comes back (`account::REARM_LOW_CREDIT` clears the flag).
-/// The guarded UPDATE decides under the row lock, so a refused user's
-/// further refusals write nothing new.
+/// The flag comes with the locked row, so a refused user's further
+/// refusals cost nothing; the guarded UPDATE decides all the same (a
+/// coalesced batch's row is read once for several requests).
 pub fn after_refusal(
     tx: &mut mysql::Transaction<'_>,
     account: &Account,
     short: &Insufficient,
 ) -> Result<(), DbError> {
+    if account.credit_exhausted() {
+        return Ok(());
+    }
     tx.exec_drop(
         "UPDATE users SET credit_exhausted = TRUE WHERE id = ? AND NOT credit_exhausted",
         (account.id,),
