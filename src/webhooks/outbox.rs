@@ -167,14 +167,17 @@ impl Due {
 
 /// The heads of the queues that are due and not leased: per endpoint and
 /// user only the oldest pending row, so a user's events arrive in order.
-/// A plain read: the claim that follows decides (`claim`).
+/// The heads come from `webhook_outbox_queue` by a loose index scan (one
+/// step per queue, however long a queue grows while its receiver is down);
+/// a plain read: the claim that follows decides (`claim`).
 const HEADS: &str = "SELECT o.id, w.url, w.secret, o.body, o.attempts, \
      TIMESTAMPDIFF(SECOND, o.created_at, NOW(3)) \
-     FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
-     WHERE o.state = 'pending' AND o.next_attempt_at <= NOW(3) \
+     FROM (SELECT MIN(id) AS id FROM webhook_outbox WHERE state = 'pending' \
+           GROUP BY webhook_id, user_id) h \
+     JOIN webhook_outbox o ON o.id = h.id \
+     JOIN webhooks w ON w.id = o.webhook_id \
+     WHERE o.next_attempt_at <= NOW(3) \
      AND (o.locked_until IS NULL OR o.locked_until <= NOW(3)) \
-     AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.webhook_id = o.webhook_id \
-       AND p.user_id = o.user_id AND p.state = 'pending' AND p.id < o.id) \
      ORDER BY o.next_attempt_at, o.id LIMIT ?";
 
 /// Up to `limit` deliveries that look due; each must still be `claim`ed.
