@@ -678,8 +678,8 @@ fn removing_an_endpoint_fails_its_undelivered_events_and_the_console_counts_them
     console_shows_counts(&app, 0, 0, 1);
 }
 
-/// The console's overview, logged in, shows the deliveries by state.
-fn console_shows_counts(app: &TestApp, pending: u64, delivered: u64, failed: u64) {
+/// Logs in to the console; the `Cookie` header's value.
+fn console_login(app: &TestApp) -> String {
     let form = format!("token={}", app.admin_token);
     let r = request(
         app.addr,
@@ -689,13 +689,76 @@ fn console_shows_counts(app: &TestApp, pending: u64, delivered: u64, failed: u64
         Some(&form),
     );
     assert_eq!(r.status, 303, "{}", r.body);
-    let cookie = r
-        .header("Set-Cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let set = r.header("Set-Cookie").unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+/// POSTs a console form with the page's CSRF token; follows a 303 (a
+/// refused form is answered with its page at once).
+fn console_post(app: &TestApp, cookie: &str, path: &str, fields: &str) -> Resp {
+    let page = app.get("/console/webhooks", &[("Cookie", cookie)]).body;
+    let marker = "name=\"csrf\" value=\"";
+    let at = page.find(marker).unwrap() + marker.len();
+    let csrf = &page[at..at + page[at..].find('"').unwrap()];
+    let body = format!("csrf={csrf}&{fields}");
+    let r = request(
+        app.addr,
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", cookie),
+        ],
+        Some(&body),
+    );
+    match r.header("Location") {
+        Some(to) if r.status == 303 => app.get(to, &[("Cookie", cookie)]),
+        _ => r,
+    }
+}
+
+#[test]
+fn the_console_adds_lists_and_removes_endpoints_and_shows_the_secret_once() {
+    let app = spawn_app_with(&[]);
+    let cookie = console_login(&app);
+    let page = console_post(
+        &app,
+        &cookie,
+        "/console/webhooks",
+        "url=http%3A%2F%2F127.0.0.1%3A9%2Fh&credit.low=on&hold.expired=on",
+    );
+    assert!(page.body.contains("whsec_"), "{}", page.body);
+    assert!(
+        page.body.contains("credit.low, hold.expired"),
+        "{}",
+        page.body
+    );
+    let list = app.admin("GET", "/admin/v1/webhooks", None).json();
+    let id = list["webhooks"][0]["id"].as_u64().unwrap();
+    // Shown once: the page again has no secret.
+    let again = app.get("/console/webhooks", &[("Cookie", &cookie)]);
+    assert!(!again.body.contains("whsec_"));
+    // No event ticked: refused, nothing added.
+    let url_only = "url=http%3A%2F%2Fx.example%2F";
+    let refused = console_post(&app, &cookie, "/console/webhooks", url_only);
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.body.contains("tick at least one event"),
+        "{}",
+        refused.body
+    );
+    let remove = format!("/console/webhooks/{id}/remove");
+    let gone = console_post(&app, &cookie, &remove, "");
+    assert!(
+        gone.body.contains("No webhook endpoints yet."),
+        "{}",
+        gone.body
+    );
+}
+
+/// The console's overview, logged in, shows the deliveries by state.
+fn console_shows_counts(app: &TestApp, pending: u64, delivered: u64, failed: u64) {
+    let cookie = console_login(app);
     let page = app.get("/console/", &[("Cookie", &cookie)]);
     assert_eq!(page.status, 200);
     for (id, n) in [
