@@ -33,6 +33,8 @@ const POLL: Duration = Duration::from_millis(250);
 const COUNT_EVERY: Duration = Duration::from_secs(2);
 /// Heads read per look; each is claimed just before it is sent.
 const BATCH: u32 = 32;
+/// Deliveries sent at once by one instance.
+const PARALLEL: usize = 8;
 
 /// The delay before the attempt after `attempts` failed ones: `first`,
 /// doubled after each further failure, at most an hour.
@@ -135,23 +137,46 @@ impl Worker {
         }
     }
 
-    /// Sends what is due now; returns how many were attempted.
+    /// Sends what is due now; returns how many were attempted. Up to
+    /// `PARALLEL` at once (each is the head of a different queue, so order
+    /// holds), claimed just before they are sent: a receiver that hangs
+    /// until the timeout holds up the others by one timeout, not one each.
     fn round(&self, shutdown: &Shutdown) -> Result<usize, String> {
         let mut conn = self.pool.get().map_err(|e| e.to_string())?;
         let due = outbox::due(&mut **conn, BATCH).map_err(|e| error_chain(&e))?;
         let lease = self.settings.timeout.as_secs() as u32 + 5;
         let mut sent = 0;
-        for d in due {
+        for chunk in due.chunks(PARALLEL) {
             if shutdown.is_triggered() {
                 break;
             }
-            if !outbox::claim(&mut conn, d.id, &self.owner, lease).map_err(|e| error_chain(&e))? {
-                continue; // another instance took it, or it is no longer due
+            let mut claimed = Vec::new();
+            for d in chunk {
+                // False: another instance took it, or it is no longer due.
+                if outbox::claim(&mut conn, d.id, &self.owner, lease)
+                    .map_err(|e| error_chain(&e))?
+                {
+                    claimed.push(d);
+                }
             }
-            let result = self.send(&d);
-            self.settle(&mut conn, &d, result)
-                .map_err(|e| error_chain(&e))?;
-            sent += 1;
+            let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+                let sending: Vec<_> = claimed
+                    .iter()
+                    .map(|d| s.spawn(move || self.send(d)))
+                    .collect();
+                sending
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("the sender panicked".into()))
+                    })
+                    .collect()
+            });
+            for (d, result) in claimed.into_iter().zip(results) {
+                self.settle(&mut conn, d, result)
+                    .map_err(|e| error_chain(&e))?;
+                sent += 1;
+            }
         }
         Ok(sent)
     }
