@@ -75,6 +75,17 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// What the HTTP edge holds every client to.
     pub edge: Edge,
+    /// How webhooks are delivered (`webhooks::deliver`).
+    pub webhooks: WebhookDelivery,
+}
+
+/// Webhook delivery: how long a receiver may take, and the first retry's
+/// delay (the later ones double it, up to an hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    pub timeout: Duration,
+    /// At most 5 s, as the contract says; shorter only to make tests quick.
+    pub first_retry: Duration,
 }
 
 /// The HTTP edge's limits and trust (docs/guarantees.md, "Exposing creditgate").
@@ -163,6 +174,14 @@ impl Config {
             max_body_bytes: number(&var, "CREDITGATE_MAX_BODY_BYTES", 0, 1 << 30)?
                 .unwrap_or(1_048_576),
             edge: edge(&var)?,
+            webhooks: WebhookDelivery {
+                timeout: Duration::from_secs(
+                    number(&var, "CREDITGATE_WEBHOOK_TIMEOUT_SECS", 1, 300)?.unwrap_or(10),
+                ),
+                first_retry: Duration::from_millis(
+                    number(&var, "CREDITGATE_WEBHOOK_FIRST_RETRY_MS", 100, 5000)?.unwrap_or(5000),
+                ),
+            },
         })
     }
 }

@@ -18,3 +18,4 @@ pub mod openapi;
 pub mod ops;
 pub mod services;
 pub mod users;
+pub mod webhooks;

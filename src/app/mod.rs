@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Mutex;
 
 use crate::billing::{self, bank};
-use crate::config::Config;
+use crate::config::{Config, WebhookDelivery};
 use crate::db::{self, DbError, Pool};
 use crate::error::error_chain;
 use crate::gateway::Gateway;
@@ -33,6 +33,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::notify::Systemd;
 use crate::ops::shutdown::Shutdown;
 use crate::ops::watchdog::Watchdog;
+use crate::webhooks::deliver::Delivery;
 
 /// How long a stop waits for in-flight requests.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -69,6 +70,8 @@ pub struct App {
     gateway: Arc<Gateway>,
     pool: Pool,
     me: Instance,
+    webhooks: WebhookDelivery,
+    metrics: Arc<Metrics>,
     mailer: Mailer,
     shutdown: Shutdown,
     systemd: Systemd,
@@ -100,12 +103,16 @@ impl App {
                 gateway,
                 pool,
                 me,
+                webhooks,
+                metrics,
             }) => Ok(App {
                 server,
                 jobs,
                 gateway,
                 pool,
                 me,
+                webhooks,
+                metrics,
                 mailer,
                 shutdown,
                 systemd,
@@ -144,6 +151,13 @@ impl App {
         let routes = self
             .gateway
             .keep_fresh(self.pool.clone(), self.shutdown.clone());
+        let delivery = Delivery::start(
+            self.pool.clone(),
+            self.webhooks,
+            Arc::clone(&self.metrics),
+            self.shutdown.clone(),
+            self.me.id.clone(),
+        );
         // Bound and scheduled: a request is answered from here on.
         let notifier = &self.systemd.notifier;
         notifier.ready(&format!("listening on {}://{}", self.scheme(), self.addr()));
@@ -151,6 +165,8 @@ impl App {
         notifier.status("stopping: waiting for the running job");
         schedule.stop();
         let _ = routes.join();
+        notifier.status("stopping: waiting for the webhook delivery thread");
+        delivery.join();
         // The requests answered during the grace: their billable answers'
         // confirmations (a lost one would be refunded at its expiry).
         self.gateway.confirm(&self.pool);
@@ -197,6 +213,8 @@ struct Started {
     gateway: Arc<Gateway>,
     pool: Pool,
     me: Instance,
+    webhooks: WebhookDelivery,
+    metrics: Arc<Metrics>,
 }
 
 fn start(
@@ -220,6 +238,8 @@ fn start(
     db::wait_until_ready(&pool, config.db_start_wait).map_err(StartError::Db)?;
     db::check_schema(&pool).map_err(StartError::Db)?;
     let metrics = Arc::new(Metrics::default());
+    let webhook_metrics = Arc::clone(&metrics);
+    let webhooks = config.webhooks;
     let me = Instance::this_process();
     let jobs = Arc::new(standard_jobs(&config, &pool, &mailer, &metrics, &me));
     // A refill missed while the service was down happens before the first
@@ -245,6 +265,8 @@ fn start(
         gateway,
         pool,
         me,
+        webhooks,
+        metrics: webhook_metrics,
     })
 }
 

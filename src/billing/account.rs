@@ -20,6 +20,7 @@ use crate::billing::ratelimit::{self, Decision};
 use crate::billing::usage;
 use crate::db::{DbError, Statements};
 use crate::model::{next_refill, Period, RateLimit, RefillDay, Username};
+use crate::webhooks::outbox;
 
 /// Why authentication failed: for the log only; clients all get one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub struct Account {
     rate_tat: Option<i64>,
     low_credit: Option<i64>,
     low_credit_notified: bool,
+    /// `credit.exhausted` was sent and the credit has not come back since.
+    credit_exhausted: bool,
     key_id: u64,
     key_use_due: bool,
     /// The database's clock, µs since the epoch: every instance agrees.
@@ -107,7 +110,7 @@ macro_rules! user_columns {
         "SELECT u.id, u.credit, u.monthly_credit, u.refill_day, u.credit_period, \
          u.disabled, u.email, u.rate_quota, u.rate_window_secs, u.rate_tat, u.low_credit, \
          u.low_credit_notified, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED), \
-         u.held, u.username"
+         u.held, u.username, u.credit_exhausted"
     };
 }
 pub(crate) use user_columns;
@@ -258,7 +261,7 @@ fn authenticate(
 }
 
 /// Where the key's columns start in an account query's row.
-const KEY_COLUMN: usize = 15;
+const KEY_COLUMN: usize = 16;
 
 /// The account of a row read without a key (`ACCOUNT_BY_NAME`,
 /// `ACCOUNT_BY_ID`): only a disabled user is refused.
@@ -295,6 +298,7 @@ fn account(row: &mysql::Row, name: &str) -> Account {
         rate_tat: row.get(9).flatten(),
         low_credit: row.get(10).flatten(),
         low_credit_notified: row.get(11).unwrap_or(false),
+        credit_exhausted: row.get(15).unwrap_or(false),
         key_id: row.get::<Option<u64>, _>(KEY_COLUMN).flatten().unwrap_or(0),
         key_use_due: row
             .get::<Option<bool>, _>(KEY_COLUMN + 3)
@@ -318,6 +322,18 @@ impl Account {
             .as_deref()
             .and_then(|p| Period::parse(p).ok());
         Some(next_refill(now, day, period))
+    }
+
+    /// `credit.exhausted` was sent and the credit has not come back since
+    /// (as the row was read).
+    pub fn credit_exhausted(&self) -> bool {
+        self.credit_exhausted
+    }
+
+    /// The refill period (`YYYY-MM`) the credit belongs to; `None` before
+    /// the first refill.
+    pub fn credit_period(&self) -> Option<&str> {
+        self.credit_period.as_deref()
     }
 
     pub fn rate_limit(&self) -> Option<RateLimit> {
@@ -547,7 +563,7 @@ pub fn apply<R>(
     touch_key(tx, account)?;
     let tat = rate.map(|r| r.decision.new_tat);
     match verdict {
-        Verdict::Unpriced | Verdict::Insufficient(_) => save_rate(tx, account, tat),
+        Verdict::Unpriced | Verdict::Insufficient(_) => save_rate(tx, account, tat)?,
         Verdict::Debited {
             cost, low_credit, ..
         } => {
@@ -555,9 +571,11 @@ pub fn apply<R>(
                 take(tx, sql, account.id, *cost, tat, low_credit.is_some())?;
             }
             let day = now.date_naive();
-            usage::record(tx, sql, account.id, account.key_id, day, endpoint, *cost)
+            usage::record(tx, sql, account.id, account.key_id, day, endpoint, *cost)?;
         }
     }
+    // In the same transaction: an event exists exactly when its cause does.
+    outbox::after_decision(tx, account, verdict)
 }
 
 /// Counts a request that reserves instead of debiting (a gateway route
@@ -605,9 +623,10 @@ pub(crate) fn crossed_low_credit(account: &Account, before: i64, after: i64) -> 
 /// SQL for an UPDATE that raised the available credit: re-arms the notice
 /// once it is back at or above the threshold (assignments run left to
 /// right, so `credit` and `held` are already the new ones when this comes
-/// last).
+/// last), and re-arms `credit.exhausted` (the credit came back).
 pub const REARM_LOW_CREDIT: &str = "low_credit_notified = \
-     IF(low_credit IS NOT NULL AND credit - held >= low_credit, FALSE, low_credit_notified)";
+     IF(low_credit IS NOT NULL AND credit - held >= low_credit, FALSE, low_credit_notified), \
+     credit_exhausted = FALSE";
 
 #[cfg(test)]
 impl Account {
@@ -627,6 +646,7 @@ impl Account {
             rate_tat: None,
             low_credit: None,
             low_credit_notified: false,
+            credit_exhausted: false,
             key_id: 1,
             key_use_due: false,
             now_us: 1_000_000_000_000,

@@ -17,6 +17,7 @@ use crate::billing::{decide, Insufficient, Outcome, Verdict};
 use crate::db::{self, DbError, Pool, Statements};
 use crate::idempotency;
 use crate::model::{BankCode, IdempotencyKey, Period, RefillDay, Username};
+use crate::webhooks::{outbox, EventType};
 
 pub use crate::billing::account::AuthFailure;
 
@@ -351,16 +352,20 @@ pub fn refill(
     Ok(refilled)
 }
 
+/// credit, held, monthly_credit, credit_period, username.
+type RefillRow = (i64, i64, Option<i64>, Option<String>, String);
+
 /// Refills one user in one transaction, re-checked under the row lock;
 /// false when there was nothing to do (another instance was first).
 fn refill_one(pool: &Pool, user_id: u64, p: &str, actor: &str) -> Result<bool, DbError> {
     let mut conn = pool.get()?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
-    let row: Option<(i64, i64, Option<i64>, Option<String>)> = tx.exec_first(
-        "SELECT credit, held, monthly_credit, credit_period FROM users WHERE id = ? FOR UPDATE",
+    let row: Option<RefillRow> = tx.exec_first(
+        "SELECT credit, held, monthly_credit, credit_period, username FROM users \
+         WHERE id = ? FOR UPDATE",
         (user_id,),
     )?;
-    let Some((credit, held, Some(monthly), done)) = row else {
+    let Some((credit, held, Some(monthly), done, username)) = row else {
         return Ok(false);
     };
     if done.is_some_and(|d| d.as_str() >= p) {
@@ -385,6 +390,15 @@ fn refill_one(pool: &Pool, user_id: u64, p: &str, actor: &str) -> Result<bool, D
             actor,
         },
     )?;
+    let data = serde_json::json!({
+        "user": username,
+        "period": p,
+        "monthly_credit": monthly,
+        "added": new - credit,
+        "credit": new,
+        "credit_available": new - held,
+    });
+    outbox::emit(&mut tx, user_id, EventType::CreditRefilled, data)?;
     tx.commit().map_err(db::commit_failed)?;
     Ok(true)
 }

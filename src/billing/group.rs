@@ -309,6 +309,10 @@ fn decide_one(
     let bank = banks[req.bank].clone();
     let outcome = decide(account, known, bank.as_ref().map(|b| b.cost), req.now);
     if let Outcome::Counted { verdict, after, .. } = &outcome {
+        // The batch's one write comes later; the events of this request
+        // are written now, in the batch's transaction, against the row as
+        // the batch has left it so far.
+        crate::webhooks::outbox::after_decision(tx, account, verdict)?;
         book.now = Some(*after);
         if let (id, true) = account.key() {
             book.touched.insert(id);

@@ -22,6 +22,7 @@ use super::ratelimit;
 use super::usage;
 use crate::db::{self, DbError, Pool, Statements};
 use crate::model::Username;
+use crate::webhooks::{outbox, EventType};
 
 /// At most this many open holds per user (400 `too_many_holds`): a
 /// runaway client cannot grow the table without bound.
@@ -122,7 +123,7 @@ pub const SETTLE_LOCK: &str = concat!(
 );
 
 /// Where the hold's columns start in a `SETTLE_LOCK` row.
-const SETTLE_HOLD_AT: usize = 19;
+const SETTLE_HOLD_AT: usize = 20;
 
 /// Locks hold `id` of `service` and its user; `None`: no such hold.
 fn lock_settlement(
@@ -234,7 +235,10 @@ pub fn place(
         Outcome::Counted {
             verdict: Verdict::Insufficient(short),
             ..
-        } => return Ok(Placed::Refused(Refusal::Insufficient(short))),
+        } => {
+            outbox::after_refusal(tx, &account, &short)?;
+            return Ok(Placed::Refused(Refusal::Insufficient(short)));
+        }
         _ => {}
     }
     // Every open hold holds at least 1, so below the cap in `held` there
@@ -514,6 +518,7 @@ fn capture(
         &hold.endpoint,
         captured,
     )?;
+    outbox::after_debit(tx, account, account.credit - captured, low_credit.as_ref())?;
     hold.state = HoldState::Captured;
     hold.captured = Some(captured);
     hold.uncollected = Some(uncollected);
@@ -623,6 +628,18 @@ fn expire_one(pool: &Pool, id: u64, service_id: Option<u64>) -> Result<bool, DbE
         return Ok(false); // settled by its service, or by another instance
     }
     end_hold(&mut tx, &account, &hold, HoldState::Expired)?;
+    let data = serde_json::json!({
+        "user": account.username,
+        "hold": {
+            "id": hold.id,
+            "amount": hold.amount,
+            "endpoint": hold.endpoint,
+            "created_at": hold.created_at,
+            "expires_at": hold.expires_at,
+        },
+        "credit_available": account.available() + hold.amount,
+    });
+    outbox::emit(&mut tx, account.id, EventType::HoldExpired, data)?;
     tx.commit().map_err(db::commit_failed)?;
     Ok(true)
 }

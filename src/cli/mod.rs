@@ -13,9 +13,11 @@ use clap::{Args, Parser, Subcommand};
 mod export;
 mod keys;
 mod services;
+mod webhooks;
 
 pub use keys::KeyCommand;
 pub use services::ServiceCommand;
+pub use webhooks::WebhookCommand;
 
 use crate::banks::{self, BankError, NewBank};
 use crate::billing::bank;
@@ -61,6 +63,9 @@ pub enum Command {
     /// Manage services: backends calling the /v1/ API with their own token.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Manage webhook endpoints: signed events about credit and holds.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Run the monthly refill now (for this month, or for --period).
     Refill {
         /// The month to refill, YYYY-MM; users whose refill moment in it has passed.
@@ -346,6 +351,7 @@ cli_error_from!(
     RouteError,
     crate::users::keys::KeyError,
     crate::services::ServiceError,
+    crate::webhooks::WebhookError,
     ImportError,
     ConfigError,
     crate::app::StartError,
@@ -430,6 +436,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Route(cmd) => route(&connect(&config)?, cmd),
         Command::Key(cmd) => keys::run(&connect(&config)?, cmd),
         Command::Service(cmd) => services::run(&connect(&config)?, cmd),
+        Command::Webhook(cmd) => webhooks::run(&connect(&config)?, cmd),
         Command::Refill { period } => {
             let now = Utc::now();
             let period = match period {

@@ -21,6 +21,7 @@ use crate::model::{
 };
 use crate::users::keys::{self, NewKey};
 use crate::users::{self, CreditChange, NewUser};
+use crate::webhooks::EventType;
 
 /// What a successful action leads to.
 enum Done {
@@ -81,6 +82,7 @@ fn target_of(rest: &[&str]) -> Target {
             .unwrap_or(Target::Users(String::new())),
         ["users"] => Target::Users(String::new()),
         ["routes", ..] => Target::Routes,
+        ["webhooks", ..] => Target::Webhooks,
         ["jobs", ..] => Target::Jobs,
         _ => Target::Overview,
     }
@@ -121,6 +123,14 @@ fn act(state: &AppState, rest: &[&str], form: &Form) -> Result<Done, ConsoleErro
                 .gateway
                 .reload_after_change(&state.pool, "a console change");
             Flash::ok(format!("Route {} removed.", route.prefix))
+        }
+        ["webhooks"] => add_webhook(state, form)?,
+        ["webhooks", id, "remove"] => {
+            let hook = crate::webhooks::store::remove(&state.pool, id)?;
+            Flash::ok(format!(
+                "Webhook {} ({}) removed; its undelivered events are failed.",
+                hook.id, hook.url
+            ))
         }
         ["jobs", id, action @ ("pause" | "resume" | "run")] => job(state, id, action)?,
         _ => return Err(ConsoleError::NotFound("There is no such action.".into())),
@@ -284,6 +294,25 @@ fn add_route(state: &AppState, form: &Form) -> Result<Flash, ConsoleError> {
         "Route {} → {} added.",
         route.prefix, route.upstream
     )))
+}
+
+/// The form of `webhook add`: a URL and one checkbox per event type; the
+/// signing secret is shown once, in the message.
+fn add_webhook(state: &AppState, form: &Form) -> Result<Flash, ConsoleError> {
+    let url = form.text("url").unwrap_or("");
+    let events: Vec<EventType> = EventType::ALL
+        .into_iter()
+        .filter(|e| form.ticked(e.as_str()))
+        .collect();
+    if events.is_empty() {
+        return Err(ConsoleError::BadInput("tick at least one event".into()));
+    }
+    let (hook, secret) = crate::webhooks::store::add(&state.pool, url, &events)?;
+    Ok(Flash::ok(format!(
+        "Webhook {} → {} added; its signing secret is shown this once:",
+        hook.id, hook.url
+    ))
+    .with_secret(secret))
 }
 
 fn job(state: &AppState, id: &str, action: &str) -> Result<Flash, ConsoleError> {

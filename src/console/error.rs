@@ -10,6 +10,7 @@ use crate::gateway::store::RouteError;
 use crate::model::ParseError;
 use crate::users::keys::KeyError;
 use crate::users::UserError;
+use crate::webhooks::WebhookError;
 
 #[derive(Debug)]
 pub enum ConsoleError {
@@ -101,6 +102,16 @@ impl From<KeyError> for ConsoleError {
                 ConsoleError::NotFound(e.to_string())
             }
             KeyError::TooMany => ConsoleError::BadInput(e.to_string()),
+        }
+    }
+}
+
+impl From<WebhookError> for ConsoleError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Db(e) => ConsoleError::Db(e),
+            WebhookError::Unknown(_) => ConsoleError::NotFound(e.to_string()),
+            WebhookError::Invalid(_) => ConsoleError::BadInput(e.to_string()),
         }
     }
 }

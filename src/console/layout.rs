@@ -100,6 +100,7 @@ pub enum Nav {
     Overview,
     Users,
     Routes,
+    Webhooks,
     Jobs,
 }
 
@@ -131,6 +132,7 @@ pub fn page(title: &str, nav: Option<Nav>, frame: &Frame<'_>, body: Markup) -> M
                     (link(Nav::Overview, "/console/", "Overview"))
                     (link(Nav::Users, "/console/users", "Users"))
                     (link(Nav::Routes, "/console/routes", "Routes"))
+                    (link(Nav::Webhooks, "/console/webhooks", "Webhooks"))
                     (link(Nav::Jobs, "/console/jobs", "Jobs"))
                 }
                 form method="post" action="/console/logout" {

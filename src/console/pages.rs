@@ -15,6 +15,8 @@ use crate::gateway::routes::{ChargeOn, Route};
 use crate::ops::jobs::JobView;
 use crate::users::keys::{Key, KeySummary};
 use crate::users::User;
+use crate::webhooks::outbox::Counts;
+use crate::webhooks::{EventType, Webhook};
 
 /// What the overview shows.
 pub struct Overview {
@@ -22,6 +24,8 @@ pub struct Overview {
     pub days: Vec<DayTotal>,
     pub low: Vec<User>,
     pub jobs: Vec<JobView>,
+    /// Webhook deliveries by state, over all instances.
+    pub webhooks: Counts,
 }
 
 pub struct UserList {
@@ -125,6 +129,14 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
                         } } }
                     } }
                 }
+        }
+        section.card #webhooks {
+            h2 { "Webhook deliveries" }
+            dl.stats {
+                div { dt { "Pending" } dd #webhooks-pending { (o.webhooks.pending) } }
+                div { dt { "Delivered" } dd #webhooks-delivered { (o.webhooks.delivered) } }
+                div { dt { "Failed" } dd #webhooks-failed { (o.webhooks.failed) } }
+            }
         }
         // The whole width: a last result is a sentence, and half a page
         // clipped it at 1280 px (#24).
@@ -401,6 +413,48 @@ fn ledger_table(ledger: &[LedgerRow]) -> Markup {
             } }
         }
     }
+}
+
+/// Webhook endpoints: the list with each one's events, the deliveries by
+/// state, a form to add one (the secret is shown once, above).
+pub fn webhooks(frame: &Frame<'_>, hooks: &[Webhook], counts: Counts) -> Markup {
+    let body = html! {
+        h1 { "Webhooks" }
+        section.card {
+            @if hooks.is_empty() {
+                p.muted { "No webhook endpoints yet." }
+            } @else {
+                div.scroll { table #webhooks {
+                    thead { tr { th.num { "ID" } th { "URL" } th { "Events" } th { "Created (UTC)" } th {} } }
+                    tbody { @for w in hooks { tr {
+                        td.num { (w.id) }
+                        td { (w.url) }
+                        td.wrap { (w.events.join(", ")) }
+                        td { (when(Some(&w.created_at), "")) }
+                        td { (button(frame.csrf, &format!("/console/webhooks/{}/remove", w.id), "Remove", "danger")) }
+                    } } }
+                } }
+            }
+            p.muted {
+                "Deliveries: " (counts.pending) " pending, " (counts.delivered) " delivered, "
+                (counts.failed) " failed."
+            }
+        }
+        section.card {
+            h2 { "Add a webhook" }
+            form.stack method="post" action="/console/webhooks" {
+                (csrf_field(frame.csrf))
+                label { "URL" input name="url" placeholder="https://billing.example.com/hooks" required size="40"
+                    value=(frame.typed("url").unwrap_or("")); }
+                @for e in EventType::ALL {
+                    label.check { input type="checkbox" name=(e.as_str()) value="on"
+                        checked[frame.typed(e.as_str()).is_some()]; (e.as_str()) }
+                }
+                button type="submit" { "Add webhook" }
+            }
+        }
+    };
+    page("Webhooks", Some(Nav::Webhooks), frame, body)
 }
 
 pub fn routes(frame: &Frame<'_>, routes: &[Route]) -> Markup {

@@ -38,6 +38,7 @@ pub enum Target {
     Users(String),
     User(Username),
     Routes,
+    Webhooks,
     Jobs,
 }
 
@@ -48,6 +49,7 @@ impl Target {
             Target::Users(_) => "/console/users".into(),
             Target::User(name) => format!("/console/users/{name}"),
             Target::Routes => "/console/routes".into(),
+            Target::Webhooks => "/console/webhooks".into(),
             Target::Jobs => "/console/jobs".into(),
         }
     }
@@ -66,6 +68,7 @@ fn target(req: &Request, rest: &[&str]) -> Result<Target, ConsoleError> {
             .map(Target::User)
             .map_err(|_| not_found()),
         ["routes"] => Ok(Target::Routes),
+        ["webhooks"] => Ok(Target::Webhooks),
         ["jobs"] => Ok(Target::Jobs),
         _ => Err(not_found()),
     }
@@ -161,6 +164,7 @@ fn read(state: &AppState, target: &Target, frame: &Frame<'_>) -> Result<Markup, 
                 days: days(None)?,
                 low: users::below_allowance(pool, LOW_PERCENT)?,
                 jobs: state.jobs.list(),
+                webhooks: crate::webhooks::outbox::counts_of(pool)?,
             },
         ),
         Target::Users(query) => {
@@ -200,6 +204,11 @@ fn read(state: &AppState, target: &Target, frame: &Frame<'_>) -> Result<Markup, 
             )
         }
         Target::Routes => pages::routes(frame, &store::list(pool)?),
+        Target::Webhooks => pages::webhooks(
+            frame,
+            &crate::webhooks::store::list(pool)?,
+            crate::webhooks::outbox::counts_of(pool)?,
+        ),
         Target::Jobs => pages::jobs(frame, &state.jobs.list()),
     })
 }

@@ -343,6 +343,26 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0024_add_usage_key.sql",
         include_str!("../../sql/0024_add_usage_key.sql"),
     ),
+    (
+        25,
+        "0025_create_webhooks.sql",
+        include_str!("../../sql/0025_create_webhooks.sql"),
+    ),
+    (
+        26,
+        "0026_create_webhook_outbox.sql",
+        include_str!("../../sql/0026_create_webhook_outbox.sql"),
+    ),
+    (
+        27,
+        "0027_add_users_credit_exhausted.sql",
+        include_str!("../../sql/0027_add_users_credit_exhausted.sql"),
+    ),
+    (
+        28,
+        "0028_create_usage_thresholds.sql",
+        include_str!("../../sql/0028_create_usage_thresholds.sql"),
+    ),
 ];
 
 pub fn expected_schema_version() -> u32 {

@@ -22,6 +22,7 @@ use crate::gateway::store::{self, RouteError};
 use crate::model::{whole_number, Day, Email, ImportedToken, RefillDay};
 use crate::services::{self, Scope, Scopes, ServiceError};
 use crate::users::{self, CreditChange, NewUser};
+use crate::webhooks::{self, EventType, WebhookError};
 
 /// The actor written to the ledger for changes made here.
 const ACTOR: &str = "admin-api";
@@ -140,6 +141,19 @@ pub fn route(
             allow(method, &["DELETE"])?;
             Ok(Response::json(&services::revoke(&state.pool, name)?))
         }
+        (_, ["webhooks"]) => {
+            allow(method, &["GET", "POST"])?;
+            if method == "GET" {
+                let list = webhooks::store::list(&state.pool)?;
+                Ok(Response::json(&json!({ "webhooks": list })))
+            } else {
+                add_webhook(state, req)
+            }
+        }
+        (_, ["webhooks", id]) => {
+            allow(method, &["DELETE"])?;
+            Ok(Response::json(&webhooks::store::remove(&state.pool, id)?))
+        }
         _ => Err(ApiError::NotFound),
     }
 }
@@ -223,6 +237,39 @@ fn add_service(state: &AppState, req: &Request) -> Result<Response, ApiError> {
     let (info, token) = services::add(&state.pool, name, scopes)?;
     let mut out = serde_json::to_value(&info).expect("services serialise");
     out["token"] = Value::String(token);
+    Ok(Response::json(&out).with_status_code(201))
+}
+
+/// `{"url", "events"}` → 201 with the endpoint and its signing secret,
+/// shown this once. `events` is a list or the CLI's comma form.
+fn add_webhook(state: &AppState, req: &Request) -> Result<Response, ApiError> {
+    let invalid = |m: &str| ApiError::from(WebhookError::Invalid(m.into()));
+    let body = read_object(req).map_err(|e| match e {
+        // read_object calls an out-of-range number a credit amount; a
+        // webhook body has no amounts.
+        ApiError::InvalidCredit(m) => ApiError::from(WebhookError::Invalid(m)),
+        e => e,
+    })?;
+    refuse_unknown_fields(&body, &["url", "events"])?;
+    let Some(Value::String(url)) = body.get("url") else {
+        return Err(invalid("url is required, as a string"));
+    };
+    let events = match body.get("events") {
+        Some(Value::String(s)) => webhooks::store::parse_events(s)?,
+        Some(Value::Array(items)) => {
+            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            let names = names.ok_or_else(|| invalid("events are names, as strings"))?;
+            EventType::from_names(names).map_err(|m| invalid(&m))?
+        }
+        _ => {
+            return Err(invalid(
+                "events is required: [\"credit.low\", …] or \"credit.low,…\"",
+            ))
+        }
+    };
+    let (hook, secret) = webhooks::store::add(&state.pool, url, &events)?;
+    let mut out = serde_json::to_value(&hook).expect("webhooks serialise");
+    out["secret"] = Value::String(secret);
     Ok(Response::json(&out).with_status_code(201))
 }
 

@@ -19,6 +19,7 @@ use crate::model::ParseError;
 use crate::services::{Scope, ServiceError};
 use crate::users::keys::KeyError;
 use crate::users::UserError;
+use crate::webhooks::WebhookError;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -32,6 +33,7 @@ pub enum ApiError {
     /// A valid service token without the scope the route needs: 403.
     ScopeDenied(Scope),
     Service(ServiceError),
+    Webhook(WebhookError),
     AmbiguousCredentials,
     InsufficientCredit {
         credit_remaining: i64,
@@ -189,6 +191,15 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Db(e) => ApiError::Database(e),
+            e => ApiError::Webhook(e),
+        }
+    }
+}
+
 impl From<UserError> for ApiError {
     fn from(e: UserError) -> Self {
         match e {
@@ -206,6 +217,7 @@ impl ApiError {
             | ApiError::ServiceUnauthorized => 401,
             ApiError::AmbiguousCredentials
             | ApiError::Service(ServiceError::Invalid(_))
+            | ApiError::Webhook(WebhookError::Invalid(_))
             | ApiError::InvalidBank(_)
             | ApiError::InvalidIdempotencyKey(_)
             | ApiError::InvalidUsername(_)
@@ -232,6 +244,7 @@ impl ApiError {
             | ApiError::Key(KeyError::UnknownUser(_))
             | ApiError::Key(KeyError::UnknownKey(_))
             | ApiError::Service(ServiceError::Unknown(_))
+            | ApiError::Webhook(WebhookError::Unknown(_))
             | ApiError::UnknownHold
             | ApiError::UnknownJob(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
@@ -255,6 +268,7 @@ impl ApiError {
             | ApiError::User(UserError::Db(_))
             | ApiError::Route(RouteError::Db(_))
             | ApiError::Service(ServiceError::Db(_))
+            | ApiError::Webhook(WebhookError::Db(_))
             | ApiError::Key(KeyError::Db(_)) => 503,
         }
     }
@@ -268,6 +282,8 @@ impl ApiError {
             ApiError::Service(ServiceError::Invalid(_)) => "invalid_service",
             ApiError::Service(ServiceError::Exists(_)) => "service_exists",
             ApiError::Service(ServiceError::Unknown(_)) => "unknown_service",
+            ApiError::Webhook(WebhookError::Invalid(_)) => "invalid_webhook",
+            ApiError::Webhook(WebhookError::Unknown(_)) => "unknown_webhook",
             ApiError::AmbiguousCredentials => "ambiguous_credentials",
             ApiError::InsufficientCredit { .. } => "insufficient_credit",
             ApiError::InvalidBank(_) => "invalid_bank",
@@ -277,6 +293,7 @@ impl ApiError {
             | ApiError::User(UserError::Db(_))
             | ApiError::Route(RouteError::Db(_))
             | ApiError::Service(ServiceError::Db(_))
+            | ApiError::Webhook(WebhookError::Db(_))
             | ApiError::Key(KeyError::Db(_)) => "unavailable",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Key(KeyError::TooMany) => "too_many_keys",
@@ -379,6 +396,7 @@ impl ApiError {
             }
             ApiError::User(e) => e.to_string(),
             ApiError::Service(e) => e.to_string(),
+            ApiError::Webhook(e) => e.to_string(),
             ApiError::InvalidCredit(m) | ApiError::InvalidBody(m) => m.clone(),
             ApiError::Export(e) => e.to_string(),
             ApiError::UnknownJob(j) => format!("no job {j:?}"),

@@ -63,6 +63,8 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_service",
     "service_exists",
     "unknown_service",
+    "invalid_webhook",
+    "unknown_webhook",
     "unknown_hold",
     "hold_settled",
     "too_many_holds",
@@ -119,6 +121,7 @@ fn paths() -> Value {
         admin_access_paths(),
         admin_other_paths(),
         admin_service_paths(),
+        admin_webhook_paths(),
         service_paths(),
         forward_auth_path(),
     ]
@@ -498,6 +501,35 @@ fn admin_service_paths() -> Value {
                 ("200", ok("The revoked service.", json!({ "$ref": "#/components/schemas/Service" }))),
                 ("400", error("A malformed name.", &["invalid_service"])),
                 ("404", error("No such service.", &["unknown_service"])),
+            ])
+        },
+    })
+}
+
+/// Webhook endpoints: list, add (the signing secret shown once), remove.
+fn admin_webhook_paths() -> Value {
+    let admin = admin_security();
+    json!({
+        "/admin/v1/webhooks": {
+            "get": admin_op("listWebhooks", "Every webhook endpoint, oldest first.", &admin, vec![], None, vec![
+                ("200", ok("The endpoints.", json!({ "$ref": "#/components/schemas/WebhookList" }))),
+            ]),
+            "post": admin_op("createWebhook", "Add a webhook endpoint and make its signing secret.", &admin, vec![],
+                Some(body(true, "#/components/schemas/NewWebhook")), vec![
+                ("201", ok("Created; `secret` is shown this once.", json!({ "$ref": "#/components/schemas/WebhookCreated" }))),
+                ("400", error("A bad URL, event list or body; nothing written.", &["invalid_webhook", "invalid_body"])),
+            ])
+        },
+        "/admin/v1/webhooks/{id}": {
+            "parameters": [
+                { "name": "id", "in": "path", "required": true,
+                  "description": "The endpoint's id; anything else is 404 `unknown_webhook`.",
+                  "schema": { "type": "integer", "minimum": 0 } }
+            ],
+            "delete": admin_op("deleteWebhook", "Remove a webhook endpoint; its undelivered events \
+                are marked failed.", &admin, vec![], None, vec![
+                ("200", ok("The removed endpoint.", json!({ "$ref": "#/components/schemas/Webhook" }))),
+                ("404", error("No such endpoint.", &["unknown_webhook"])),
             ])
         },
     })

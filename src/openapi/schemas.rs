@@ -25,6 +25,7 @@ pub(super) fn all() -> Value {
         reports(),
         routes(),
         services(),
+        webhooks(),
         charges_and_holds(),
     ]
     .into_iter()
@@ -340,6 +341,56 @@ fn routes() -> Value {
             "properties": { "routes": { "type": "array", "items": { "$ref": "#/components/schemas/Route" } } }
         },
         "NewRoute": new_route(),
+    })
+}
+
+/// Webhook endpoints (Standard Webhooks).
+fn webhooks() -> Value {
+    let event = json!({ "enum": crate::webhooks::EventType::ALL.map(|e| e.as_str()) });
+    let names = crate::webhooks::EventType::ALL
+        .map(|e| e.as_str().replace('.', "\\."))
+        .join("|");
+    json!({
+        "Webhook": {
+            "type": "object", "required": ["id", "url", "events", "created_at"],
+            "properties": {
+                "id": { "type": "integer", "minimum": 0 },
+                "url": { "type": "string", "description": "Where events are POSTed." },
+                "events": { "type": "array", "items": event, "minItems": 1, "uniqueItems": true },
+                "created_at": { "type": "string", "description": "RFC 3339 UTC." }
+            }
+        },
+        "WebhookCreated": {
+            "allOf": [
+                { "$ref": "#/components/schemas/Webhook" },
+                { "type": "object", "required": ["secret"],
+                  "properties": { "secret": {
+                      "type": "string", "pattern": "^whsec_[A-Za-z0-9+/]+=*$",
+                      "description": "The signing secret (Standard Webhooks), shown this once."
+                  } } }
+            ]
+        },
+        "WebhookList": {
+            "type": "object", "required": ["webhooks"],
+            "properties": { "webhooks": { "type": "array", "items": { "$ref": "#/components/schemas/Webhook" } } }
+        },
+        "NewWebhook": {
+            "type": "object", "required": ["url", "events"], "additionalProperties": false,
+            "properties": {
+                "url": {
+                    "type": "string", "maxLength": crate::webhooks::store::MAX_URL_LEN,
+                    "pattern": "^https?://[!-.0-~][!-~]*$",
+                    "description": "`http://` or `https://`, a host and a path; printable ASCII."
+                },
+                "events": {
+                    "description": "A list of event types (repeats allowed), or the CLI's comma form.",
+                    "oneOf": [
+                        { "type": "array", "items": event, "minItems": 1 },
+                        { "type": "string", "pattern": format!("^ *(?:{names}) *(?:, *(?:{names}) *)*$") }
+                    ]
+                }
+            }
+        },
     })
 }
 

@@ -30,6 +30,11 @@ pub struct Metrics {
     coalesced_requests: AtomicU64,
     /// Distinct Galera writer nodes of the live instances; `None` off Galera.
     writer_nodes: Mutex<Option<u64>>,
+    /// Webhook delivery attempts of this instance, by result.
+    webhook_attempts: Mutex<BTreeMap<&'static str, u64>>,
+    /// Deliveries by state over all instances (pending, delivered, failed),
+    /// as the delivery thread last read them; `None` before it has.
+    webhook_deliveries: Mutex<Option<[u64; 3]>>,
 }
 
 /// Pool figures at scrape time.
@@ -105,6 +110,24 @@ impl Metrics {
         self.holds_expired.fetch_add(n, Relaxed);
     }
 
+    /// One webhook delivery attempt: `delivered`, `retry` or `failed`.
+    pub fn webhook_attempt(&self, result: &'static str) {
+        *self
+            .webhook_attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(result)
+            .or_insert(0) += 1;
+    }
+
+    /// The outbox's deliveries by state, read by the delivery thread.
+    pub fn webhook_deliveries(&self, pending: u64, delivered: u64, failed: u64) {
+        *self
+            .webhook_deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some([pending, delivered, failed]);
+    }
+
     pub fn cluster_writer_nodes(&self, nodes: Option<u64>) {
         *self.writer_nodes.lock().unwrap_or_else(|e| e.into_inner()) = nodes;
     }
@@ -151,6 +174,7 @@ impl Metrics {
                 vec![(String::new(), n)],
             ));
         }
+        families.extend(self.webhook_families());
         let mut out = String::new();
         for (name, kind, text, samples) in families {
             let _ = writeln!(out, "# HELP {name} {text}");
@@ -276,6 +300,35 @@ impl Metrics {
         ]
     }
 
+    /// Webhook deliveries: this instance's attempts, and the outbox's
+    /// states over all instances.
+    fn webhook_families(&self) -> Vec<Family> {
+        let attempts = lines(&self.webhook_attempts, |r| format!("result=\"{r}\""));
+        let states = self
+            .webhook_deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_default();
+        vec![
+            (
+                "creditgate_webhook_attempts_total",
+                "counter",
+                "Webhook delivery attempts by this instance, by result (delivered, retry, failed).",
+                attempts,
+            ),
+            (
+                "creditgate_webhook_deliveries",
+                "gauge",
+                "Webhook deliveries in the outbox by state, over all instances.",
+                ["pending", "delivered", "failed"]
+                    .iter()
+                    .zip(states)
+                    .map(|(s, n)| (format!("state=\"{s}\""), n))
+                    .collect(),
+            ),
+        ]
+    }
+
     fn write_upstream_histogram(&self, out: &mut String) {
         let (buckets, sum, count) = self.upstream_histogram();
         let name = "creditgate_upstream_seconds";
@@ -353,6 +406,7 @@ mod tests {
         assert!(text.contains("creditgate_credits_charged_total 3\n"));
         assert!(text.contains("creditgate_db_pool_connections{state=\"idle\"} 2\n"));
         assert!(text.contains("creditgate_db_pool_max_connections 8\n"));
-        assert_eq!(text.matches("# HELP ").count(), 15);
+        assert!(text.contains("creditgate_webhook_deliveries{state=\"pending\"} 0\n"));
+        assert_eq!(text.matches("# HELP ").count(), 17);
     }
 }

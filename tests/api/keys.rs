@@ -213,7 +213,7 @@ fn tokens_made_before_keys_existed_still_authenticate_and_charge() {
     let db = TestDb::new();
     let mut conn = db.conn();
     conn.query_drop(
-        "DROP TABLE route_charges, holds, services, service_idempotency_keys, api_keys, instances, routes, \
+        "DROP TABLE webhook_outbox, webhooks, usage_thresholds, route_charges, holds, services, service_idempotency_keys, api_keys, instances, routes, \
          idempotency_keys, usage_daily, \
          credit_events, users, banks, schema_migrations",
     )

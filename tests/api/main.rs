@@ -38,3 +38,4 @@ mod services;
 mod settlement;
 mod streaming;
 mod tls;
+mod webhooks;
