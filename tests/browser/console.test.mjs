@@ -404,6 +404,36 @@ test("setting a user's low-credit notice", async () => {
   assert.equal(await lowCredit(), null);
 });
 
+test('adding a webhook shows its secret once, and removing it', async () => {
+  await login();
+  await page.click('nav >> text=Webhooks');
+  const hooks = async () => (await (await fetch(`${BASE}/admin/v1/webhooks`, {
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+  })).json()).webhooks;
+  const before = (await hooks()).length;
+  // No event ticked: refused, nothing added, the URL kept.
+  await page.fill('input[name=url]', 'http://127.0.0.1:9/hooks');
+  await submit(page.locator('text=Add webhook'));
+  assert.match(await flashText(), /at least one event/);
+  assert.equal(await page.locator('input[name=url]').inputValue(), 'http://127.0.0.1:9/hooks');
+  assert.equal((await hooks()).length, before);
+  await page.check('input[name="credit.low"]');
+  await page.check('input[name="hold.expired"]');
+  await submit(page.locator('text=Add webhook'));
+  const secret = (await page.locator('[data-secret]').innerText()).trim();
+  assert.match(secret, /^whsec_[A-Za-z0-9+/=]+$/);
+  const added = (await hooks()).find((h) => h.url === 'http://127.0.0.1:9/hooks');
+  assert.ok(added, 'the admin API does not list the new webhook');
+  assert.deepEqual(added.events, ['credit.low', 'hold.expired']);
+  assert.ok(!JSON.stringify(added).includes(secret), 'the list gives the secret away');
+  assert.match(await page.locator('#webhooks').innerText(), /credit\.low, hold\.expired/);
+  await shot('webhooks');
+  await page.reload();
+  assert.equal(await page.locator('[data-secret]').count(), 0);
+  await submit(page.locator(`#webhooks tr:has-text("127.0.0.1:9/hooks") >> text=Remove`));
+  assert.equal((await hooks()).length, before);
+});
+
 test('logging out and pressing Back shows no data', async () => {
   await login();
   await page.goto(`${BASE}/console/users/bob`);
