@@ -7,6 +7,7 @@
 //! use, the cost, the limiter's new state and the low-credit flag in one
 //! UPDATE, so a limit costs no extra round trip.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -183,6 +184,125 @@ pub fn lock(
     };
     let row: Option<mysql::Row> = conn.exec_first(sql.get(query), (&hash, name.as_str()))?;
     Ok(authenticate(row, &hash, name))
+}
+
+/// The ids of these users (a name without a row is left out). Read before
+/// a batch's transaction, so that its rows can be locked by id, in id order.
+pub fn ids_of(conn: &mut impl Queryable, names: &[&str]) -> Result<HashMap<String, u64>, DbError> {
+    let query = format!(
+        "SELECT username, id FROM users WHERE username IN ({})",
+        marks(names.len())
+    );
+    Ok(conn.exec(query, names.to_vec())?.into_iter().collect())
+}
+
+/// A user's row as a batch locked it, before any key is checked.
+pub struct Locked {
+    account: Account,
+    disabled: bool,
+}
+
+/// Locks the rows of `ids` in ONE statement, `FOR UPDATE SKIP LOCKED`: a row
+/// locked elsewhere (an admin's transaction, another instance's batch, a
+/// single request) is left out instead of waited for, so that one locked
+/// user never holds up the others in the batch; the caller sends those
+/// requests down the path that waits. The primary key is read in ascending
+/// order, so rows are locked in id order, the same order on every instance.
+pub fn lock_many(
+    tx: &mut mysql::Transaction<'_>,
+    ids: &[u64],
+) -> Result<HashMap<u64, Locked>, DbError> {
+    let query = format!(
+        concat!(
+            user_columns!(),
+            no_key!(),
+            " FROM users u WHERE u.id IN ({}) ORDER BY u.id FOR UPDATE SKIP LOCKED"
+        ),
+        marks(ids.len())
+    );
+    let rows: Vec<mysql::Row> = tx.exec(query, ids.to_vec())?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let disabled = row.get::<bool, _>(5).unwrap_or(true);
+            let account = from_row(row);
+            (account.id, Locked { account, disabled })
+        })
+        .collect())
+}
+
+/// A key as a batch reads it: its id, whether it works now, whether its
+/// use is due to be noted.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRow {
+    id: u64,
+    works: bool,
+    use_due: bool,
+}
+
+/// The keys of `users` whose hash is one of `hashes`, by (user, hash): one
+/// read for the whole batch, after its rows are locked (the snapshot is
+/// taken then, as the single request's join reads them under its lock).
+pub fn keys_of(
+    tx: &mut mysql::Transaction<'_>,
+    users: &[u64],
+    hashes: &[&str],
+) -> Result<HashMap<(u64, String), KeyRow>, DbError> {
+    let query = format!(
+        "SELECT user_id, token_hash, id, \
+         (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > NOW(3))), \
+         (last_used_at IS NULL OR last_used_at < NOW(3) - INTERVAL 1 MINUTE) \
+         FROM api_keys WHERE user_id IN ({}) AND token_hash IN ({})",
+        marks(users.len()),
+        marks(hashes.len())
+    );
+    let params: Vec<mysql::Value> = users
+        .iter()
+        .map(|u| mysql::Value::from(*u))
+        .chain(hashes.iter().map(|h| mysql::Value::from(*h)))
+        .collect();
+    let rows: Vec<(u64, String, u64, bool, bool)> = tx.exec(query, params)?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, hash, id, works, use_due)| {
+            let key = KeyRow { id, works, use_due };
+            ((user, hash), key)
+        })
+        .collect())
+}
+
+/// `authenticate` for a row locked by `lock_many` and its key as
+/// `keys_of` found it (`None`: no key of this user has `hash`): the same
+/// checks in the same order, with the same constant-time compare.
+pub fn authenticate_locked(
+    locked: &Locked,
+    hash: &str,
+    key: Option<&KeyRow>,
+) -> Result<Account, AuthFailure> {
+    const DUMMY: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    // The compare a stored hash gets, done whatever was found.
+    let against = key.map_or(DUMMY, |_| hash);
+    let matched = token::constant_time_eq(hash.as_bytes(), against.as_bytes());
+    let Some(key) = key.filter(|_| matched) else {
+        return Err(AuthFailure::WrongToken);
+    };
+    if !key.works {
+        Err(AuthFailure::KeyNotValid)
+    } else if locked.disabled {
+        Err(AuthFailure::Disabled)
+    } else {
+        let mut account = locked.account.clone();
+        account.key_id = key.id;
+        account.key_use_due = key.use_due;
+        Ok(account)
+    }
+}
+
+/// `?, ?, …`: `n` placeholders for an `IN` list.
+fn marks(n: usize) -> String {
+    let mut s = "?, ".repeat(n);
+    s.truncate(s.len().saturating_sub(2));
+    s
 }
 
 /// Who a service's call is for: the end user's credentials, as they sent
