@@ -1,8 +1,8 @@
 //! `make bench`: creditgate side by side with the database's own ceiling, in
 //! one run, on this machine.
 //!
-//! - ceiling: the per-request transaction (lock the user row, read the bank,
-//!   charge, upsert usage, commit) sent straight to MariaDB from N threads
+//! - ceiling: the per-request transaction (lock the user row, charge,
+//!   upsert usage, commit; the bank is in creditgate's memory) sent straight to MariaDB from N threads
 //!   over N connections with prepared statements — no HTTP;
 //! - creditgate: the release binary under HTTP/1.1 keep-alive load from N
 //!   client threads (the load generator is below, in this file).
@@ -253,17 +253,34 @@ fn only_gateway() -> bool {
     std::env::var("BENCH_ONLY").is_ok_and(|v| v == "gateway")
 }
 
-/// Coalescing on (a second server, CREDITGATE_COALESCE=on) against the
-/// per-request path and the ceiling, the three side by side per row.
+/// Coalescing on (a second server, CREDITGATE_COALESCE=on, with
+/// BENCH_COALESCE_BATCHES as its CREDITGATE_COALESCE_BATCHES if set)
+/// against the per-request path and the ceiling, the three side by side per
+/// row. BENCH_COALESCE_ROWS=spread or =hot keeps those rows.
 fn coalesce_rows(url: &str, plain: &Server, users: u64, warmup: Duration, run: Duration) {
-    let mut coalescing = start_server_with(url, &[("CREDITGATE_COALESCE", "on")]);
-    println!("\ncoalesced charging (CREDITGATE_COALESCE=on) against the per-request path\n");
+    let batches = std::env::var("BENCH_COALESCE_BATCHES").ok();
+    let mut extra = vec![("CREDITGATE_COALESCE", "on")];
+    if let Some(b) = &batches {
+        extra.push(("CREDITGATE_COALESCE_BATCHES", b.as_str()));
+    }
+    let mut coalescing = start_server_with(url, &extra);
+    println!(
+        "\ncoalesced charging (CREDITGATE_COALESCE=on, batches {}) against the per-request path\n",
+        batches.as_deref().unwrap_or("default")
+    );
     print_header();
-    for (users, conns) in [
+    let only = std::env::var("BENCH_COALESCE_ROWS").unwrap_or_default();
+    let rows = [
+        (Users::Spread(users), 32),
+        (Users::Spread(users), 8),
         (Users::Hot, 32),
         (Users::Hot, 8),
-        (Users::Spread(users), 32),
-    ] {
+    ];
+    for (users, conns) in rows.into_iter().filter(|(u, _)| match only.as_str() {
+        "hot" => *u == Users::Hot,
+        "spread" => *u != Users::Hot,
+        _ => true,
+    }) {
         let ceiling = measure(warmup, run, conns, None, |_| ceiling_worker(url, users));
         let off = measure(warmup, run, conns, Some(plain.pid), |_| {
             http_worker(plain.addr, users, BANK_PATH)
@@ -840,10 +857,9 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
     let hash = creditgate::auth::token::hash(TOKEN);
     Box::new(move || {
         let name = format!("u{}", users.pick(&mut rng));
-        // In creditgate's order (billing::bank::charge_once): the bank before the
-        // transaction, then the locked transaction.
-        let bank: Option<mysql::Row> = conn.exec_first(creditgate::banks::FIND, ("BOFA",)).unwrap();
-        let cost: i64 = bank.expect("bank").get(4).unwrap();
+        // The bank comes from creditgate's memory (`banks::Cache`): no
+        // statement for it, on either side.
+        let cost: i64 = 1;
         let mut tx = conn.start_transaction(mysql::TxOpts::default()).unwrap();
         // The very query creditgate's charge runs (account::lock): the
         // user's row, the key joined by the token's hash, the database's clock.
@@ -855,6 +871,7 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
             .unwrap();
         let row = row.expect("user exists");
         let id: u64 = row.get(0).unwrap();
+        let key_id: u64 = row.get(15).unwrap();
         tx.exec_drop(
             creditgate::billing::account::TAKE,
             (cost, None::<i64>, false, id, cost),
@@ -862,7 +879,7 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
         .unwrap();
         tx.exec_drop(
             creditgate::billing::usage::RECORD,
-            (id, &today, "banks_data", cost),
+            (id, key_id, &today, "banks_data", cost),
         )
         .unwrap();
         tx.commit().unwrap();
