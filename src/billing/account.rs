@@ -189,11 +189,12 @@ pub fn lock(
 /// The ids of these users (a name without a row is left out). Read before
 /// a batch's transaction, so that its rows can be locked by id, in id order.
 pub fn ids_of(conn: &mut impl Queryable, names: &[&str]) -> Result<HashMap<String, u64>, DbError> {
+    let names = padded(names);
     let query = format!(
         "SELECT username, id FROM users WHERE username IN ({})",
         marks(names.len())
     );
-    Ok(conn.exec(query, names.to_vec())?.into_iter().collect())
+    Ok(conn.exec(query, names)?.into_iter().collect())
 }
 
 /// A user's row as a batch locked it, before any key is checked.
@@ -202,25 +203,36 @@ pub struct Locked {
     disabled: bool,
 }
 
+impl Locked {
+    /// The row's user name.
+    pub fn name(&self) -> &str {
+        &self.account.username
+    }
+}
+
 /// Locks the rows of `ids` in ONE statement, `FOR UPDATE SKIP LOCKED`: a row
 /// locked elsewhere (an admin's transaction, another instance's batch, a
 /// single request) is left out instead of waited for, so that one locked
 /// user never holds up the others in the batch; the caller sends those
 /// requests down the path that waits. The primary key is read in ascending
 /// order, so rows are locked in id order, the same order on every instance.
+/// `FORCE INDEX`: on a small table the optimizer prefers a full scan, which
+/// locks (and here, skips) every row it reads, not only the batch's: the
+/// batch's statements that lock rows by id all name the primary key.
 pub fn lock_many(
     tx: &mut mysql::Transaction<'_>,
     ids: &[u64],
 ) -> Result<HashMap<u64, Locked>, DbError> {
+    let ids = padded(ids);
     let query = format!(
         concat!(
             user_columns!(),
             no_key!(),
-            " FROM users u WHERE u.id IN ({}) ORDER BY u.id FOR UPDATE SKIP LOCKED"
+            " FROM users u FORCE INDEX (PRIMARY) WHERE u.id IN ({}) ORDER BY u.id FOR UPDATE SKIP LOCKED"
         ),
         marks(ids.len())
     );
-    let rows: Vec<mysql::Row> = tx.exec(query, ids.to_vec())?;
+    let rows: Vec<mysql::Row> = tx.exec(query, ids)?;
     Ok(rows
         .iter()
         .map(|row| {
@@ -248,6 +260,7 @@ pub fn keys_of(
     users: &[u64],
     hashes: &[&str],
 ) -> Result<HashMap<(u64, String), KeyRow>, DbError> {
+    let (users, hashes) = (padded(users), padded(hashes));
     let query = format!(
         "SELECT user_id, token_hash, id, \
          (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > NOW(3))), \
@@ -296,6 +309,19 @@ pub fn authenticate_locked(
         account.key_use_due = key.use_due;
         Ok(account)
     }
+}
+
+/// `list` with its last item repeated up to a power of two: an `IN` list
+/// of 1, 2, 4 … 64 items, so that a connection prepares a handful of
+/// statements, not one per batch size (the driver keeps 512 per
+/// connection; two lists of 1–64 each would make 4,096). A repeated item
+/// changes nothing in an `IN`.
+fn padded<T: Clone>(list: &[T]) -> Vec<T> {
+    let mut out = list.to_vec();
+    if let Some(last) = list.last() {
+        out.resize(list.len().next_power_of_two(), last.clone());
+    }
+    out
 }
 
 /// `?, ?, …`: `n` placeholders for an `IN` list.
@@ -558,6 +584,55 @@ pub fn write_batch(
     )
 }
 
+/// The one write of a coalesced batch of many users: each user's `taken`
+/// credits off and the limiter's and the notice's state as the batch left
+/// them, in ONE statement (`CASE id WHEN …`), guarded per row as `take` is;
+/// one user alone takes `write_batch`'s prepared statement. Padded to a
+/// power of two by repeating the last user (a repeated `WHEN` or `IN` item
+/// changes nothing). Every listed row must change, as under the row locks
+/// it does: if one does not, the rows changed under us and the batch is
+/// retried from the start.
+pub fn write_many(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    changes: &[(u64, i64, Running)],
+) -> Result<(), DbError> {
+    let [first, ..] = changes else {
+        return Ok(());
+    };
+    if changes.len() == 1 {
+        return write_batch(tx, sql, first.0, first.1, first.2);
+    }
+    let padded = padded(changes);
+    let when = "WHEN ? THEN ? ".repeat(padded.len());
+    let query = format!(
+        "UPDATE users FORCE INDEX (PRIMARY) SET credit = credit - CASE id {when}END, \
+         rate_tat = COALESCE(CASE id {when}END, rate_tat), \
+         low_credit_notified = low_credit_notified OR CASE id {when}END \
+         WHERE id IN ({}) AND credit - held >= CASE id {when}END",
+        marks(padded.len())
+    );
+    let mut params: Vec<mysql::Value> = Vec::with_capacity(padded.len() * 9);
+    for (id, taken, _) in &padded {
+        params.extend([(*id).into(), (*taken).into()]);
+    }
+    for (id, _, end) in &padded {
+        params.extend([(*id).into(), end.rate_tat.into()]);
+    }
+    for (id, _, end) in &padded {
+        params.extend([(*id).into(), end.low_credit_notified.into()]);
+    }
+    params.extend(padded.iter().map(|(id, ..)| mysql::Value::from(*id)));
+    for (id, taken, _) in &padded {
+        params.extend([(*id).into(), (*taken).into()]);
+    }
+    tx.exec_drop(query, params)?;
+    if tx.affected_rows() != changes.len() as u64 {
+        return Err(DbError::conflict("the credit changed under the row locks"));
+    }
+    Ok(())
+}
+
 /// Takes `cost` off the locked row with the limiter's new state and the
 /// notice's flag. Relative and guarded: under the row lock it always
 /// applies; if it does not, the row changed under us (a multi-writer
@@ -594,6 +669,22 @@ pub fn note_key_use(conn: &mut impl Queryable, key_id: u64) -> Result<(), DbErro
         (key_id,),
     )?;
     Ok(())
+}
+
+/// The key-use write of a coalesced batch: every key due, at once.
+pub fn note_keys_used(conn: &mut impl Queryable, ids: &[u64]) -> Result<(), DbError> {
+    match ids {
+        [] => Ok(()),
+        [id] => note_key_use(conn, *id),
+        _ => {
+            let ids = padded(ids);
+            let query = format!(
+                "UPDATE api_keys FORCE INDEX (PRIMARY) SET last_used_at = NOW(3) WHERE id IN ({})",
+                marks(ids.len())
+            );
+            Ok(conn.exec_drop(query, ids)?)
+        }
+    }
 }
 
 /// Gives `amount` back to the user's row, locked for it, and takes it back

@@ -27,6 +27,7 @@
 //! this runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::Mutex;
 
@@ -105,6 +106,7 @@ struct Queue {
 /// The waiting requests and the batches that run them.
 pub struct Coalescer {
     queue: Mutex<Queue>,
+    ids: Ids,
     /// At most this many batches of many users at once.
     batches: usize,
 }
@@ -113,6 +115,7 @@ impl Coalescer {
     pub fn new(batches: usize) -> Coalescer {
         Coalescer {
             queue: Mutex::default(),
+            ids: Ids::default(),
             batches: batches.max(1),
         }
     }
@@ -176,11 +179,15 @@ impl Coalescer {
     /// the next batches; the requests of a user whose row was locked
     /// elsewhere go on as their own batch, led by the first one's thread.
     fn lead(&self, pool: &Pool, banks: &Cache, metrics: &Metrics, entries: Vec<Entry>, lock: Lock) {
-        metrics.coalesced_batch(entries.len());
-        let result = pool.retrying(|| match lock {
-            Lock::Skip => run_many(pool, banks, &entries),
-            Lock::Wait => run_one(pool, banks, &entries),
-        });
+        // A panic must not leave its users busy for good: it fails the
+        // batch like any other error (nothing was committed).
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            pool.retrying(|| match lock {
+                Lock::Skip => run_many(pool, banks, &self.ids, &entries),
+                Lock::Wait => run_one(pool, banks, &entries),
+            })
+        }))
+        .unwrap_or_else(|_| Err(lost()));
         let mut skipped: Vec<Entry> = Vec::new();
         let mut freed: Vec<Username> = Vec::new();
         match result {
@@ -201,6 +208,9 @@ impl Coalescer {
                     let _ = entry.reply.send(Msg::Done(Err(DbError::again(&e))));
                 }
             }
+        }
+        if !freed.is_empty() {
+            metrics.coalesced_batch(freed.len());
         }
         let mut queue = self.queue();
         if lock == Lock::Skip {
@@ -244,6 +254,50 @@ fn take(queue: &mut Queue) -> Vec<Entry> {
     taken
 }
 
+/// Users' ids by name, as batches found them, so that a batch locks its
+/// rows by id without asking for the ids first (a round trip of the six a
+/// batch makes). An id is a user's for good (ids are not reused); a user
+/// deleted and made again gets a new one, which the batch notices (the
+/// locked row has another name, or none) and asks for again. At most
+/// `MAX_IDS`, then it starts over: names that do not exist are never kept.
+#[derive(Default)]
+struct Ids(Mutex<HashMap<String, u64>>);
+
+const MAX_IDS: usize = 100_000;
+
+impl Ids {
+    fn of(&self, conn: &mut mysql::Conn, names: &[&str]) -> Result<HashMap<String, u64>, DbError> {
+        let mut ids = HashMap::with_capacity(names.len());
+        let mut unknown = Vec::new();
+        {
+            let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            for name in names {
+                match known.get(*name) {
+                    Some(id) => drop(ids.insert(name.to_string(), *id)),
+                    None => unknown.push(*name),
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            let found = account::ids_of(conn, &unknown)?;
+            let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if known.len() + found.len() > MAX_IDS {
+                known.clear();
+            }
+            known.extend(found.iter().map(|(n, id)| (n.clone(), *id)));
+            ids.extend(found);
+        }
+        Ok(ids)
+    }
+
+    fn forget(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+}
+
 /// Each entry's answer in order; `None` for a request whose user's row was
 /// locked elsewhere (not decided, nothing written for it).
 type Decided = Vec<Option<ChargeOutcome>>;
@@ -251,7 +305,12 @@ type Decided = Vec<Option<ChargeOutcome>>;
 /// One batch of many users in one transaction: ids, the rows locked in id
 /// order skipping any locked elsewhere, the keys, each user's requests
 /// decided in arrival order, one write per user, one COMMIT.
-fn run_many(pool: &Pool, banks: &Cache, entries: &[Entry]) -> Result<Decided, DbError> {
+fn run_many(
+    pool: &Pool,
+    banks: &Cache,
+    known: &Ids,
+    entries: &[Entry],
+) -> Result<Decided, DbError> {
     let mut conn = pool.get()?;
     let sql = conn.prepared(account::PER_REQUEST)?;
     let prices = prices(&mut conn, &sql, banks, entries)?;
@@ -259,7 +318,7 @@ fn run_many(pool: &Pool, banks: &Cache, entries: &[Entry]) -> Result<Decided, Db
     let names: Vec<&str> = by_user.keys().copied().collect();
     // Before the transaction: a snapshot taken before the locks would hide
     // an earlier holder's idempotency key.
-    let ids = account::ids_of(&mut **conn, &names)?;
+    let ids = known.of(&mut **conn, &names)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let mut sorted: Vec<u64> = ids.values().copied().collect();
     sorted.sort_unstable();
@@ -281,8 +340,13 @@ fn run_many(pool: &Pool, banks: &Cache, entries: &[Entry]) -> Result<Decided, Db
         account::keys_of(&mut tx, &users, &distinct)?
     };
     let mut decided: Decided = vec![None; entries.len()];
+    let mut books = Vec::new();
     for (name, idxs) in by_user {
-        let Some(row) = ids.get(name).and_then(|id| locked.get(id)) else {
+        let row = ids.get(name).and_then(|id| locked.get(id));
+        let Some(row) = row.filter(|row| row.name() == name) else {
+            // Locked elsewhere, or no longer this user's id (deleted and
+            // made again): asked again next time.
+            known.forget(name);
             if !ids.contains_key(name) {
                 for &i in &idxs {
                     token::verify_dummy(&entries[i].request.credentials.token);
@@ -300,11 +364,13 @@ fn run_many(pool: &Pool, banks: &Cache, entries: &[Entry]) -> Result<Decided, Db
         }
         let requests: Vec<Charge<'_>> = idxs.iter().map(|&i| entries[i].request.charge()).collect();
         let name = &entries[idxs[0]].name;
-        let outcomes = decide_all(&mut tx, &sql, name, &requests, auth, &prices)?;
+        let (outcomes, book) = decide_all(&mut tx, &sql, name, &requests, auth, &prices)?;
+        books.push(book);
         for (i, o) in idxs.into_iter().zip(outcomes) {
             decided[i] = Some(o);
         }
     }
+    write(&mut tx, &sql, books)?;
     tx.commit().map_err(db::commit_failed)?;
     db::trust(&mut conn);
     Ok(decided)
@@ -318,7 +384,7 @@ fn run_one(pool: &Pool, banks: &Cache, entries: &[Entry]) -> Result<Decided, DbE
     let prices = prices(&mut conn, &sql, banks, entries)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let requests: Vec<Charge<'_>> = entries.iter().map(|e| e.request.charge()).collect();
-    let outcomes = decide_all(
+    let (outcomes, book) = decide_all(
         &mut tx,
         &sql,
         &entries[0].name,
@@ -326,6 +392,7 @@ fn run_one(pool: &Pool, banks: &Cache, entries: &[Entry]) -> Result<Decided, DbE
         HashMap::new(),
         &prices,
     )?;
+    write(&mut tx, &sql, vec![book])?;
     tx.commit().map_err(db::commit_failed)?;
     db::trust(&mut conn);
     Ok(outcomes.into_iter().map(Some).collect())
@@ -374,9 +441,8 @@ struct Book {
 /// Decides one user's requests in arrival order against the running
 /// balance, limiter and notice — the steps of `bank::charge_in`, each token
 /// authenticated once (`auth`: as the caller found them; a token not in it
-/// is looked up and the row locked by `account::lock`, waiting) — then
-/// writes once: one UPDATE of the user's row, one usage upsert per
-/// endpoint, day and key, the idempotent answers.
+/// is looked up and the row locked by `account::lock`, waiting) — and
+/// returns what the batch's one write (`write`) is to write for them.
 fn decide_all<'a>(
     tx: &mut mysql::Transaction<'_>,
     sql: &Statements,
@@ -384,7 +450,7 @@ fn decide_all<'a>(
     requests: &'a [Charge<'a>],
     mut auth: HashMap<&'a str, Result<Account, AuthFailure>>,
     prices: &HashMap<BankCode, Option<Bank>>,
-) -> Result<Vec<ChargeOutcome>, DbError> {
+) -> Result<(Vec<ChargeOutcome>, Book), DbError> {
     let mut book = Book {
         user_id: 0,
         start: None,
@@ -415,8 +481,7 @@ fn decide_all<'a>(
         let bank = prices.get(req.bank).cloned().flatten();
         outcomes.push(decide_one(tx, &account, req, bank, &mut book)?);
     }
-    write(tx, sql, book)?;
-    Ok(outcomes)
+    Ok((outcomes, book))
 }
 
 /// One request of the batch: `decide` against the running row, then the
@@ -469,25 +534,46 @@ fn decide_one(
     Ok(answered)
 }
 
-/// The batch's one write, inside its transaction.
-fn write(tx: &mut mysql::Transaction<'_>, sql: &Statements, book: Book) -> Result<(), DbError> {
-    let (Some(start), Some(end)) = (book.start, book.now) else {
-        return Ok(()); // nobody authenticated: nothing to write
-    };
-    if book.taken > 0 || end != start {
-        account::write_batch(tx, sql, book.user_id, book.taken, end)?;
+/// The batch's one write, inside its transaction, for all its users at
+/// once: one UPDATE of their rows, one usage upsert, one key-use update,
+/// and the idempotent answers (one each) — a handful of round trips
+/// whatever the batch's size, where a statement per user would make the
+/// batch as slow as the requests it groups.
+fn write(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    books: Vec<Book>,
+) -> Result<(), DbError> {
+    let mut changes = Vec::new();
+    let mut rows = Vec::new();
+    let mut touched = Vec::new();
+    for book in &books {
+        let (Some(start), Some(end)) = (book.start, book.now) else {
+            continue; // nobody authenticated: nothing to write
+        };
+        if book.taken > 0 || end != start {
+            changes.push((book.user_id, book.taken, end));
+        }
+        for ((endpoint, day, key_id), (calls, credits)) in &book.usage {
+            rows.push(usage::Row {
+                user_id: book.user_id,
+                key_id: *key_id,
+                day: *day,
+                endpoint: endpoint.as_str(),
+                calls: *calls,
+                credits: *credits,
+            });
+        }
+        touched.extend(book.touched.iter().copied());
     }
-    for ((endpoint, day, key_id), (calls, credits)) in &book.usage {
-        let user_id = book.user_id;
-        usage::record_many(tx, sql, user_id, *key_id, *day, endpoint, *calls, *credits)?;
+    account::write_many(tx, sql, &changes)?;
+    usage::record_rows(tx, sql, &rows)?;
+    for book in &books {
+        for (key, bank_code, answer) in &book.to_remember {
+            bank::remember(tx, book.user_id, key, bank_code, answer)?;
+        }
     }
-    for (key, bank_code, answer) in &book.to_remember {
-        bank::remember(tx, book.user_id, key, bank_code, answer)?;
-    }
-    for id in &book.touched {
-        account::note_key_use(tx, *id)?;
-    }
-    Ok(())
+    account::note_keys_used(tx, &touched)
 }
 
 /// The leader went away without answering (it panicked): nothing was
