@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use mysql::prelude::Queryable;
@@ -154,6 +155,104 @@ pub const PER_REQUEST: &[&str] = &[
     usage::RECORD_MANY,
 ];
 
+/// `PER_REQUEST` and a coalesced batch's statements, for each list size
+/// (1, 2, 4 … 64): what every caller prepares, so that a connection holds
+/// all of them whichever path used it first. A batch's statement run as
+/// text cost the driver a scan for named parameters on every call (~13,000
+/// instructions a batch, callgrind).
+pub fn per_request() -> &'static [&'static str] {
+    static ALL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = PER_REQUEST.to_vec();
+        for n in SIZES {
+            all.extend([ids_sql(n), lock_many_sql(n), keys_sql(n)]);
+            if n > 1 {
+                all.extend([write_many_sql(n), note_keys_sql(n), usage::rows_sql(n)]);
+            }
+        }
+        all
+    })
+}
+
+/// The sizes a batch's lists are padded to (`padded`).
+const SIZES: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// The text for a list of `n` (a power of two up to 64), made once.
+pub(crate) fn sized(
+    cell: &'static OnceLock<Vec<&'static str>>,
+    n: usize,
+    make: impl Fn(usize) -> String,
+) -> &'static str {
+    let texts = cell.get_or_init(|| {
+        // Leaked once: they live as long as the process, as constants do.
+        SIZES.iter().map(|&n| &*make(n).leak()).collect()
+    });
+    texts[n.trailing_zeros() as usize]
+}
+
+fn ids_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        format!(
+            "SELECT username, id FROM users WHERE username IN ({})",
+            marks(n)
+        )
+    })
+}
+
+fn lock_many_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        format!(
+            concat!(
+                user_columns!(),
+                no_key!(),
+                " FROM users u FORCE INDEX (PRIMARY) WHERE u.id IN ({}) ORDER BY u.id \
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            marks(n)
+        )
+    })
+}
+
+fn keys_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        format!(
+            "SELECT user_id, token_hash, id, \
+             (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > NOW(3))), \
+             (last_used_at IS NULL OR last_used_at < NOW(3) - INTERVAL 1 MINUTE) \
+             FROM api_keys WHERE user_id IN ({}) AND token_hash IN ({})",
+            marks(n),
+            marks(n)
+        )
+    })
+}
+
+fn write_many_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        let when = "WHEN ? THEN ? ".repeat(n);
+        format!(
+            "UPDATE users FORCE INDEX (PRIMARY) SET credit = credit - CASE id {when}END, \
+             rate_tat = COALESCE(CASE id {when}END, rate_tat), \
+             low_credit_notified = low_credit_notified OR CASE id {when}END \
+             WHERE id IN ({}) AND credit - held >= CASE id {when}END",
+            marks(n)
+        )
+    })
+}
+
+fn note_keys_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        format!(
+            "UPDATE api_keys FORCE INDEX (PRIMARY) SET last_used_at = NOW(3) WHERE id IN ({})",
+            marks(n)
+        )
+    })
+}
+
 /// The name to look up, or `UnknownUser` without asking the database. A
 /// name that cannot exist must not reach it: `users.username` is ASCII with
 /// a PAD SPACE collation, so MariaDB fails on a non-ASCII name (a 503, not a
@@ -188,13 +287,16 @@ pub fn lock(
 
 /// The ids of these users (a name without a row is left out). Read before
 /// a batch's transaction, so that its rows can be locked by id, in id order.
-pub fn ids_of(conn: &mut impl Queryable, names: &[&str]) -> Result<HashMap<String, u64>, DbError> {
+pub fn ids_of(
+    conn: &mut impl Queryable,
+    sql: &Statements,
+    names: &[&str],
+) -> Result<HashMap<String, u64>, DbError> {
     let names = padded(names);
-    let query = format!(
-        "SELECT username, id FROM users WHERE username IN ({})",
-        marks(names.len())
-    );
-    Ok(conn.exec(query, names)?.into_iter().collect())
+    Ok(conn
+        .exec(sql.get(ids_sql(names.len())), names)?
+        .into_iter()
+        .collect())
 }
 
 /// A user's row as a batch locked it, before any key is checked.
@@ -221,18 +323,11 @@ impl Locked {
 /// batch's statements that lock rows by id all name the primary key.
 pub fn lock_many(
     tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
     ids: &[u64],
 ) -> Result<HashMap<u64, Locked>, DbError> {
     let ids = padded(ids);
-    let query = format!(
-        concat!(
-            user_columns!(),
-            no_key!(),
-            " FROM users u FORCE INDEX (PRIMARY) WHERE u.id IN ({}) ORDER BY u.id FOR UPDATE SKIP LOCKED"
-        ),
-        marks(ids.len())
-    );
-    let rows: Vec<mysql::Row> = tx.exec(query, ids)?;
+    let rows: Vec<mysql::Row> = tx.exec(sql.get(lock_many_sql(ids.len())), ids)?;
     Ok(rows
         .iter()
         .map(|row| {
@@ -257,24 +352,21 @@ pub struct KeyRow {
 /// taken then, as the single request's join reads them under its lock).
 pub fn keys_of(
     tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
     users: &[u64],
     hashes: &[&str],
 ) -> Result<HashMap<(u64, String), KeyRow>, DbError> {
-    let (users, hashes) = (padded(users), padded(hashes));
-    let query = format!(
-        "SELECT user_id, token_hash, id, \
-         (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > NOW(3))), \
-         (last_used_at IS NULL OR last_used_at < NOW(3) - INTERVAL 1 MINUTE) \
-         FROM api_keys WHERE user_id IN ({}) AND token_hash IN ({})",
-        marks(users.len()),
-        marks(hashes.len())
-    );
+    // Both lists padded to one size: 7 statements, not 49.
+    let n = users.len().max(hashes.len()).next_power_of_two();
+    let (mut users, mut hashes) = (users.to_vec(), hashes.to_vec());
+    users.resize(n, users[0]);
+    hashes.resize(n, hashes[0]);
     let params: Vec<mysql::Value> = users
         .iter()
         .map(|u| mysql::Value::from(*u))
         .chain(hashes.iter().map(|h| mysql::Value::from(*h)))
         .collect();
-    let rows: Vec<(u64, String, u64, bool, bool)> = tx.exec(query, params)?;
+    let rows: Vec<(u64, String, u64, bool, bool)> = tx.exec(sql.get(keys_sql(n)), params)?;
     Ok(rows
         .into_iter()
         .map(|(user, hash, id, works, use_due)| {
@@ -604,14 +696,6 @@ pub fn write_many(
         return write_batch(tx, sql, first.0, first.1, first.2);
     }
     let padded = padded(changes);
-    let when = "WHEN ? THEN ? ".repeat(padded.len());
-    let query = format!(
-        "UPDATE users FORCE INDEX (PRIMARY) SET credit = credit - CASE id {when}END, \
-         rate_tat = COALESCE(CASE id {when}END, rate_tat), \
-         low_credit_notified = low_credit_notified OR CASE id {when}END \
-         WHERE id IN ({}) AND credit - held >= CASE id {when}END",
-        marks(padded.len())
-    );
     let mut params: Vec<mysql::Value> = Vec::with_capacity(padded.len() * 9);
     for (id, taken, _) in &padded {
         params.extend([(*id).into(), (*taken).into()]);
@@ -626,7 +710,7 @@ pub fn write_many(
     for (id, taken, _) in &padded {
         params.extend([(*id).into(), (*taken).into()]);
     }
-    tx.exec_drop(query, params)?;
+    tx.exec_drop(sql.get(write_many_sql(padded.len())), params)?;
     if tx.affected_rows() != changes.len() as u64 {
         return Err(DbError::conflict("the credit changed under the row locks"));
     }
@@ -672,17 +756,17 @@ pub fn note_key_use(conn: &mut impl Queryable, key_id: u64) -> Result<(), DbErro
 }
 
 /// The key-use write of a coalesced batch: every key due, at once.
-pub fn note_keys_used(conn: &mut impl Queryable, ids: &[u64]) -> Result<(), DbError> {
+pub fn note_keys_used(
+    conn: &mut impl Queryable,
+    sql: &Statements,
+    ids: &[u64],
+) -> Result<(), DbError> {
     match ids {
         [] => Ok(()),
         [id] => note_key_use(conn, *id),
         _ => {
             let ids = padded(ids);
-            let query = format!(
-                "UPDATE api_keys FORCE INDEX (PRIMARY) SET last_used_at = NOW(3) WHERE id IN ({})",
-                marks(ids.len())
-            );
-            Ok(conn.exec_drop(query, ids)?)
+            Ok(conn.exec_drop(sql.get(note_keys_sql(ids.len())), ids)?)
         }
     }
 }

@@ -266,7 +266,12 @@ struct Ids(Mutex<HashMap<String, u64>>);
 const MAX_IDS: usize = 100_000;
 
 impl Ids {
-    fn of(&self, conn: &mut mysql::Conn, names: &[&str]) -> Result<HashMap<String, u64>, DbError> {
+    fn of(
+        &self,
+        conn: &mut mysql::Conn,
+        sql: &Statements,
+        names: &[&str],
+    ) -> Result<HashMap<String, u64>, DbError> {
         let mut ids = HashMap::with_capacity(names.len());
         let mut unknown = Vec::new();
         {
@@ -279,7 +284,7 @@ impl Ids {
             }
         }
         if !unknown.is_empty() {
-            let found = account::ids_of(conn, &unknown)?;
+            let found = account::ids_of(conn, sql, &unknown)?;
             let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
             if known.len() + found.len() > MAX_IDS {
                 known.clear();
@@ -312,20 +317,20 @@ fn run_many(
     entries: &[Entry],
 ) -> Result<Decided, DbError> {
     let mut conn = pool.get()?;
-    let sql = conn.prepared(account::PER_REQUEST)?;
+    let sql = conn.prepared(account::per_request())?;
     let prices = prices(&mut conn, &sql, banks, entries)?;
     let by_user = by_user(entries);
     let names: Vec<&str> = by_user.keys().copied().collect();
     // Before the transaction: a snapshot taken before the locks would hide
     // an earlier holder's idempotency key.
-    let ids = known.of(&mut **conn, &names)?;
+    let ids = known.of(&mut **conn, &sql, &names)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let mut sorted: Vec<u64> = ids.values().copied().collect();
     sorted.sort_unstable();
     let locked = if sorted.is_empty() {
         HashMap::new()
     } else {
-        account::lock_many(&mut tx, &sorted)?
+        account::lock_many(&mut tx, &sql, &sorted)?
     };
     let hashes: Vec<String> = entries
         .iter()
@@ -337,7 +342,7 @@ fn run_many(
         let users: Vec<u64> = locked.keys().copied().collect();
         let distinct: BTreeSet<&str> = hashes.iter().map(String::as_str).collect();
         let distinct: Vec<&str> = distinct.into_iter().collect();
-        account::keys_of(&mut tx, &users, &distinct)?
+        account::keys_of(&mut tx, &sql, &users, &distinct)?
     };
     let mut decided: Decided = vec![None; entries.len()];
     let mut books = Vec::new();
@@ -380,7 +385,7 @@ fn run_many(
 /// waits for the row (as a single request does), then one COMMIT.
 fn run_one(pool: &Pool, banks: &Cache, entries: &[Entry]) -> Result<Decided, DbError> {
     let mut conn = pool.get()?;
-    let sql = conn.prepared(account::PER_REQUEST)?;
+    let sql = conn.prepared(account::per_request())?;
     let prices = prices(&mut conn, &sql, banks, entries)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let requests: Vec<Charge<'_>> = entries.iter().map(|e| e.request.charge()).collect();
@@ -573,7 +578,7 @@ fn write(
             bank::remember(tx, book.user_id, key, bank_code, answer)?;
         }
     }
-    account::note_keys_used(tx, &touched)
+    account::note_keys_used(tx, sql, &touched)
 }
 
 /// The leader went away without answering (it panicked): nothing was

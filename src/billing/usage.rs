@@ -5,6 +5,7 @@
 //! user named by a service, and rows from before keys were counted).
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use chrono::NaiveDate;
 use mysql::prelude::Queryable;
@@ -113,12 +114,20 @@ pub fn record_rows(
         params.push(counts.0.into());
         params.push(counts.1.into());
     }
-    let values = vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ");
-    let query = format!(
-        "INSERT INTO usage_daily (user_id, key_id, day, endpoint, calls, credits) VALUES {values} \
-         ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), credits = credits + VALUES(credits)"
-    );
-    Ok(tx.exec_drop(query, params)?)
+    Ok(tx.exec_drop(sql.get(rows_sql(n)), params)?)
+}
+
+/// `record_rows`'s statement for `n` rows (a power of two, 2 to 64).
+pub(crate) fn rows_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    crate::billing::account::sized(&T, n, |n| {
+        let values = vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ");
+        format!(
+            "INSERT INTO usage_daily (user_id, key_id, day, endpoint, calls, credits) \
+             VALUES {values} ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), \
+             credits = credits + VALUES(credits)"
+        )
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
