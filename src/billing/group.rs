@@ -224,9 +224,17 @@ impl Coalescer {
         for e in skipped {
             by_user.entry(e.name.to_string()).or_default().push(e);
         }
-        for (_, entries) in by_user {
+        for (name, entries) in by_user {
             let first = entries[0].reply.clone();
-            let _ = first.send(Msg::Lead(entries, Lock::Wait));
+            if let Err(mpsc::SendError(Msg::Lead(entries, _))) =
+                first.send(Msg::Lead(entries, Lock::Wait))
+            {
+                // Its thread is gone (it panicked): nobody leads these.
+                queue.busy.remove(&name);
+                for e in entries {
+                    let _ = e.reply.send(Msg::Done(Err(lost())));
+                }
+            }
         }
         self.dispatch(&mut queue);
     }
