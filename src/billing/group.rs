@@ -72,7 +72,10 @@ impl Request {
 type Reply = Result<ChargeOutcome, DbError>;
 
 /// What a waiting request's thread is told: its answer, or to lead a batch
-/// (its own request among them).
+/// (its own request among them). Sent once or twice per request and
+/// matched at once, never stored: boxing the answer would only add an
+/// allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Done(Reply),
     Lead(Vec<Entry>, Lock),
@@ -331,7 +334,7 @@ fn run_many(
     let names: Vec<&str> = by_user.keys().copied().collect();
     // Before the transaction: a snapshot taken before the locks would hide
     // an earlier holder's idempotency key.
-    let ids = known.of(&mut **conn, &sql, &names)?;
+    let ids = known.of(&mut conn, &sql, &names)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let mut sorted: Vec<u64> = ids.values().copied().collect();
     sorted.sort_unstable();
