@@ -155,12 +155,12 @@ pub const PER_REQUEST: &[&str] = &[
     usage::RECORD_MANY,
 ];
 
-/// `PER_REQUEST` and a coalesced batch's statements, for each list size
-/// (1, 2, 4 … 64): what every caller prepares, so that a connection holds
-/// all of them whichever path used it first. A batch's statement run as
-/// text cost the driver a scan for named parameters on every call (~13,000
-/// instructions a batch, callgrind).
-pub fn per_request() -> &'static [&'static str] {
+/// `PER_REQUEST` and then a coalesced batch's statements, for each list
+/// size (1, 2, 4 … 64): what a batch prepares (`db::Connection::prepared`
+/// adds them to a connection the first time a batch uses it). A batch's
+/// statement run as text cost the driver a scan for named parameters on
+/// every call (~13,000 instructions a batch, callgrind).
+pub fn per_batch() -> &'static [&'static str] {
     static ALL: OnceLock<Vec<&'static str>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut all = PER_REQUEST.to_vec();

@@ -136,7 +136,7 @@ fn charge_once(pool: &Pool, banks: &Cache, req: &Charge<'_>) -> Result<ChargeOut
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
     let mut conn = pool.get()?;
-    let sql = conn.prepared(account::per_request())?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
     // From memory; when it is not there, its round trip comes before the
     // transaction, so that it does not hold the user's row lock (one hot
     // user goes as fast as that lock is held), and outside it, because a

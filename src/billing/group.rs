@@ -328,7 +328,7 @@ fn run_many(
     entries: &[Entry],
 ) -> Result<Decided, DbError> {
     let mut conn = pool.get()?;
-    let sql = conn.prepared(account::per_request())?;
+    let sql = conn.prepared(account::per_batch())?;
     let prices = prices(&mut conn, &sql, banks, entries)?;
     let by_user = by_user(entries);
     let names: Vec<&str> = by_user.keys().copied().collect();
@@ -396,7 +396,7 @@ fn run_many(
 /// waits for the row (as a single request does), then one COMMIT.
 fn run_one(pool: &Pool, banks: &Cache, entries: &[Entry]) -> Result<Decided, DbError> {
     let mut conn = pool.get()?;
-    let sql = conn.prepared(account::per_request())?;
+    let sql = conn.prepared(account::per_batch())?;
     let prices = prices(&mut conn, &sql, banks, entries)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let requests: Vec<Charge<'_>> = entries.iter().map(|e| e.request.charge()).collect();

@@ -614,7 +614,7 @@ pub fn expire_due(pool: &Pool) -> Result<u64, DbError> {
 
 fn expire_one(pool: &Pool, id: u64, service_id: Option<u64>) -> Result<bool, DbError> {
     let mut conn = pool.get()?;
-    let sql = conn.prepared(account::per_request())?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let Some((account, hold)) = lock_settlement(&mut tx, &sql, id, service_id)? else {
         return Ok(false);

@@ -31,7 +31,7 @@ pub fn run<T>(
 ) -> Result<Keyed<T>, DbError> {
     pool.retrying(|| {
         let mut conn = pool.get()?;
-        let sql = conn.prepared(account::per_request())?;
+        let sql = conn.prepared(account::PER_REQUEST)?;
         let mut tx = conn.start_transaction(TxOpts::default())?;
         if let Some(k) = key {
             match service::begin(&mut tx, k)? {

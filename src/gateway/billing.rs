@@ -124,7 +124,7 @@ pub fn authenticate(
         Err(why) => return Ok(Err(why)),
     };
     let mut conn = pool.get()?;
-    let sql = conn.prepared(account::per_request())?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
     Ok(account::lock(&mut **conn, &sql, &name, &credentials.token, false)?.map(|_| ()))
 }
 
@@ -141,7 +141,7 @@ fn charge_once(pool: &Pool, req: &RouteCharge<'_>) -> Result<Charged, DbError> {
         Err(why) => return Ok(Charged::Refused(GatewayError::Unauthorized(why))),
     };
     let mut conn = pool.get()?;
-    let sql = conn.prepared(account::per_request())?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let account = match account::lock(&mut tx, &sql, &name, &req.credentials.token, true)? {
         Ok(a) => a,
@@ -385,7 +385,7 @@ fn settle_hold(
     key: Option<(u64, &Claim)>,
 ) -> Result<Settled, DbError> {
     let mut conn = pool.get()?;
-    let sql = conn.prepared(account::per_request())?;
+    let sql = conn.prepared(account::PER_REQUEST)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let settled = holds::settle_for_route(&mut tx, &sql, id, how, Utc::now())?;
     if let Some((user_id, claim)) = key {

@@ -8,7 +8,7 @@ use rouille::Request;
 use super::{authorization_headers, count_auth_failure, refuse_if_throttled, ApiError, Ctx};
 use crate::app::AppState;
 use crate::auth::token;
-use crate::billing::account::per_request;
+use crate::billing::account::PER_REQUEST;
 use crate::db::{self, DbError};
 use crate::services::{self, Scope, Service};
 
@@ -61,7 +61,7 @@ pub(crate) fn any_service(
     };
     let found = {
         let mut conn = state.pool.get().map_err(DbError::from)?;
-        let sql = conn.prepared(per_request())?;
+        let sql = conn.prepared(PER_REQUEST)?;
         let found = services::authenticate_with(&mut **conn, &sql, given)?;
         // It just answered: its next checkout (this request's charge,
         // mostly) need not ping it first.
