@@ -318,9 +318,10 @@ impl Ids {
 /// locked elsewhere (not decided, nothing written for it).
 type Decided = Vec<Option<ChargeOutcome>>;
 
-/// One batch of many users in one transaction: ids, the rows locked in id
-/// order skipping any locked elsewhere, the keys, each user's requests
-/// decided in arrival order, one write per user, one COMMIT.
+/// One batch in one transaction: the rows locked in id order (ids from
+/// memory, else asked first), skipping any locked elsewhere; the keys; each
+/// user's requests decided in arrival order; the batch's one write; one
+/// COMMIT. A user left out gets `None`.
 fn run_many(
     pool: &Pool,
     banks: &Cache,
