@@ -215,6 +215,9 @@ impl Coalescer {
         if !freed.is_empty() {
             metrics.coalesced_batch(freed.len());
         }
+        if !skipped.is_empty() {
+            metrics.coalesced_skipped(skipped.len());
+        }
         let mut queue = self.queue();
         if lock == Lock::Skip {
             queue.running -= 1;

@@ -28,6 +28,7 @@ pub struct Metrics {
     coalesced_batches: AtomicU64,
     holds_expired: AtomicU64,
     coalesced_requests: AtomicU64,
+    coalesced_skipped: AtomicU64,
     /// Distinct Galera writer nodes of the live instances; `None` off Galera.
     writer_nodes: Mutex<Option<u64>>,
 }
@@ -99,6 +100,11 @@ impl Metrics {
     pub fn coalesced_batch(&self, requests: usize) {
         self.coalesced_batches.fetch_add(1, Relaxed);
         self.coalesced_requests.fetch_add(requests as u64, Relaxed);
+    }
+
+    /// Requests a batch left out: their user's row was locked elsewhere.
+    pub fn coalesced_skipped(&self, requests: usize) {
+        self.coalesced_skipped.fetch_add(requests as u64, Relaxed);
     }
 
     pub fn holds_expired(&self, n: u64) {
@@ -266,6 +272,13 @@ impl Metrics {
                 "counter",
                 "Requests decided in coalesced charge transactions.",
                 single(&self.coalesced_requests),
+            ),
+            (
+                "creditgate_coalesced_skipped_total",
+                "counter",
+                "Requests a coalesced batch left out because their user's row was \
+                 locked elsewhere (then charged by a batch that waits for the row).",
+                single(&self.coalesced_skipped),
             ),
             (
                 "creditgate_holds_expired_total",

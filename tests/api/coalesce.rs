@@ -350,6 +350,9 @@ fn a_row_locked_by_an_admin_holds_up_only_its_own_user() {
     // locked, and alice's requests were not (they wait for the row)...
     assert!(answers.iter().all(|r| r.status == 200));
     assert!(alice_waits.iter().all(|h| !h.is_finished()));
+    // (Alice's first request was left out of a batch, not waited for; the
+    // others wait in the queue for the batch that waits for her row.)
+    assert!(metric(&app, "creditgate_coalesced_skipped_total") >= 1);
     for (name, _) in &others {
         assert_eq!(app.db.credit(name), 7, "{name}");
     }
