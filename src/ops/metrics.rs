@@ -366,6 +366,6 @@ mod tests {
         assert!(text.contains("creditgate_credits_charged_total 3\n"));
         assert!(text.contains("creditgate_db_pool_connections{state=\"idle\"} 2\n"));
         assert!(text.contains("creditgate_db_pool_max_connections 8\n"));
-        assert_eq!(text.matches("# HELP ").count(), 15);
+        assert_eq!(text.matches("# HELP ").count(), 16);
     }
 }
