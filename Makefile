@@ -21,9 +21,10 @@ test: test-quickstart
 	@server=$$(deploy/dev-db.sh) && \
 	$(CARGO) test -p tiny_http && \
 	CREDITGATE_TEST_DATABASE_URL=$$server $(CARGO) test && \
-	echo "again with CREDITGATE_COALESCE=on: charge, ledger, rate limits, conflicts, low credit, coalescing, keys, holds, webhooks" >&2 && \
+	echo "again with CREDITGATE_COALESCE=on: charge, ledger, rate limits, conflicts, low credit, coalescing, keys, holds, webhooks, the database vanishing, two servers" >&2 && \
 	CREDITGATE_TEST_DATABASE_URL=$$server CREDITGATE_TEST_COALESCE=on $(CARGO) test --test api -- \
-		charge:: ledger:: ratelimit:: conflicts:: lowcredit:: coalesce:: keys:: holds:: webhooks::
+		charge:: ledger:: ratelimit:: conflicts:: lowcredit:: coalesce:: keys:: holds:: webhooks:: \
+		faults::the_database_vanishing faults::two_servers
 
 ## The README's quick start, word for word, against a fresh server and
 ## database (deploy/test-quickstart.py; a few seconds once built).

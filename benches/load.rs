@@ -1,8 +1,8 @@
 //! `make bench`: creditgate side by side with the database's own ceiling, in
 //! one run, on this machine.
 //!
-//! - ceiling: the per-request transaction (lock the user row, read the bank,
-//!   charge, upsert usage, commit) sent straight to MariaDB from N threads
+//! - ceiling: the per-request transaction (lock the user row, charge,
+//!   upsert usage, commit; the bank is in creditgate's memory) sent straight to MariaDB from N threads
 //!   over N connections with prepared statements — no HTTP;
 //! - creditgate: the release binary under HTTP/1.1 keep-alive load from N
 //!   client threads (the load generator is below, in this file).
@@ -254,41 +254,65 @@ fn only_gateway() -> bool {
 }
 
 /// Coalescing on (a second server, CREDITGATE_COALESCE=on) against the
-/// per-request path and the ceiling, the three side by side per row.
+/// per-request path and the ceiling, side by side per row.
+/// BENCH_COALESCE_BATCHES=1,2,4 runs one coalescing server per value of
+/// CREDITGATE_COALESCE_BATCHES, each measured in every row (how the default
+/// was chosen); BENCH_COALESCE_ROWS=spread or =hot keeps those rows.
 fn coalesce_rows(url: &str, plain: &Server, users: u64, warmup: Duration, run: Duration) {
-    let mut coalescing = start_server_with(url, &[("CREDITGATE_COALESCE", "on")]);
+    let batches: Vec<String> = std::env::var("BENCH_COALESCE_BATCHES")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|_| vec![String::new()]);
+    let mut servers: Vec<(String, Server)> = batches
+        .iter()
+        .map(|b| {
+            let mut extra = vec![("CREDITGATE_COALESCE", "on")];
+            if !b.is_empty() {
+                extra.push(("CREDITGATE_COALESCE_BATCHES", b.as_str()));
+            }
+            let side = if b.is_empty() {
+                "coalescing on".to_string()
+            } else {
+                format!("coalescing on, batches {b}")
+            };
+            (side, start_server_with(url, &extra))
+        })
+        .collect();
     println!("\ncoalesced charging (CREDITGATE_COALESCE=on) against the per-request path\n");
     print_header();
-    for (users, conns) in [
+    let only = std::env::var("BENCH_COALESCE_ROWS").unwrap_or_default();
+    let rows = [
+        (Users::Spread(users), 32),
+        (Users::Spread(users), 8),
         (Users::Hot, 32),
         (Users::Hot, 8),
-        (Users::Spread(users), 32),
-    ] {
+    ];
+    for (users, conns) in rows.into_iter().filter(|(u, _)| match only.as_str() {
+        "hot" => *u == Users::Hot,
+        "spread" => *u != Users::Hot,
+        _ => true,
+    }) {
         let ceiling = measure(warmup, run, conns, None, |_| ceiling_worker(url, users));
         let off = measure(warmup, run, conns, Some(plain.pid), |_| {
             http_worker(plain.addr, users, BANK_PATH)
         });
-        let on = measure(warmup, run, conns, Some(coalescing.pid), |_| {
-            http_worker(coalescing.addr, users, BANK_PATH)
-        });
-        for (side, s) in [
-            ("ceiling", &ceiling),
-            ("coalescing off", &off),
-            ("coalescing on", &on),
-        ] {
-            let ratio = match side {
-                "coalescing on" => format!(
-                    "{:.2} × off, {:.2} × ceiling",
-                    on.rps() / off.rps(),
-                    on.rps() / ceiling.rps()
-                ),
-                "coalescing off" => format!("{:.2} × ceiling", off.rps() / ceiling.rps()),
-                _ => String::new(),
-            };
-            print_row(users, conns, side, s, &ratio);
+        print_row(users, conns, "ceiling", &ceiling, "");
+        let ratio = format!("{:.2} × ceiling", off.rps() / ceiling.rps());
+        print_row(users, conns, "coalescing off", &off, &ratio);
+        for (side, server) in &servers {
+            let on = measure(warmup, run, conns, Some(server.pid), |_| {
+                http_worker(server.addr, users, BANK_PATH)
+            });
+            let ratio = format!(
+                "{:.2} × off, {:.2} × ceiling",
+                on.rps() / off.rps(),
+                on.rps() / ceiling.rps()
+            );
+            print_row(users, conns, side, &on, &ratio);
         }
     }
-    coalescing.stop();
+    for (_, server) in &mut servers {
+        server.stop();
+    }
 }
 
 /// The gateway against the bank route, side by side: one cost-1 charge
@@ -840,10 +864,9 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
     let hash = creditgate::auth::token::hash(TOKEN);
     Box::new(move || {
         let name = format!("u{}", users.pick(&mut rng));
-        // In creditgate's order (billing::bank::charge_once): the bank before the
-        // transaction, then the locked transaction.
-        let bank: Option<mysql::Row> = conn.exec_first(creditgate::banks::FIND, ("BOFA",)).unwrap();
-        let cost: i64 = bank.expect("bank").get(4).unwrap();
+        // The bank comes from creditgate's memory (`banks::Cache`): no
+        // statement for it, on either side.
+        let cost: i64 = 1;
         let mut tx = conn.start_transaction(mysql::TxOpts::default()).unwrap();
         // The very query creditgate's charge runs (account::lock): the
         // user's row, the key joined by the token's hash, the database's clock.
@@ -855,6 +878,7 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
             .unwrap();
         let row = row.expect("user exists");
         let id: u64 = row.get(0).unwrap();
+        let key_id: u64 = row.get(15).unwrap();
         tx.exec_drop(
             creditgate::billing::account::TAKE,
             (cost, None::<i64>, false, id, cost),
@@ -862,7 +886,7 @@ fn ceiling_worker(url: &str, users: Users) -> Worker {
         .unwrap();
         tx.exec_drop(
             creditgate::billing::usage::RECORD,
-            (id, &today, "banks_data", cost),
+            (id, key_id, &today, "banks_data", cost),
         )
         .unwrap();
         tx.commit().unwrap();

@@ -1,7 +1,9 @@
 //! The priced resources: bank records served by the paid route, each with its
 //! own cost per request.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 use mysql::prelude::Queryable;
 use serde::{Deserialize, Serialize};
@@ -144,6 +146,73 @@ pub fn find(
         cost,
         data: BankData::from_column(data),
     }))
+}
+
+/// Every bank, read from the database: what `Cache::reload` keeps.
+fn all(conn: &mut impl Queryable) -> Result<HashMap<String, Bank>, DbError> {
+    let rows: Vec<BankRow> =
+        conn.query("SELECT code, name, country, bic, cost, data FROM banks")?;
+    Ok(rows
+        .into_iter()
+        .map(|(code, name, country, bic, cost, data)| {
+            let bank = Bank {
+                code: code.clone(),
+                name,
+                country,
+                bic,
+                cost,
+                data: BankData::from_column(data),
+            };
+            (code, bank)
+        })
+        .collect())
+}
+
+/// The banks in memory, like the gateway's routes: a paid request read its
+/// bank row from the database every time (one round trip of the five a
+/// paid request made), although banks change a few times a year. Re-read
+/// whole every `gateway::REFRESH` by the routes' thread, so a bank changed
+/// in the database reaches every instance within it; a code not in memory
+/// is read from the database at once (a bank added a moment ago is served
+/// at once), and kept if it exists. Unknown codes are not kept: that would
+/// let any caller fill the memory.
+#[derive(Default)]
+pub struct Cache {
+    banks: RwLock<Arc<HashMap<String, Bank>>>,
+}
+
+impl Cache {
+    pub fn new() -> Cache {
+        Cache::default()
+    }
+
+    /// The bank with this code: from memory, else from the database.
+    pub fn find(
+        &self,
+        conn: &mut impl Queryable,
+        sql: &Statements,
+        code: &BankCode,
+    ) -> Result<Option<Bank>, DbError> {
+        let banks = Arc::clone(&self.banks.read().unwrap_or_else(|e| e.into_inner()));
+        if let Some(bank) = banks.get(code.as_str()) {
+            return Ok(Some(bank.clone()));
+        }
+        let found = find(conn, sql, code)?;
+        if let Some(bank) = &found {
+            let mut banks = self.banks.write().unwrap_or_else(|e| e.into_inner());
+            let mut more = HashMap::clone(&banks);
+            more.insert(bank.code.clone(), bank.clone());
+            *banks = Arc::new(more);
+        }
+        Ok(found)
+    }
+
+    /// Re-reads every bank; on failure the banks in memory stay.
+    pub fn reload(&self, pool: &Pool) -> Result<(), DbError> {
+        let fresh = Arc::new(all(&mut **pool.get()?)?);
+        *self.banks.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
 }
 
 pub fn add(pool: &Pool, new: NewBank) -> Result<Bank, BankError> {

@@ -69,8 +69,11 @@ pub struct Config {
     pub auth_fails_per_min: u32,
     /// The bank route answers as the Flask sample did (201 and its bodies).
     pub legacy_answers: bool,
-    /// Charge one user's waiting requests together (see `coalesce`).
+    /// Charge waiting requests together (`billing::group`).
     pub coalesce: bool,
+    /// With `coalesce`: how many batches of different users' requests may
+    /// run at once (`CREDITGATE_COALESCE_BATCHES`).
+    pub coalesce_batches: usize,
     /// The largest request body a gateway route takes (it is buffered).
     pub max_body_bytes: u64,
     /// What the HTTP edge holds every client to.
@@ -166,6 +169,8 @@ impl Config {
             auth_fails_per_min: number(&var, "CREDITGATE_AUTH_FAILS_PER_MIN", 1, 1_000_000)?
                 .unwrap_or(30) as u32,
             coalesce: switch("CREDITGATE_COALESCE", var("CREDITGATE_COALESCE"), false)?,
+            coalesce_batches: number(&var, "CREDITGATE_COALESCE_BATCHES", 1, 64)?.unwrap_or(2)
+                as usize,
             legacy_answers: switch(
                 "CREDITGATE_LEGACY_ANSWERS",
                 var("CREDITGATE_LEGACY_ANSWERS"),

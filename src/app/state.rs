@@ -30,7 +30,8 @@ pub struct AppState {
     pub console: Sessions,
     /// Low-credit notices go out through it.
     pub mailer: Mailer,
-    /// With CREDITGATE_COALESCE=on: one user's waiting charges together.
+    /// With CREDITGATE_COALESCE=on: waiting charges together, of one user
+    /// or of many.
     pub coalescer: Option<Coalescer>,
     /// Requests inside `handle`; a stop waits for them.
     pub in_flight: AtomicUsize,
@@ -49,7 +50,9 @@ impl AppState {
         mailer: Mailer,
     ) -> AppState {
         let throttle = Throttle::new(config.auth_fails_per_min);
-        let coalescer = config.coalesce.then(Coalescer::new);
+        let coalescer = config
+            .coalesce
+            .then(|| Coalescer::new(config.coalesce_batches));
         AppState {
             config,
             pool,

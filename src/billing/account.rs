@@ -7,7 +7,9 @@
 //! use, the cost, the limiter's new state and the low-credit flag in one
 //! UPDATE, so a limit costs no extra round trip.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use mysql::prelude::Queryable;
@@ -156,6 +158,104 @@ pub const PER_REQUEST: &[&str] = &[
     usage::RECORD_MANY,
 ];
 
+/// `PER_REQUEST` and then a coalesced batch's statements, for each list
+/// size (1, 2, 4 … 64): what a batch prepares (`db::Connection::prepared`
+/// adds them to a connection the first time a batch uses it). A batch's
+/// statement run as text cost the driver a scan for named parameters on
+/// every call (~13,000 instructions a batch, callgrind).
+pub fn per_batch() -> &'static [&'static str] {
+    static ALL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = PER_REQUEST.to_vec();
+        for n in SIZES {
+            all.extend([ids_sql(n), lock_many_sql(n), keys_sql(n)]);
+            if n > 1 {
+                all.extend([write_many_sql(n), note_keys_sql(n), usage::rows_sql(n)]);
+            }
+        }
+        all
+    })
+}
+
+/// The sizes a batch's lists are padded to (`padded`).
+const SIZES: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// The text for a list of `n` (a power of two up to 64), made once.
+pub(crate) fn sized(
+    cell: &'static OnceLock<Vec<&'static str>>,
+    n: usize,
+    make: impl Fn(usize) -> String,
+) -> &'static str {
+    let texts = cell.get_or_init(|| {
+        // Leaked once: they live as long as the process, as constants do.
+        SIZES.iter().map(|&n| &*make(n).leak()).collect()
+    });
+    texts[n.trailing_zeros() as usize]
+}
+
+fn ids_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        format!(
+            "SELECT username, id FROM users WHERE username IN ({})",
+            marks(n)
+        )
+    })
+}
+
+fn lock_many_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        format!(
+            concat!(
+                user_columns!(),
+                no_key!(),
+                " FROM users u FORCE INDEX (PRIMARY) WHERE u.id IN ({}) ORDER BY u.id \
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            marks(n)
+        )
+    })
+}
+
+fn keys_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        format!(
+            "SELECT user_id, token_hash, id, \
+             (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > NOW(3))), \
+             (last_used_at IS NULL OR last_used_at < NOW(3) - INTERVAL 1 MINUTE) \
+             FROM api_keys WHERE user_id IN ({}) AND token_hash IN ({})",
+            marks(n),
+            marks(n)
+        )
+    })
+}
+
+fn write_many_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        let when = "WHEN ? THEN ? ".repeat(n);
+        format!(
+            "UPDATE users FORCE INDEX (PRIMARY) SET credit = credit - CASE id {when}END, \
+             rate_tat = COALESCE(CASE id {when}END, rate_tat), \
+             low_credit_notified = low_credit_notified OR CASE id {when}END \
+             WHERE id IN ({}) AND credit - held >= CASE id {when}END",
+            marks(n)
+        )
+    })
+}
+
+fn note_keys_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    sized(&T, n, |n| {
+        format!(
+            "UPDATE api_keys FORCE INDEX (PRIMARY) SET last_used_at = NOW(3) WHERE id IN ({})",
+            marks(n)
+        )
+    })
+}
+
 /// The name to look up, or `UnknownUser` without asking the database. A
 /// name that cannot exist must not reach it: `users.username` is ASCII with
 /// a PAD SPACE collation, so MariaDB fails on a non-ASCII name (a 503, not a
@@ -186,6 +286,144 @@ pub fn lock(
     };
     let row: Option<mysql::Row> = conn.exec_first(sql.get(query), (&hash, name.as_str()))?;
     Ok(authenticate(row, &hash, name))
+}
+
+/// The ids of these users (a name without a row is left out). Read before
+/// a batch's transaction, so that its rows can be locked by id, in id order.
+pub fn ids_of(
+    conn: &mut impl Queryable,
+    sql: &Statements,
+    names: &[&str],
+) -> Result<HashMap<String, u64>, DbError> {
+    let names = padded(names);
+    Ok(conn
+        .exec(sql.get(ids_sql(names.len())), names)?
+        .into_iter()
+        .collect())
+}
+
+/// A user's row as a batch locked it, before any key is checked.
+pub struct Locked {
+    account: Account,
+    disabled: bool,
+}
+
+impl Locked {
+    /// The row's user name.
+    pub fn name(&self) -> &str {
+        &self.account.username
+    }
+}
+
+/// Locks the rows of `ids` in ONE statement, `FOR UPDATE SKIP LOCKED`: a row
+/// locked elsewhere (an admin's transaction, another instance's batch, a
+/// single request) is left out instead of waited for, so that one locked
+/// user never holds up the others in the batch; the caller sends those
+/// requests down the path that waits. The primary key is read in ascending
+/// order, so rows are locked in id order, the same order on every instance.
+/// `FORCE INDEX`: on a small table the optimizer prefers a full scan, which
+/// locks (and here, skips) every row it reads, not only the batch's: the
+/// batch's statements that lock rows by id all name the primary key.
+pub fn lock_many(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    ids: &[u64],
+) -> Result<HashMap<u64, Locked>, DbError> {
+    let ids = padded(ids);
+    let rows: Vec<mysql::Row> = tx.exec(sql.get(lock_many_sql(ids.len())), ids)?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let disabled = row.get::<bool, _>(5).unwrap_or(true);
+            let account = from_row(row);
+            (account.id, Locked { account, disabled })
+        })
+        .collect())
+}
+
+/// A key as a batch reads it: its id, whether it works now, whether its
+/// use is due to be noted.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRow {
+    id: u64,
+    works: bool,
+    use_due: bool,
+}
+
+/// The keys of `users` whose hash is one of `hashes`, by (user, hash): one
+/// read for the whole batch, after its rows are locked (the snapshot is
+/// taken then, as the single request's join reads them under its lock).
+pub fn keys_of(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    users: &[u64],
+    hashes: &[&str],
+) -> Result<HashMap<(u64, String), KeyRow>, DbError> {
+    // Both lists padded to one size: 7 statements, not 49.
+    let n = users.len().max(hashes.len()).next_power_of_two();
+    let (mut users, mut hashes) = (users.to_vec(), hashes.to_vec());
+    users.resize(n, users[0]);
+    hashes.resize(n, hashes[0]);
+    let params: Vec<mysql::Value> = users
+        .iter()
+        .map(|u| mysql::Value::from(*u))
+        .chain(hashes.iter().map(|h| mysql::Value::from(*h)))
+        .collect();
+    let rows: Vec<(u64, String, u64, bool, bool)> = tx.exec(sql.get(keys_sql(n)), params)?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, hash, id, works, use_due)| {
+            let key = KeyRow { id, works, use_due };
+            ((user, hash), key)
+        })
+        .collect())
+}
+
+/// `authenticate` for a row locked by `lock_many` and its key as
+/// `keys_of` found it (`None`: no key of this user has `hash`): the same
+/// checks in the same order, with the same constant-time compare.
+pub fn authenticate_locked(
+    locked: &Locked,
+    hash: &str,
+    key: Option<&KeyRow>,
+) -> Result<Account, AuthFailure> {
+    const DUMMY: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    // The compare a stored hash gets, done whatever was found.
+    let against = key.map_or(DUMMY, |_| hash);
+    let matched = token::constant_time_eq(hash.as_bytes(), against.as_bytes());
+    let Some(key) = key.filter(|_| matched) else {
+        return Err(AuthFailure::WrongToken);
+    };
+    if !key.works {
+        Err(AuthFailure::KeyNotValid)
+    } else if locked.disabled {
+        Err(AuthFailure::Disabled)
+    } else {
+        let mut account = locked.account.clone();
+        account.key_id = key.id;
+        account.key_use_due = key.use_due;
+        Ok(account)
+    }
+}
+
+/// `list` with its last item repeated up to a power of two: an `IN` list
+/// of 1, 2, 4 … 64 items, so that a connection prepares a handful of
+/// statements, not one per batch size (the driver keeps 512 per
+/// connection; two lists of 1–64 each would make 4,096). A repeated item
+/// changes nothing in an `IN`.
+fn padded<T: Clone>(list: &[T]) -> Vec<T> {
+    let mut out = list.to_vec();
+    if let Some(last) = list.last() {
+        out.resize(list.len().next_power_of_two(), last.clone());
+    }
+    out
+}
+
+/// `?, ?, …`: `n` placeholders for an `IN` list.
+fn marks(n: usize) -> String {
+    let mut s = "?, ".repeat(n);
+    s.truncate(s.len().saturating_sub(2));
+    s
 }
 
 /// Who a service's call is for: the end user's credentials, as they sent
@@ -454,6 +692,47 @@ pub fn write_batch(
     )
 }
 
+/// The one write of a coalesced batch of many users: each user's `taken`
+/// credits off and the limiter's and the notice's state as the batch left
+/// them, in ONE statement (`CASE id WHEN …`), guarded per row as `take` is;
+/// one user alone takes `write_batch`'s prepared statement. Padded to a
+/// power of two by repeating the last user (a repeated `WHEN` or `IN` item
+/// changes nothing). Every listed row must change, as under the row locks
+/// it does: if one does not, the rows changed under us and the batch is
+/// retried from the start.
+pub fn write_many(
+    tx: &mut mysql::Transaction<'_>,
+    sql: &Statements,
+    changes: &[(u64, i64, Running)],
+) -> Result<(), DbError> {
+    let [first, ..] = changes else {
+        return Ok(());
+    };
+    if changes.len() == 1 {
+        return write_batch(tx, sql, first.0, first.1, first.2);
+    }
+    let padded = padded(changes);
+    let mut params: Vec<mysql::Value> = Vec::with_capacity(padded.len() * 9);
+    for (id, taken, _) in &padded {
+        params.extend([(*id).into(), (*taken).into()]);
+    }
+    for (id, _, end) in &padded {
+        params.extend([(*id).into(), end.rate_tat.into()]);
+    }
+    for (id, _, end) in &padded {
+        params.extend([(*id).into(), end.low_credit_notified.into()]);
+    }
+    params.extend(padded.iter().map(|(id, ..)| mysql::Value::from(*id)));
+    for (id, taken, _) in &padded {
+        params.extend([(*id).into(), (*taken).into()]);
+    }
+    tx.exec_drop(sql.get(write_many_sql(padded.len())), params)?;
+    if tx.affected_rows() != changes.len() as u64 {
+        return Err(DbError::conflict("the credit changed under the row locks"));
+    }
+    Ok(())
+}
+
 /// Takes `cost` off the locked row with the limiter's new state and the
 /// notice's flag. Relative and guarded: under the row lock it always
 /// applies; if it does not, the row changed under us (a multi-writer
@@ -490,6 +769,22 @@ pub fn note_key_use(conn: &mut impl Queryable, key_id: u64) -> Result<(), DbErro
         (key_id,),
     )?;
     Ok(())
+}
+
+/// The key-use write of a coalesced batch: every key due, at once.
+pub fn note_keys_used(
+    conn: &mut impl Queryable,
+    sql: &Statements,
+    ids: &[u64],
+) -> Result<(), DbError> {
+    match ids {
+        [] => Ok(()),
+        [id] => note_key_use(conn, *id),
+        _ => {
+            let ids = padded(ids);
+            Ok(conn.exec_drop(sql.get(note_keys_sql(ids.len())), ids)?)
+        }
+    }
 }
 
 /// Gives `amount` back to the user's row, locked for it, and takes it back

@@ -10,7 +10,7 @@ use mysql::TxOpts;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::token::Credentials;
-use crate::banks::{self, Bank};
+use crate::banks::{Bank, Cache};
 use crate::billing::account::{self, Account, LowCredit, RateState};
 use crate::billing::ledger::{self, Event, Reason};
 use crate::billing::{decide, Insufficient, Outcome, Verdict};
@@ -127,22 +127,23 @@ impl ChargeOutcome {
 
 /// Charges one paid bank lookup, exactly once, or nothing. A transaction
 /// the database rolled back (a conflict) is run again from the start.
-pub fn charge(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
-    pool.retrying(|| charge_once(pool, req))
+pub fn charge(pool: &Pool, banks: &Cache, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
+    pool.retrying(|| charge_once(pool, banks, req))
 }
 
-fn charge_once(pool: &Pool, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
+fn charge_once(pool: &Pool, banks: &Cache, req: &Charge<'_>) -> Result<ChargeOutcome, DbError> {
     let name = match account::lookup_name(req.credentials) {
         Ok(name) => name,
         Err(why) => return Ok(ChargeOutcome::Unauthorized(why)),
     };
     let mut conn = pool.get()?;
     let sql = conn.prepared(account::PER_REQUEST)?;
-    // Before the transaction, so that neither this round trip nor the
-    // bank's JSON holds the user's row lock (one hot user goes as fast as
-    // that lock is held); and outside it, because a snapshot taken before
-    // the lock would hide an earlier holder's idempotency key.
-    let bank = banks::find(&mut **conn, &sql, req.bank)?;
+    // From memory; when it is not there, its round trip comes before the
+    // transaction, so that it does not hold the user's row lock (one hot
+    // user goes as fast as that lock is held), and outside it, because a
+    // snapshot taken before the lock would hide an earlier holder's
+    // idempotency key.
+    let bank = banks.find(&mut **conn, &sql, req.bank)?;
     let mut tx = conn.start_transaction(TxOpts::default())?;
     let outcome = charge_in(&mut tx, &sql, &name, req, bank)?;
     // A connection lost during COMMIT leaves the charge in doubt: the client

@@ -8,7 +8,7 @@
 //! - `decide`: replay? → rate limit → enough credit? → debit, one `Outcome`
 //! - `account`: lock and authenticate the row, `apply` an outcome, refunds
 //! - `bank`: the paid bank lookup, the balance, the monthly refill
-//! - `group`: coalesced batches (one user's waiting charges, one commit)
+//! - `group`: coalesced batches (waiting charges of one user or many, one commit)
 //! - `charge`: the charge API (a backend charges its user from its code)
 //! - `holds`: reserve credit first, capture the real price after
 //! - `keyed`: a service call's transaction with its Idempotency-Key

@@ -5,6 +5,7 @@
 //! user named by a service, and rows from before keys were counted).
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use chrono::NaiveDate;
 use mysql::prelude::Queryable;
@@ -70,6 +71,63 @@ pub fn record_many(
             credits,
         ),
     )?)
+}
+
+/// One usage row's counts, as a coalesced batch adds them.
+pub struct Row<'a> {
+    pub user_id: u64,
+    pub key_id: u64,
+    pub day: NaiveDate,
+    pub endpoint: &'a str,
+    pub calls: u64,
+    pub credits: i64,
+}
+
+/// Counts a coalesced batch's calls, every user's, in one statement (one
+/// row alone takes `record_many`'s prepared one). The list is padded to a
+/// power of two with rows that add nothing (0 calls, 0 credits to the
+/// last row), so that a connection prepares a handful of statements, not
+/// one per batch size. Must run inside the charge's transaction.
+pub fn record_rows(
+    tx: &mut impl Queryable,
+    sql: &Statements,
+    rows: &[Row<'_>],
+) -> Result<(), DbError> {
+    let Some(last) = rows.last() else {
+        return Ok(());
+    };
+    if let [r] = rows {
+        let (user, key, day, endpoint) = (r.user_id, r.key_id, r.day, r.endpoint);
+        return record_many(tx, sql, user, key, day, endpoint, r.calls, r.credits);
+    }
+    let n = rows.len().next_power_of_two();
+    let mut params: Vec<mysql::Value> = Vec::with_capacity(n * 6);
+    for i in 0..n {
+        let (r, counts) = match rows.get(i) {
+            Some(r) => (r, (r.calls, r.credits)),
+            None => (last, (0, 0)),
+        };
+        params.push(r.user_id.into());
+        params.push(r.key_id.into());
+        params.push(r.day.format("%Y-%m-%d").to_string().into());
+        params.push(r.endpoint.into());
+        params.push(counts.0.into());
+        params.push(counts.1.into());
+    }
+    Ok(tx.exec_drop(sql.get(rows_sql(n)), params)?)
+}
+
+/// `record_rows`'s statement for `n` rows (a power of two, 2 to 64).
+pub(crate) fn rows_sql(n: usize) -> &'static str {
+    static T: OnceLock<Vec<&'static str>> = OnceLock::new();
+    crate::billing::account::sized(&T, n, |n| {
+        let values = vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ");
+        format!(
+            "INSERT INTO usage_daily (user_id, key_id, day, endpoint, calls, credits) \
+             VALUES {values} ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), \
+             credits = credits + VALUES(credits)"
+        )
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -161,13 +161,23 @@ impl AsStatement for Stmt<'_> {
 
 impl Connection {
     /// `sqls` prepared on this connection: at the first call, then kept.
-    /// Every caller passes the same list (the per-request path's).
+    /// Every list a caller passes starts with the same statements (the
+    /// per-request path's); a longer one (a coalesced batch's) prepares
+    /// only what it adds, when first asked for, so that a connection of the
+    /// per-request path never waits for statements it does not run (a new
+    /// connection's first request pays for every statement prepared).
     pub fn prepared(&mut self, sqls: &[&'static str]) -> Result<Statements, DbError> {
+        let have = self.statements.as_ref().map_or(0, |s| s.0.len());
         if let Some(statements) = &self.statements {
-            return Ok(statements.clone());
+            if have >= sqls.len() {
+                return Ok(statements.clone());
+            }
         }
-        let mut list = Vec::with_capacity(sqls.len());
-        for sql in sqls {
+        let mut list: Vec<(&'static str, Statement)> = match &self.statements {
+            Some(s) => s.0.as_ref().clone(),
+            None => Vec::with_capacity(sqls.len()),
+        };
+        for sql in &sqls[have..] {
             list.push((*sql, self.conn.prep(sql)?));
         }
         let statements = Statements(Arc::new(list));

@@ -3,7 +3,7 @@
 //! route a path belongs to, what path the upstream sees); `forward` the
 //! upstream call and the header rules; `store` the `routes` table;
 //! `billing` the charge and the refund. This file holds the route table
-//! every request reads (refreshed from the database every `REFRESH`, so a
+//! (and `banks::Cache`, the bank route's prices) every request reads (refreshed from the database every `REFRESH`, so a
 //! route added on one instance reaches all of them) and the request flow:
 //! charge → forward → refund when the answer is not billable.
 //! `forward_auth` charges as a route does for a proxy that forwards itself.
@@ -57,6 +57,8 @@ const REFUND_TRIES: u32 = 3;
 /// The routes and the upstream client, shared by every request thread.
 pub struct Gateway {
     routes: RwLock<Arc<Vec<Route>>>,
+    /// The bank route's priced resources, kept fresh with the routes.
+    banks: crate::banks::Cache,
     client: Client,
     /// How many requests each route may have in flight here.
     pub bulkheads: Arc<Bulkheads>,
@@ -171,6 +173,7 @@ impl Gateway {
     pub fn new(threads: usize) -> Gateway {
         Gateway {
             routes: RwLock::new(Arc::new(Vec::new())),
+            banks: crate::banks::Cache::new(),
             client: Client::new(threads),
             bulkheads: Arc::new(Bulkheads::new(threads)),
             confirmations: Arc::default(),
@@ -183,11 +186,17 @@ impl Gateway {
         routes::longest_match(&routes, path).cloned()
     }
 
-    /// Re-reads the `routes` table; on failure the routes in use stay.
+    /// Re-reads the `routes` table (and the banks); on failure the ones in
+    /// use stay.
     pub fn reload(&self, pool: &Pool) -> Result<(), DbError> {
         let fresh = Arc::new(store::list(pool)?);
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
+        self.banks.reload(pool)
+    }
+
+    /// The banks, in memory (`banks::Cache`).
+    pub fn banks(&self) -> &crate::banks::Cache {
+        &self.banks
     }
 
     /// After a route change (`by`: the admin API, the console): this

@@ -37,9 +37,10 @@ pub fn banks_data(
         now,
     };
     let outcome = match &state.coalescer {
-        None => bank::charge(&state.pool, &charge)?,
+        None => bank::charge(&state.pool, state.gateway.banks(), &charge)?,
         Some(c) => c.charge(
             &state.pool,
+            state.gateway.banks(),
             &state.metrics,
             group::Request {
                 credentials: credentials.clone(),

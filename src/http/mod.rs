@@ -427,6 +427,15 @@ pub fn redact_query(raw_url: &str) -> String {
 /// A client-supplied string made safe for a one-line log: control characters
 /// escaped, length bounded.
 pub fn log_safe(s: &str) -> String {
+    // Most values (a method, a path, a user name) need nothing escaped and
+    // are short: copied whole, not char by char (~1,000 instructions each,
+    // three per access line).
+    if s.len() <= 200
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'"' && b != b'\'')
+    {
+        return s.to_string();
+    }
     let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
     if s.chars().count() > 200 {
         out.push('…');
@@ -446,6 +455,22 @@ mod tests {
         );
         assert_eq!(redact_query("/a?TOKEN=s"), "/a?TOKEN=[redacted]");
         assert_eq!(redact_query("/a"), "/a");
+    }
+
+    #[test]
+    fn plain_values_are_logged_as_escaping_would_print_them() {
+        for s in [
+            "GET",
+            "/api/v1.0/banks_data/BOFA/?x=1",
+            "alice",
+            "a'b",
+            "x\"y",
+            "b\\s",
+            "a b",
+        ] {
+            let escaped: String = s.chars().flat_map(char::escape_default).collect();
+            assert_eq!(log_safe(s), escaped, "{s}");
+        }
     }
 
     #[test]

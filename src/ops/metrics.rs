@@ -28,6 +28,7 @@ pub struct Metrics {
     coalesced_batches: AtomicU64,
     holds_expired: AtomicU64,
     coalesced_requests: AtomicU64,
+    coalesced_skipped: AtomicU64,
     /// Distinct Galera writer nodes of the live instances; `None` off Galera.
     writer_nodes: Mutex<Option<u64>>,
     /// Webhook delivery attempts of this instance, by result.
@@ -104,6 +105,11 @@ impl Metrics {
     pub fn coalesced_batch(&self, requests: usize) {
         self.coalesced_batches.fetch_add(1, Relaxed);
         self.coalesced_requests.fetch_add(requests as u64, Relaxed);
+    }
+
+    /// Requests a batch left out: their user's row was locked elsewhere.
+    pub fn coalesced_skipped(&self, requests: usize) {
+        self.coalesced_skipped.fetch_add(requests as u64, Relaxed);
     }
 
     pub fn holds_expired(&self, n: u64) {
@@ -292,6 +298,13 @@ impl Metrics {
                 single(&self.coalesced_requests),
             ),
             (
+                "creditgate_coalesced_skipped_total",
+                "counter",
+                "Requests a coalesced batch left out because their user's row was \
+                 locked elsewhere (then charged by a batch that waits for the row).",
+                single(&self.coalesced_skipped),
+            ),
+            (
                 "creditgate_holds_expired_total",
                 "counter",
                 "Open holds released by the expire-holds job at their expiry.",
@@ -406,7 +419,8 @@ mod tests {
         assert!(text.contains("creditgate_credits_charged_total 3\n"));
         assert!(text.contains("creditgate_db_pool_connections{state=\"idle\"} 2\n"));
         assert!(text.contains("creditgate_db_pool_max_connections 8\n"));
-        assert!(text.contains("creditgate_webhook_deliveries{state=\"pending\"} 0\n"));
-        assert_eq!(text.matches("# HELP ").count(), 17);
+        assert!(text.contains("creditgate_webhook_deliveries{state=\"pending\"} 0
+"));
+        assert_eq!(text.matches("# HELP ").count(), 18);
     }
 }

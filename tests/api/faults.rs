@@ -166,14 +166,21 @@ fn the_database_vanishing_mid_load_costs_only_503s_and_heals_by_itself() {
     let shots = shots.lock().unwrap().clone();
 
     // Assert: only 200 and 503 unavailable with Retry-After...
+    let coalescing = std::env::var("CREDITGATE_TEST_COALESCE").is_ok_and(|v| v == "on");
+    let waits = if coalescing { 2 } else { 1 };
     for s in &shots {
         match s.status {
             200 => {}
             503 => assert!(s.error == "unavailable" && s.retry_after, "{s:?}"),
             _ => panic!("unexpected answer {s:?}"),
         }
-        // ...none waiting past the pool timeout (plus scheduling slack)...
-        assert!(s.latency < timeout + Duration::from_secs(2), "{s:?}");
+        // ...none waiting past the pool timeout (plus scheduling slack); with
+        // coalescing, a request may first wait for the batch before its
+        // own (its user's requests are decided in order), so twice...
+        assert!(
+            s.latency < waits * timeout + Duration::from_secs(2),
+            "{s:?}"
+        );
     }
     // ...the cut was felt (the proxy is in the path), and healed quickly...
     // (A request sent during the cut may be answered after the restore.)
@@ -186,7 +193,10 @@ fn the_database_vanishing_mid_load_costs_only_503s_and_heals_by_itself() {
         .filter(|s| s.status != 503)
         .collect();
     assert!(charged_while_cut.is_empty(), "{charged_while_cut:?}");
-    assert!(shots.iter().filter(during).count() > 0);
+    // (With coalescing, a request sent during the cut waits for its user's
+    // batches in order, and is answered after the restore: then the 503s
+    // say the cut was felt.)
+    assert!(shots.iter().filter(during).count() > 0 || (coalescing && count(&shots, 503) > 0));
     assert!(count(&shots, 200) > 0 && shots.iter().any(|s| s.status == 200 && s.sent < cut_at));
     let healing = healed_at - restored_at;
     assert!(healing < Duration::from_secs(5), "healed after {healing:?}");
