@@ -30,15 +30,8 @@ max_examples=${SCHEMA_MAX_EXAMPLES:-25}
 seed=${SCHEMA_SEED:-1}
 
 # 1. The venv, made once and kept while the pins hold.
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    if [ "$(id -u)" -ne 0 ]; then
-        say "python3 has no venv module; install it with: sudo apt-get install -y python3-venv"
-        exit 1
-    fi
-    say "installing python3-venv with apt-get (once)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
-fi
+. "$root_dir/deploy/python-venv.sh"
+need_python_venv
 stamp="$venv/.pins-$schemathesis_version-$validator_version"
 if [ ! -f "$stamp" ]; then
     say "creating $venv (schemathesis $schemathesis_version, openapi-spec-validator $validator_version)"

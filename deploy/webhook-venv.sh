@@ -13,15 +13,8 @@ root_dir=$(cd "$(dirname "$0")/.." && pwd)
 venv="${CARGO_TARGET_DIR:-$root_dir/target}/webhook-venv"
 version=1.3.0
 
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    if [ "$(id -u)" -ne 0 ]; then
-        say "python3 has no venv module; install it with: sudo apt-get install -y python3-venv"
-        exit 1
-    fi
-    say "installing python3-venv with apt-get (once)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
-fi
+. "$root_dir/deploy/python-venv.sh"
+need_python_venv
 stamp="$venv/.pin-$version"
 if [ ! -f "$stamp" ]; then
     # Two test processes may get here at once: one makes it, the other waits.
