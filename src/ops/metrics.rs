@@ -419,8 +419,10 @@ mod tests {
         assert!(text.contains("creditgate_credits_charged_total 3\n"));
         assert!(text.contains("creditgate_db_pool_connections{state=\"idle\"} 2\n"));
         assert!(text.contains("creditgate_db_pool_max_connections 8\n"));
-        assert!(text.contains("creditgate_webhook_deliveries{state=\"pending\"} 0
-"));
+        assert!(text.contains(
+            "creditgate_webhook_deliveries{state=\"pending\"} 0
+"
+        ));
         assert_eq!(text.matches("# HELP ").count(), 18);
     }
 }
