@@ -346,6 +346,14 @@ pub fn standard_jobs(
             Ok(format!("{n} hold(s) expired"))
         }) as crate::ops::jobs::JobFn
     };
+    // Settled webhook deliveries are kept a while to be read, not forever.
+    let prune_outbox = {
+        let pool = pool.clone();
+        Box::new(move || {
+            let n = crate::webhooks::outbox::prune(&pool).map_err(JobError::doing("prune"))?;
+            Ok(format!("{n} settled webhook deliveries deleted"))
+        }) as crate::ops::jobs::JobFn
+    };
     Jobs::new(
         vec![
             Job::new("heartbeat", config.heartbeat, heartbeat),
@@ -356,6 +364,11 @@ pub fn standard_jobs(
                 "refund-unsettled",
                 Duration::from_secs(10),
                 refund_unsettled,
+            ),
+            Job::new(
+                "prune-webhook-outbox",
+                Duration::from_secs(3600),
+                prune_outbox,
             ),
         ],
         Arc::clone(metrics),

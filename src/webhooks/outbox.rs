@@ -118,6 +118,42 @@ pub fn after_refusal(
     Ok(())
 }
 
+/// How long settled deliveries stay in the outbox for the operator to
+/// read (the console's and `/metrics`' counts are of what is kept):
+/// delivered a week, failed a month (a failure is what someone looks into).
+pub const KEEP_DELIVERED_DAYS: u32 = 7;
+pub const KEEP_FAILED_DAYS: u32 = 30;
+
+/// Rows deleted per statement: short enough that the delete never holds
+/// many locks, and the job runs again until none is left.
+const PRUNE_BATCH: u32 = 5_000;
+
+/// Deletes settled deliveries older than their keeping time (pending rows
+/// are never touched); the `prune-webhook-outbox` job. Without it the
+/// outbox would grow by every event forever.
+pub fn prune(pool: &Pool) -> Result<u64, DbError> {
+    let mut conn = pool.get()?;
+    let mut deleted = 0;
+    for (state, days) in [
+        ("delivered", KEEP_DELIVERED_DAYS),
+        ("failed", KEEP_FAILED_DAYS),
+    ] {
+        loop {
+            conn.exec_drop(
+                "DELETE FROM webhook_outbox WHERE state = ? \
+                 AND settled_at < NOW(3) - INTERVAL ? DAY LIMIT ?",
+                (state, days, PRUNE_BATCH),
+            )?;
+            let n = conn.affected_rows();
+            deleted += n;
+            if n < u64::from(PRUNE_BATCH) {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 /// Deliveries by state, over every instance: what the console and
 /// `/metrics` show.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

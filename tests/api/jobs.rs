@@ -40,7 +40,8 @@ fn every_job_is_listed_with_its_schedule_and_state() {
             "monthly-refill",
             "expire-idempotency-keys",
             "expire-holds",
-            "refund-unsettled"
+            "refund-unsettled",
+            "prune-webhook-outbox"
         ]
     );
     for j in &list {

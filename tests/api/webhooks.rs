@@ -773,3 +773,54 @@ fn console_shows_counts(app: &TestApp, pending: u64, delivered: u64, failed: u64
         );
     }
 }
+
+#[test]
+fn the_prune_job_deletes_only_settled_deliveries_past_their_keeping_time() {
+    let app = spawn_app_with(&[]);
+    let receiver = Receiver::start();
+    receiver.answer(500);
+    add_webhook(&app, &receiver.url(), &["credit.exhausted"]);
+    let hook = app.db.scalar("SELECT MAX(id) FROM webhooks");
+    // Rows as the delivery thread leaves them, settled at various ages.
+    let row = |state: &str, settled_days_ago: Option<u32>| {
+        let settled = settled_days_ago
+            .map(|d| format!("NOW(3) - INTERVAL {d} DAY"))
+            .unwrap_or_else(|| "NULL".into());
+        app.db.exec(&format!(
+            "INSERT INTO webhook_outbox (webhook_id, user_id, event_type, body, state, \
+             created_at, next_attempt_at, settled_at) VALUES ({hook}, 1, 'credit.exhausted', \
+             '{{}}', '{state}', NOW(3) - INTERVAL 40 DAY, NOW(3) + INTERVAL 1 DAY, {settled})"
+        ));
+    };
+    row("delivered", Some(8)); // gone
+    row("delivered", Some(6)); // kept
+    row("failed", Some(31)); // gone
+    row("failed", Some(8)); // kept
+    row("pending", None); // kept, however old
+    run_job(&app, "prune-webhook-outbox");
+    let left: BTreeMap<String, i64> = {
+        use mysql::prelude::Queryable;
+        let mut conn = app.db.pool.get().unwrap();
+        conn.query("SELECT state, COUNT(*) FROM webhook_outbox GROUP BY state")
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let want: BTreeMap<String, i64> = [("delivered", 1), ("failed", 1), ("pending", 1)]
+        .map(|(s, n)| (s.to_string(), n))
+        .into_iter()
+        .collect();
+    assert_eq!(left, want);
+    let r = app.admin("GET", "/admin/v1/jobs", None);
+    let job = r.json()["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == "prune-webhook-outbox")
+        .cloned()
+        .unwrap();
+    assert!(
+        job["last_result"].as_str().unwrap().contains("2 settled"),
+        "{job}"
+    );
+}
