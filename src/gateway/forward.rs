@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ureq::config::AutoHeaderValue;
+use ureq::config::ConfigBuilder;
 use ureq::http;
 use ureq::tls::{RootCerts, TlsConfig};
+use ureq::typestate::AgentScope;
 use ureq::SendBody;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
@@ -298,6 +300,27 @@ impl std::error::Error for ForwardError {
     }
 }
 
+/// How creditgate calls out over HTTP, to an upstream or a webhook
+/// receiver alike; each caller adds its own headers, pools and timeouts.
+pub fn outbound_config() -> ConfigBuilder<AgentScope> {
+    let tls = TlsConfig::builder()
+        // https is verified against the system's roots (an operator adds a
+        // private CA there), through rustls-platform-verifier; ureq's
+        // default would be its bundled Mozilla list (webpki-roots).
+        .root_certs(RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder()
+        // A 4xx/5xx is an answer (to pass on, or to retry), not an error.
+        .http_status_as_error(false)
+        // A redirect is not followed: a gateway's client follows it
+        // itself, and for a webhook it is not a delivery (retried).
+        .max_redirects(0)
+        // ureq reads HTTP(S)_PROXY/ALL_PROXY by default; the other end is
+        // called directly, whatever the environment says.
+        .proxy(None)
+        .tls_config(tls)
+}
+
 /// The upstream HTTP client: one per process, shared by all request threads
 /// (cloning it is cheap and shares the pool).
 #[derive(Clone)]
@@ -310,20 +333,7 @@ impl Client {
     /// number of request threads, so that a busy upstream is not reconnected
     /// to on every request (ureq keeps 3 by default).
     pub fn new(idle_per_host: usize) -> Client {
-        let tls = TlsConfig::builder()
-            // An https upstream is verified against the system's roots (an
-            // operator adds a private CA there), through rustls-platform-verifier;
-            // ureq's default would be its bundled Mozilla list (webpki-roots).
-            .root_certs(RootCerts::PlatformVerifier)
-            .build();
-        let config = ureq::Agent::config_builder()
-            // A 4xx/5xx is an answer to pass on, not an error.
-            .http_status_as_error(false)
-            // A redirect is the client's to follow, not ours.
-            .max_redirects(0)
-            // ureq reads HTTP(S)_PROXY/ALL_PROXY by default; an upstream is
-            // called directly, whatever the environment says.
-            .proxy(None)
+        let config = outbound_config()
             // ureq adds these when absent; a proxy adds nothing of its own.
             .user_agent(AutoHeaderValue::None)
             .accept(AutoHeaderValue::None)
@@ -332,7 +342,6 @@ impl Client {
             .allow_non_standard_methods(true)
             .max_idle_connections_per_host(idle_per_host.max(1))
             .max_idle_connections(idle_per_host.max(1) * 8)
-            .tls_config(tls)
             .build();
         Client {
             agent: ureq::Agent::new_with_config(config),

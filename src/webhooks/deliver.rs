@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ureq::config::AutoHeaderValue;
-use ureq::tls::{RootCerts, TlsConfig};
 
 use super::outbox::{self, Due};
 use super::sign;
 use crate::config::WebhookDelivery;
 use crate::db::Pool;
 use crate::error::error_chain;
+use crate::gateway::forward::outbound_config;
 use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::Shutdown;
 
@@ -86,21 +86,12 @@ impl Delivery {
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
-    let tls = TlsConfig::builder()
-        .root_certs(RootCerts::PlatformVerifier)
-        .build();
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        // A redirect is not a delivery: retried, and the log says where.
-        .max_redirects(0)
-        // Receivers are called directly, whatever HTTP(S)_PROXY says.
-        .proxy(None)
+    let config = outbound_config()
         .user_agent(AutoHeaderValue::Provided(Arc::new(format!(
             "creditgate/{}",
             env!("CARGO_PKG_VERSION")
         ))))
         .timeout_global(Some(timeout))
-        .tls_config(tls)
         .build();
     ureq::Agent::new_with_config(config)
 }
